@@ -1,0 +1,5 @@
+"""``python -m exportmon``."""
+
+from exportmon.commands.app import main
+
+main()

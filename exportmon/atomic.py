@@ -1,0 +1,60 @@
+"""Crash-safe file writes: write under a temporary name, fsync, then rename.
+
+A reader never sees a half-written file under its final name, and after a crash
+the final name holds either the old complete file or the new complete file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+#: Copy buffer size; large enough that syscalls do not dominate.
+COPY_BUFFER = 1024 * 1024
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or file creation inside ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def temporary_name(final: Path, suffix: str) -> Path:
+    """The temporary sibling of ``final`` used while it is being written."""
+    return final.with_name(final.name + suffix)
+
+
+@contextlib.contextmanager
+def atomic_write(final: Path, *, suffix: str = ".part") -> Iterator[BinaryIO]:
+    """Open ``final + suffix`` for binary writing; on success fsync and rename it.
+
+    On any exception the temporary file is removed and ``final`` is untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_name(final, suffix)
+    try:
+        with open(temp, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, final)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    fsync_dir(final.parent)
+
+
+def atomic_copy(source: Path, final: Path, *, suffix: str = ".in_progress") -> int:
+    """Copy ``source`` to ``final`` through ``final + suffix``; return the bytes copied."""
+    with open(source, "rb") as reader, atomic_write(final, suffix=suffix) as writer:
+        shutil.copyfileobj(reader, writer, COPY_BUFFER)
+        return writer.tell()

@@ -1,0 +1,264 @@
+"""The monitor config: one TOML file per monitor, described by these dataclasses.
+
+Field types drive validation in :mod:`exportmon.config.load`: plain ``str``,
+``int``, ``float``, ``bool``, ``Literal[...]``, ``list[...]``, ``dict[str, int]``,
+optional values and nested tables. ``metadata`` adds a parser for units
+(``"duration"``, ``"size"``, ``"char"``) and marks secrets (``secret=True``).
+
+Every option of the itrp-export-monitor gem has a home here; the README's
+"Configuration" section maps the gem's names to these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from exportmon.hooks.credentials import SecretSource
+from exportmon.paths import MonitorDirs
+
+#: The gem's search: mails from ITRP that carry an export id header.
+ITRP_SEARCH = 'FROM ITRP HEADER X-ITRP-ExportID ""'
+
+SourceKind = Literal["imap", "pop3", "maildir", "mbox", "dir"]
+Security = Literal["ssl", "starttls", "plain"]
+Quoting = Literal["minimal", "all", "nonnumeric", "none", "gem"]
+Overwrite = Literal["replace", "keep", "timestamp"]
+
+
+def _duration(default: float | None, doc: str) -> float | None:
+    return field(default=default, metadata={"kind": "duration", "doc": doc})
+
+
+def _size(default: int | None, doc: str) -> int | None:
+    return field(default=default, metadata={"kind": "size", "doc": doc})
+
+
+def _secret(doc: str) -> str | None:
+    return field(default=None, metadata={"secret": True, "doc": doc})
+
+
+@dataclass
+class SourceConfig:
+    """``[source]``: where export mails are read from."""
+
+    kind: SourceKind = "imap"
+    host: str = ""
+    #: 0 means the standard port for ``kind`` and ``security``.
+    port: int = 0
+    security: Security = "ssl"
+    user: str = ""
+    password: str | None = _secret("IMAP/POP3 password (prefer password_command or password_env)")
+    password_command: str | None = None
+    password_env: str | None = None
+    #: ``password`` logs in with a password; the OAuth2 mechanisms use ``token_command``.
+    auth: Literal["password", "xoauth2", "oauthbearer"] = "password"
+    token_command: str | None = None
+    mailbox: str = "INBOX"
+    #: Folder processed mails are moved to; empty means leave them where they are.
+    archive: str = "[Gmail]/All Mail"
+    search: str = ITRP_SEARCH
+    ca_file: str | None = None
+    #: Maildir, mbox file or directory of ``.eml`` files (kinds maildir, mbox, dir).
+    path: str | None = None
+    timeout: float | None = _duration(60.0, "network timeout")
+    #: POP3 only: delete a mail from the server once its export is delivered.
+    delete_after: bool = False
+    #: Only mails from these addresses (or ``@domain``) are processed; empty allows all.
+    allowed_senders: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "sender addresses or @domains allowed to send exports"},
+    )
+    #: Also look for export mails forwarded as ``message/rfc822`` attachments.
+    accept_forwarded: bool = False
+
+    def password_source(self) -> SecretSource:
+        return SecretSource(
+            "source.password", self.password, self.password_env, self.password_command
+        )
+
+    def default_port(self) -> int:
+        if self.port:
+            return self.port
+        if self.kind == "pop3":
+            return 995 if self.security == "ssl" else 110
+        return 993 if self.security == "ssl" else 143
+
+
+@dataclass
+class RecognizerConfig:
+    """``[[recognizers]]``: how to spot export mails of a system other than ITRP."""
+
+    name: str = ""
+    #: Header holding the export id (an integer).
+    id_header: str | None = None
+    #: Header holding a token unique to each export file.
+    token_header: str | None = None
+    #: Regular expression the subject must match; a group ``(?P<id>...)`` may give the id.
+    subject_pattern: str | None = None
+    #: Regular expression for the download link in the body (default: first http(s) link).
+    link_pattern: str | None = None
+    #: Export id to use when the mail carries none.
+    export_id: int | None = None
+    #: Take attached ``.csv``/``.zip`` files as the export.
+    attachments: bool = True
+
+
+@dataclass
+class DownloadConfig:
+    """``[download]``: how export links are downloaded."""
+
+    ca_file: str | None = None
+    timeout: float | None = _duration(60.0, "connect and read timeout")
+    retries: int = 3
+    max_bytes: int | None = _size(10 * 1000**3, "largest download accepted")
+    #: Hosts allowed even though they resolve to private or loopback addresses.
+    allow_hosts: list[str] = field(
+        default_factory=list,
+        metadata={"doc": "hosts allowed despite private addresses (on-premise)"},
+    )
+    max_redirects: int = 5
+
+
+@dataclass
+class ZipConfig:
+    """``[zip]``: limits that make hostile archives (zip bombs) fail safely."""
+
+    max_entry_bytes: int | None = _size(20 * 1000**3, "largest uncompressed entry")
+    max_total_bytes: int | None = _size(50 * 1000**3, "largest uncompressed archive")
+    max_ratio: float = 250.0
+    max_entries: int = 10_000
+
+
+@dataclass
+class CsvConfig:
+    """``[csv]``: rewrite the CSV files into another dialect (needs ``unzip = true``)."""
+
+    #: ``None`` keeps each row's own line ending (the gem's ``:auto``).
+    row_sep: str | None = None
+    col_sep: str = ","
+    quote_char: str = field(default='"', metadata={"kind": "char"})
+    #: ``gem`` reproduces itrp-export-monitor's output: empty values written as two
+    #: quote characters, values quoted only when they hold a separator, quote or newline.
+    quoting: Quoting = "minimal"
+    encoding: str = "utf-8-sig"
+    output_encoding: str = "utf-8"
+    #: Text that replaces ``\r\n`` and ``\n`` inside values.
+    replace_newlines: str | None = None
+    #: ``module:function`` called on every value (the gem's ``csv_value_proc``).
+    value_hook: str | None = None
+
+
+@dataclass
+class DeliverConfig:
+    """``[deliver]``: where the files go."""
+
+    #: Local destination folder.
+    to: str | None = None
+    #: ``ftp://host[:port]`` or ``ftps://host[:port]`` (explicit TLS).
+    ftp_url: str | None = None
+    ftp_dir: str = "."
+    ftp_user: str | None = None
+    ftp_password: str | None = _secret("FTP password (prefer ftp_password_command or _env)")
+    ftp_password_command: str | None = None
+    ftp_password_env: str | None = None
+    ftp_ca_file: str | None = None
+    ftp_passive: bool = True
+    ftp_timeout: float | None = _duration(60.0, "FTP timeout")
+    ftp_retries: int = 3
+    overwrite: Overwrite = "replace"
+    #: Export types delivered first, in this order; the rest follow alphabetically.
+    order: list[str] = field(
+        default_factory=list, metadata={"doc": "export types delivered first, in this order"}
+    )
+    #: Keep a timestamped copy of every delivered file here.
+    archive_dir: str | None = None
+
+    def ftp_password_source(self) -> SecretSource:
+        return SecretSource(
+            "deliver.ftp_password",
+            self.ftp_password,
+            self.ftp_password_env,
+            self.ftp_password_command,
+        )
+
+
+@dataclass
+class AlertsConfig:
+    """``[alerts]``: who hears about failures (the gem's ``on_exception``)."""
+
+    #: ``smtp://host:25``, ``smtps://host:465`` or ``submission://host:587`` (STARTTLS).
+    smtp_url: str | None = None
+    smtp_user: str | None = None
+    smtp_password: str | None = _secret("SMTP password")
+    smtp_password_command: str | None = None
+    smtp_password_env: str | None = None
+    smtp_ca_file: str | None = None
+    from_: str | None = field(default=None, metadata={"toml": "from"})
+    to: list[str] = field(default_factory=list, metadata={"doc": "alert recipients"})
+    #: Shell command run with the alert as JSON on stdin and in EXPORTMON_* variables.
+    command: str | None = None
+    #: An unresolved failure is alerted again after this long.
+    repeat_after: float | None = _duration(24 * 3600.0, "repeat interval of an alert")
+    #: Send a notice when a failing monitor succeeds again.
+    recovery: bool = True
+
+    def smtp_password_source(self) -> SecretSource:
+        return SecretSource(
+            "alerts.smtp_password",
+            self.smtp_password,
+            self.smtp_password_env,
+            self.smtp_password_command,
+        )
+
+
+@dataclass
+class ExportExpectation:
+    """``[exports.<id>]``: what a healthy export looks like (missing-export alerts)."""
+
+    #: ``"1d"``, ``"1w"`` or a 5-field cron expression.
+    expect_every: str | None = None
+    grace: float | None = _duration(3600.0, "how late an export may be")
+    #: Per export type, e.g. ``{ people = 100 }``.
+    min_rows: dict[str, int] = field(default_factory=dict)
+    max_rows: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class MonitorConfig:
+    """One monitor: the top level of its TOML file."""
+
+    #: The file's stem; names the monitor in output, logs and state.
+    name: str = field(default="", metadata={"derived": True})
+    #: The file it was loaded from.
+    path: Path | None = field(default=None, metadata={"derived": True})
+
+    ids: list[int] = field(default_factory=list)
+    root: str | None = None
+    unzip: bool = True
+    sub_dirs: bool = False
+    #: Minutes without export mails after which ``run`` stops; 0 = never.
+    exit_when_idle: int = 0
+    poll_interval: float | None = _duration(60.0, "seconds between polls without IDLE")
+    #: A failed export is retried after this long (or with ``--retry-failed``).
+    retry_after: float | None = _duration(3600.0, "wait before retrying a failed export")
+    #: ``run`` removes downloads older than this; unset keeps everything.
+    keep_downloads: float | None = _duration(None, "age after which downloads are pruned")
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    recognizers: list[RecognizerConfig] = field(default_factory=list)
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    zip: ZipConfig = field(default_factory=ZipConfig)
+    #: ``None`` when the file has no ``[csv]`` table: files are delivered unchanged.
+    csv: CsvConfig | None = None
+    deliver: DeliverConfig = field(default_factory=DeliverConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    exports: dict[int, ExportExpectation] = field(default_factory=dict)
+
+    @property
+    def dirs(self) -> MonitorDirs:
+        """The monitor's state directory (``root``) and its parts."""
+        if self.root is None:
+            raise ValueError("root is resolved at load time")
+        return MonitorDirs(Path(self.root))

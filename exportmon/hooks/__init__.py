@@ -1,0 +1,1 @@
+"""Integrations with the outside world: credential sources and alert channels."""

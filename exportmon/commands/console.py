@@ -1,0 +1,114 @@
+"""Terminal output: Rich consoles, progress bars, tables and JSON.
+
+Results go to stdout, everything meant for the person at the terminal (logs,
+progress) to stderr. Progress bars appear only when stderr is a terminal and
+``--quiet`` is not given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from exportmon.redact import redact
+
+
+@functools.cache
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@functools.cache
+def stdout_console() -> Console:
+    return Console(highlight=False)
+
+
+def progress_wanted(quiet: bool) -> bool:
+    """Whether to draw progress bars: stderr is a terminal and not ``--quiet``."""
+    return not quiet and stderr_console().is_terminal
+
+
+@contextlib.contextmanager
+def transfer_progress(enabled: bool) -> Iterator[Progress | None]:
+    """A Rich progress display for byte transfers, or ``None`` when not wanted."""
+    if not enabled:
+        yield None
+        return
+    progress = Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr_console(),
+        transient=True,
+    )
+    with progress:
+        yield progress
+
+
+def task_advancer(
+    progress: Progress | None, description: str, total: int | None
+) -> tuple[Callable[[int], None] | None, Callable[[], None]]:
+    """A callback advancing a new progress task by n bytes, and one removing the task.
+
+    Library code takes the plain callback and knows nothing of Rich.
+    """
+    if progress is None:
+        return None, lambda: None
+    task: TaskID = progress.add_task(description, total=total)
+    return (lambda n: progress.advance(task, n)), (lambda: progress.remove_task(task))
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    *,
+    title: str | None = None,
+    styles: dict[str, str] | None = None,
+) -> None:
+    """Write a Rich table to stdout (plain text when stdout is not a terminal)."""
+    table = Table(title=title, header_style="bold", show_lines=False)
+    for column in columns:
+        table.add_column(column, style=(styles or {}).get(column), overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    stdout_console().print(table)
+
+
+def print_error(message: str) -> None:
+    """Write one error line to stderr, secrets masked."""
+    stderr_console().print(
+        f"exportmon: error: {redact(message)}",
+        markup=False,
+        highlight=False,
+        style="red" if stderr_console().is_terminal else None,
+        soft_wrap=True,
+    )
+
+
+def print_note(message: str) -> None:
+    """Write an informational line for the person at the terminal (stderr)."""
+    stderr_console().print(redact(message), markup=False, highlight=False, soft_wrap=True)

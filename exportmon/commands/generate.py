@@ -1,0 +1,222 @@
+"""`exportmon generate`: write a ready-to-edit monitor config, or list the configured ones."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from exportmon.commands.common import options
+from exportmon.commands.console import print_error, print_json, print_note, print_table
+from exportmon.config.generate import NewMonitor, write
+from exportmon.config.load import discover, load_monitor
+from exportmon.config.providers import guess_provider
+from exportmon.errors import ConfigError, ExitCode, UsageError
+from exportmon.redact import register as register_secret
+
+EPILOG = """\
+Examples:
+
+  exportmon generate 777 exports@example.com -            # password from stdin
+
+  exportmon generate 777 exports@gmail.com --password-command "pass show mail/exports"
+
+  exportmon generate 777 exports@example.com --password-env IMAP_PASSWORD --to /srv/in
+
+  exportmon generate --list --json
+"""
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", epilog=EPILOG)(generate_command)
+
+
+def generate_command(
+    ctx: typer.Context,
+    export_id: Annotated[
+        int | None,
+        typer.Argument(help="Id of the Scheduled Export to monitor.", show_default=False),
+    ] = None,
+    email: Annotated[
+        str | None,
+        typer.Argument(
+            help="Address the export mails are sent to (the IMAP login).", show_default=False
+        ),
+    ] = None,
+    password_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[PASSWORD]",
+            help="IMAP password; '-' reads it from stdin (safer: not visible in ps or history).",
+            show_default=False,
+        ),
+    ] = None,
+    password: Annotated[
+        str | None, typer.Option("--password", help="IMAP password, or '-' to read it from stdin.")
+    ] = None,
+    password_command: Annotated[
+        str | None,
+        typer.Option("--password-command", help="Store this command, which prints the password."),
+    ] = None,
+    password_env: Annotated[
+        str | None,
+        typer.Option("--password-env", help="Store the name of a variable holding the password."),
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", metavar="DIR", help="Local folder to deliver files to.")
+    ] = None,
+    ftp: Annotated[
+        str | None, typer.Option("--ftp", metavar="URL", help="Deliver to ftp:// or ftps:// too.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Monitor name (default: the export id).")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing config.")] = False,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the configured monitors instead.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="With --list: JSON output.")] = False,
+) -> None:
+    """Write a monitor config for one export and mailbox, with the provider's settings.
+
+    The file goes to the config directory as <name>.toml with mode 0600, and
+    names every other option as a commented example.
+    """
+    if list_:
+        _list_monitors(ctx, as_json)
+        return
+    if export_id is None or email is None:
+        raise UsageError(
+            "give an export id and an email address",
+            hint="e.g. exportmon generate 777 exports@example.com -",
+        )
+    if export_id <= 0:
+        raise UsageError(f"export id must be a positive number, got {export_id}")
+    if "@" not in email:
+        raise UsageError(f"{email!r} is not an email address")
+    if name is not None and (not name or "/" in name or name.startswith(".")):
+        raise UsageError(f"{name!r} cannot be a monitor name", hint="use letters, digits, - and _")
+    given = [p for p in (password_arg, password, password_command, password_env) if p is not None]
+    if len(given) > 1:
+        raise UsageError(
+            "give the password one way only (argument, --password, "
+            "--password-command or --password-env)"
+        )
+    secret = password_arg if password_arg is not None else password
+    if secret == "-":
+        secret = _read_password_from_stdin()
+    elif secret is not None:
+        register_secret(secret)
+    if secret is None and password_command is None and password_env is None:
+        raise UsageError(
+            "no password given",
+            hint="add it as third argument, '-' to read it from stdin, or use "
+            "--password-command / --password-env",
+        )
+    new = NewMonitor(
+        export_id=export_id,
+        address=email,
+        password=secret,
+        password_command=password_command,
+        password_env=password_env,
+        name=name,
+        to=to,
+        ftp_url=ftp,
+    )
+    path = write(new, force=force)
+    # Load it back: what generate writes must always be a valid config.
+    load_monitor(path)
+    provider = guess_provider(email)
+    typer.echo(str(path))
+    if options(ctx).quiet:
+        return
+    print_note(
+        f"Wrote monitor {new.monitor_name!r} for export {export_id} ({provider.name}) to "
+        f"{path} (mode 0600)."
+    )
+    if provider.guessed:
+        print_note(f"Check the IMAP settings: {provider.host} is a guess.")
+    if password_arg not in (None, "-") or password not in (None, "-"):
+        print_note(
+            "Note: a password given on the command line can be seen in `ps` and your "
+            "shell history; next time pass '-' to type or pipe it in."
+        )
+    print_note("Next steps:")
+    print_note(f"  1. Review the file (delivery folder, archive folder): $EDITOR {path}")
+    print_note(
+        f"  2. Check the mailbox without changing anything: exportmon -c {path} fetch --dry-run"
+    )
+    print_note(f"  3. Run it once, or from cron: exportmon -c {path} run --once")
+
+
+def _read_password_from_stdin() -> str:
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("IMAP password: ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        raise UsageError("no password on stdin")
+    register_secret(secret)
+    return secret
+
+
+def _list_monitors(ctx: typer.Context, as_json: bool) -> None:
+    opts = options(ctx)
+    if opts.configs:
+        paths = discover(opts.configs)
+    else:
+        try:
+            paths = discover(None)
+        except ConfigError:
+            paths = []
+    entries = []
+    broken = False
+    for path in paths:
+        try:
+            config = load_monitor(path, strict=opts.strict)
+        except ConfigError as exc:
+            broken = True
+            print_error(exc.one_line())
+            entries.append({"name": path.stem, "config": str(path), "error": exc.one_line()})
+            continue
+        source = config.source
+        where = (
+            f"{source.kind}://{source.user}@{source.host}/{source.mailbox}"
+            if source.kind in ("imap", "pop3")
+            else f"{source.kind}:{source.path}"
+        )
+        destinations = [d for d in (config.deliver.to, config.deliver.ftp_url) if d]
+        entries.append(
+            {
+                "name": config.name,
+                "config": str(path),
+                "ids": config.ids,
+                "source": where,
+                "deliver": destinations,
+                "root": config.root,
+                "error": None,
+            }
+        )
+    if as_json:
+        print_json(entries)
+    elif not entries:
+        print_note("No monitors configured yet: exportmon generate <export-id> <email> -")
+    else:
+        print_table(
+            ["name", "ids", "source", "deliver to", "config"],
+            [
+                [
+                    e["name"],
+                    ", ".join(map(str, e.get("ids", []))) or "-",
+                    e.get("source") or f"error: {e['error']}",
+                    ", ".join(e.get("deliver", [])),
+                    e["config"],
+                ]
+                for e in entries
+            ],
+        )
+    if broken:
+        raise typer.Exit(ExitCode.USAGE)

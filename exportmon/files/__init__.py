@@ -1,0 +1,1 @@
+"""Working on export files: names, unzipping, CSV rewriting."""

@@ -1,0 +1,183 @@
+"""Logging: human lines or JSON on stderr, and a rotating log file per monitor.
+
+Everything that leaves a handler passes :func:`exportmon.redact.redact`, so a
+secret that slips into a message or an exception text is masked on the way out.
+Records carry the name of the monitor being worked on (a context variable set by
+:func:`monitor_context`), and each monitor's file receives only its own lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import logging.handlers
+import os
+import sys
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+from exportmon.redact import redact
+
+LOGGER_NAME = "exportmon"
+#: Size at which a monitor's log file is rotated, and how many old files are kept.
+LOG_FILE_BYTES = 10 * 1000 * 1000
+LOG_FILE_BACKUPS = 5
+
+current_monitor: contextvars.ContextVar[str] = contextvars.ContextVar("monitor", default="")
+
+_console_handler: logging.Handler | None = None
+
+
+def log_file_name(monitor_name: str) -> str:
+    """The gem's log file name, kept so existing log watchers keep working."""
+    return f"export_monitor.{monitor_name}.log"
+
+
+class _MonitorField(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "monitor"):
+            record.monitor = current_monitor.get()
+        return True
+
+
+class _OnlyMonitor(logging.Filter):
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name_ = name
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, "monitor", "") == self.name_
+
+
+class TextFormatter(logging.Formatter):
+    """``2026-11-23 08:40:00 WARNING [777] message``, secrets masked."""
+
+    def __init__(self, *, with_time: bool = True) -> None:
+        super().__init__()
+        self.with_time = with_time
+
+    def format(self, record: logging.LogRecord) -> str:
+        monitor = getattr(record, "monitor", "")
+        parts = []
+        if self.with_time:
+            parts.append(datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S"))
+        parts.append(record.levelname)
+        if monitor:
+            parts.append(f"[{monitor}]")
+        parts.append(record.getMessage())
+        text = " ".join(parts)
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return redact(text)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, monitor, logger, message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname.lower(),
+            "monitor": getattr(record, "monitor", "") or None,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        if record.exc_info:
+            entry["traceback"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False)
+
+
+def setup(*, verbosity: int = 0, quiet: bool = False, fmt: str = "text") -> None:
+    """Configure the console handler on stderr (call once, from the CLI).
+
+    Default level INFO; ``-v`` DEBUG for exportmon; ``-vv`` DEBUG for libraries
+    too; ``--quiet`` warnings and errors only.
+    """
+    global _console_handler
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    if _console_handler is not None:
+        logger.removeHandler(_console_handler)
+    handler: logging.Handler
+    if fmt == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    elif sys.stderr.isatty():
+        from rich.logging import RichHandler
+
+        from exportmon.commands.console import stderr_console
+
+        handler = RichHandler(
+            console=stderr_console(), show_path=False, markup=False, rich_tracebacks=False
+        )
+        handler.setFormatter(_RichMessage())
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(TextFormatter(with_time=verbosity > 0))
+    level = logging.WARNING if quiet else logging.DEBUG if verbosity else logging.INFO
+    handler.setLevel(level)
+    handler.addFilter(_MonitorField())
+    logger.addHandler(handler)
+    _console_handler = handler
+    if verbosity > 1:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+
+
+class _RichMessage(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        monitor = getattr(record, "monitor", "")
+        text = record.getMessage()
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return redact(f"[{monitor}] {text}" if monitor else text)
+
+
+def _file_handler(path: Path, fmt: str, monitor: str) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not path.exists():
+        path.touch(mode=0o600)
+    handler = logging.handlers.RotatingFileHandler(
+        path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
+    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setLevel(logging.DEBUG)
+    handler.addFilter(_MonitorField())
+    handler.addFilter(_OnlyMonitor(monitor))
+    return handler
+
+
+@contextlib.contextmanager
+def monitor_context(name: str, log_dir: Path | None, fmt: str = "text") -> Iterator[None]:
+    """Tag log records with monitor ``name`` and copy them to its log file in ``log_dir``."""
+    token = current_monitor.set(name)
+    handler = None
+    logger = logging.getLogger(LOGGER_NAME)
+    if log_dir is not None:
+        try:
+            handler = _file_handler(log_dir / log_file_name(name), fmt, name)
+            logger.addHandler(handler)
+        except OSError as exc:
+            logger.warning("cannot write log file in %s: %s", log_dir, exc.strerror)
+    try:
+        yield
+    finally:
+        if handler is not None:
+            logger.removeHandler(handler)
+            handler.close()
+        current_monitor.reset(token)
+
+
+def get_logger(name: str) -> logging.Logger:
+    """The logger for module ``name`` (a child of the ``exportmon`` logger)."""
+    if name == LOGGER_NAME or name.startswith(LOGGER_NAME + "."):
+        return logging.getLogger(name)
+    return logging.getLogger(f"{LOGGER_NAME}.{name}")
+
+
+def is_interactive() -> bool:
+    """True when stderr is a terminal and progress displays make sense."""
+    return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"

@@ -1,0 +1,157 @@
+"""The SQLite ledger: schema, migrations, state transitions, deduplication, durability settings."""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+
+import pytest
+
+from exportmon.errors import LedgerError
+from exportmon.ledger import MIGRATIONS, Ledger
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    with Ledger.open(tmp_path / "ledger.sqlite") as opened:
+        yield opened
+
+
+def test_new_ledger_is_private_wal_and_at_the_latest_schema(tmp_path):
+    path = tmp_path / "state" / "ledger.sqlite"
+    with Ledger.open(path) as ledger:
+        assert ledger.schema_version == len(MIGRATIONS)
+        assert ledger.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+        assert ledger.integrity_check() == "ok"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with Ledger.open(path) as again:  # reopening migrates nothing and keeps the version
+        assert again.schema_version == len(MIGRATIONS)
+
+
+def test_a_ledger_from_a_newer_exportmon_is_refused(tmp_path):
+    path = tmp_path / "ledger.sqlite"
+    Ledger.open(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(LedgerError, match="newer than this exportmon understands"):
+        Ledger.open(path)
+
+
+def test_export_progresses_and_a_failure_keeps_its_progress(ledger):
+    mail = ledger.add_mail(
+        source="imap://u@h:993",
+        mailbox="INBOX",
+        uidvalidity=7,
+        uid="42",
+        message_id="<m@x>",
+        subject="Export finished",
+    )
+    export = ledger.add_export(
+        key="tok",
+        kind="link",
+        mail_id=mail.id,
+        export_id=777,
+        token="tok",
+        link="https://x/a.zip",
+        file_name="a.zip",
+    )
+    assert export.state == "new" and not export.failed
+    export = ledger.advance_export(export.id, "downloaded", download_path="/d/a.zip", bytes=10)
+    assert export.downloaded_at and export.bytes == 10
+    failed = ledger.fail_export(export.id, "unzip", "CRC mismatch", retry_at=None)
+    assert failed.state == "downloaded" and failed.failed and failed.attempts == 1
+    assert ledger.due_exports() == []  # no automatic retry without retry_at
+    assert [e.id for e in ledger.due_exports(include_failed=True)] == [export.id]
+    ledger.fail_export(export.id, "unzip", "CRC mismatch", retry_at="2000-01-01T00:00:00.000000Z")
+    assert [e.id for e in ledger.due_exports()] == [export.id]
+    done = ledger.advance_export(export.id, "unpacked", files=4, rows=100)
+    assert done.error is None and done.retry_at is None and done.files == 4
+    with pytest.raises(LedgerError, match="cannot go back"):
+        ledger.advance_export(export.id, "downloaded")
+    assert ledger.settle_mail(mail.id) == "new"
+    ledger.advance_export(export.id, "delivered")
+    assert ledger.settle_mail(mail.id) == "delivered"
+    ledger.set_mail_state(mail.id, "archived")
+    assert ledger.mail(mail.id).archived_at is not None
+
+
+def test_the_same_export_key_is_recorded_once(ledger):
+    first = ledger.add_export(key="tok", kind="link", export_id=1, link="https://a")
+    second = ledger.add_export(key="tok", kind="link", export_id=1, link="https://b")
+    assert first.id == second.id and second.link == "https://a"
+    assert len(ledger.exports()) == 1
+
+
+def test_mails_are_found_by_uid_or_message_id(ledger):
+    mail = ledger.add_mail(source="s", mailbox="INBOX", uidvalidity=1, uid="5", message_id="<a@b>")
+    assert ledger.find_mail(source="s", mailbox="INBOX", uidvalidity=1, uid="5").id == mail.id
+    # After a UIDVALIDITY change the UID means nothing, the Message-ID still does.
+    assert (
+        ledger.find_mail(source="s", mailbox="INBOX", uidvalidity=2, uid="9", message_id="<a@b>").id
+        == mail.id
+    )
+    assert ledger.find_mail(source="s", mailbox="INBOX", uidvalidity=2, uid="9") is None
+
+
+def test_mailbox_state_round_trips(ledger):
+    assert ledger.mailbox_state("s", "INBOX") is None
+    ledger.save_mailbox_state("s", "INBOX", 99, 1234, {"highestmodseq": 5})
+    ledger.save_mailbox_state("s", "INBOX", 99, 1240)
+    state = ledger.mailbox_state("s", "INBOX")
+    assert (state.uidvalidity, state.last_uid) == (99, 1240)
+
+
+def test_deliveries_record_start_before_finish(ledger):
+    export = ledger.add_export(key="k", kind="link")
+    file = ledger.add_file(
+        path="/d/a.csv", name="a.csv", export_row=export.id, export_type="people", bytes=3
+    )
+    assert ledger.file_by_path("/d/a.csv").id == file.id
+    delivery = ledger.start_delivery(
+        destination="local:/out",
+        source_path="/d/a.csv",
+        target="/out/a.csv",
+        file_id=file.id,
+        export_row=export.id,
+    )
+    assert ledger.interrupted_deliveries() == [delivery]
+    assert ledger.delivered(file.id, "local:/out") is None
+    ledger.finish_delivery(delivery.id, bytes=3, sha256="abc")
+    assert ledger.interrupted_deliveries() == []
+    assert ledger.delivered(file.id, "local:/out").sha256 == "abc"
+    again = ledger.add_file(path="/d2/a.csv", name="a.csv", export_row=export.id)
+    assert again.id == file.id and again.path == "/d2/a.csv"
+
+
+def test_notice_once(ledger):
+    assert ledger.notice_once("unmonitored:778") is True
+    assert ledger.notice_once("unmonitored:778") is False
+    assert ledger.notice_once("unmonitored:779") is True
+
+
+def test_alerts_and_runs(ledger):
+    alert = ledger.add_alert("failure", "export:777", {"error": "boom"})
+    assert alert.state == "pending" and alert.data == {"error": "boom"}
+    ledger.set_alert_state(alert.id, "sent")
+    assert ledger.alerts(state="sent")[0].sent_at
+    run_id = ledger.start_run("run --once")
+    ledger.finish_run(run_id, "ok", {"delivered": 1})
+    assert ledger.runs()[0].status == "ok"
+
+
+def test_prune_removes_only_finished_old_records(ledger):
+    mail = ledger.add_mail(source="s", uid="1")
+    old = ledger.add_export(key="old", kind="link", mail_id=mail.id)
+    ledger.advance_export(old.id, "delivered")
+    pending = ledger.add_export(key="pending", kind="link")
+    counts = ledger.prune("9999-01-01T00:00:00.000000Z")
+    assert counts["exports"] == 1
+    assert [e.key for e in ledger.exports()] == [pending.key]
+
+
+def test_bad_states_are_programming_errors(ledger):
+    with pytest.raises(ValueError):
+        ledger.exports("done")
+    export = ledger.add_export(key="k", kind="link")
+    with pytest.raises(ValueError):
+        ledger.advance_export(export.id, "delivered", colour="red")

@@ -7,6 +7,7 @@ the final name holds either the old complete file or the new complete file.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Iterator
@@ -58,3 +59,12 @@ def atomic_copy(source: Path, final: Path, *, suffix: str = ".in_progress") -> i
     with open(source, "rb") as reader, atomic_write(final, suffix=suffix) as writer:
         shutil.copyfileobj(reader, writer, COPY_BUFFER)
         return writer.tell()
+
+
+def sha256_file(path: Path) -> str:
+    """The SHA-256 hex digest of the file at ``path``, read in large blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(COPY_BUFFER):
+            digest.update(block)
+    return digest.hexdigest()

@@ -388,3 +388,73 @@ def test_push_ftp_one_missing_file_does_not_stop_the_others(ftp_server, tmp_path
     assert result.code == 1
     assert result.stdout.splitlines() == [f"{url(ftp_server)}/good.csv"]
     assert "missing.csv" in result.stderr
+
+
+# --- deliver_export over FTP(S), as run uses it -----------------------------------------
+
+
+@pytest.mark.parametrize("rewrite", [False, True])
+def test_deliver_export_to_the_ftp_server_of_the_config(
+    server, tmp_path, gem_fixtures, monkeypatch, caplog, rewrite
+):
+    import logging
+    import shutil
+
+    from exportmon.actions.deliver import deliver_export
+    from exportmon.actions.unzip import unpack_export
+    from exportmon.config.schema import CsvConfig, DeliverConfig, MonitorConfig
+    from exportmon.ledger import Ledger
+
+    root = tmp_path / "state"
+    (root / "downloads").mkdir(parents=True)
+    download = root / "downloads" / "20130923-072313-export.zip"
+    shutil.copyfile(gem_fixtures / download.name, download)
+    monkeypatch.setenv("FTP_TEST_PASSWORD", server.password)
+    monitor = MonitorConfig(
+        name="ftp",
+        ids=[2],
+        root=str(root),
+        sub_dirs=True,
+        csv=CsvConfig(row_sep="##\n", col_sep="|", quote_char=":", quoting="gem",
+                      replace_newlines="<newline>") if rewrite else None,
+        deliver=DeliverConfig(
+            ftp_url=url(server),
+            ftp_dir="in/exports",
+            ftp_user=server.user,
+            ftp_password_env="FTP_TEST_PASSWORD",
+            ftp_ca_file=str(server.ca_file) if server.ca_file else None,
+            order=["organizations", "sites"],
+        ),
+    )  # fmt: skip
+    server.drop_next_uploads(1, after_bytes=500)
+    with Ledger.open(root / "ledger.sqlite") as ledger:
+        mail = ledger.add_mail(source="t", uid="1")
+        export = ledger.add_export(key="k", kind="link", mail_id=mail.id, export_id=2)
+        export = ledger.advance_export(export.id, "downloaded", download_path=str(download))
+        export = unpack_export(monitor, ledger, export)
+        with caplog.at_level(logging.INFO, logger="exportmon"):
+            export = deliver_export(monitor, ledger, export)
+        assert export.state == "delivered" and ledger.mail(mail.id).state == "delivered"
+        label = f"{url(server)}/in/exports"
+        assert f"Copied 4 file(s) from '{download}' to '{label}'" in caplog.messages
+        deliveries = ledger.deliveries(export_row=export.id)
+        assert [d.state for d in deliveries] == ["done"] * 4
+        assert [d.target.split("/")[0] for d in deliveries] == [
+            "organizations",
+            "sites",
+            "calendars",
+            "organizations_contact_details",
+        ]
+        assert {d.destination for d in deliveries} == {label}
+    files = remote_files(server)
+    assert len(files) == 4 and not any(n.endswith(IN_PROGRESS) for n in files)
+    organizations = files["in/exports/organizations/5-20130923-072312-organizations.csv"]
+    if rewrite:
+        assert b"Corp.:: Brian Waymore<newline>Email:: brian.waymore@microsoft.com:##\n" in (
+            organizations
+        )
+    else:
+        with zipfile.ZipFile(gem_fixtures / "20130923-072313-export.zip") as archive:
+            assert organizations == archive.read("5-20130923-072312-organizations.csv")
+    assert [c.code for c in server.commands_named("STOR")][:2] == [426, 226]
+    assert server.password not in caplog.text

@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 with warnings.catch_warnings():
     # ftputil warns that its default path encoding changes in 6.0; we always pass UTF-8.
@@ -46,8 +46,6 @@ from exportmon.files import ProgressFactory, start_task
 from exportmon.log import get_logger
 
 log = get_logger(__name__)
-
-T = TypeVar("T")
 
 _URL = re.compile(r"(ftps?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d+))?/?")
 
@@ -94,6 +92,10 @@ def normalize_dir(directory: str) -> str:
 
 class _Transient(Exception):
     """A failure worth retrying at once on a new connection."""
+
+
+#: What talking to a server can raise; anything else is a bug and propagates.
+_NETWORK_ERRORS = (_Transient, ftputil.error.FTPError, ftplib.Error, OSError, EOFError)
 
 
 class FtpDestination:
@@ -186,7 +188,7 @@ class FtpDestination:
             except ExportmonError:
                 self.close()
                 raise
-            except Exception as exc:
+            except _NETWORK_ERRORS as exc:
                 error = self._classify(exc, what)
                 self.close()
                 if error is not None:
@@ -228,9 +230,9 @@ class FtpDestination:
                     hint="check ftp_user and the FTP password",
                 )
             return DeliveryError(f"{what} at {self.display} refused: {text}")
-        if isinstance(exc, OSError | ftplib.Error):
-            return None
-        return DeliveryError(f"{what} at {self.display} failed: {_describe(exc)}")
+        if isinstance(exc, ftputil.error.InternalError):  # e.g. a listing it cannot parse
+            return DeliveryError(f"{what} at {self.display} failed: {_describe(exc)}")
+        return None
 
     # --- paths -------------------------------------------------------------------------
 
@@ -345,9 +347,12 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _describe(exc: BaseException) -> str:
-    """A one-line reason: ftputil's first line, or the OS error text."""
-    text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    first = str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
-    if isinstance(exc, ConnectionError | TimeoutError | EOFError) and first == str(text):
-        return f"{type(exc).__name__}: {first}" if first != type(exc).__name__ else first
+    """A one-line reason: ftputil's first line (it appends debugging info), or the OS
+    error text, with the kind of error when the text alone says little."""
+    text = str(getattr(exc, "strerror", None) or exc).strip()
+    first = text.splitlines()[0] if text else ""
+    if not first:
+        return type(exc).__name__
+    if isinstance(exc, OSError) and not isinstance(exc, ftputil.error.FTPError):
+        return f"{type(exc).__name__}: {first}"
     return first

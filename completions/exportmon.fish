@@ -55,7 +55,7 @@ complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l password-comm
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l ca-file -r -F -d 'CA certificate(s) to verify FTPS with'
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l to -r -F -d 'Deliver into this local folder'
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l overwrite -r -f -a 'replace keep timestamp' -d 'replace, keep (leave an existing file), or timestamp (a new time-stamped name ea'
-complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l sub-dirs -l no-sub-dirs -d 'Put each file in a folder named after its export type'
+complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l sub-dirs -l no-sub-dirs -d 'Put each file in a folder named after its export type (default'
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l order -r -d 'Export types delivered first, e.g'
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l active -d 'Active FTP instead of passive'
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l retries -r -d 'Retries after a lost connection (default 3)'

@@ -12,6 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from gem_output import GEM_OPTIONS, REWRITTEN
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -27,26 +28,8 @@ from exportmon.files.csv_rewrite import (
     unescape,
 )
 
-GEM_DIALECT = Dialect(
-    row_sep="##\n", col_sep="|", quote_char=":", quoting="gem", replace_newlines="<newline>"
-)
-#: EXPECTED.md, "Rewritten with row separator ##\n, column separator |, quote character :".
-GEM_LINES = {
-    "calendars": "30|::|::|:24x7 except Sunday 5::00am until Noon:|mon|:00::00:|:24::00:##\n",
-    "organizations": (
-        "27|::|::|0|Microsoft Corporation|0|::|::|::|::|:Global product licensing sales contact "
-        "for Widget International, Corp.:: Brian Waymore<newline>Email:: "
-        "brian.waymore@microsoft.com:##\n"
-    ),
-    "organizations_contact_details": (
-        "International Business Machines Corporation (IBM)|::|::|::|street|590 Madison Avenue|"
-        "New York|NY|10022|US|0##\n"
-    ),
-    "sites": (
-        "14|::|::|0|IT Training Facility|4465 San Felipe Street, Suite 1508|Houston|TX|77027|US|"
-        "Central Time (US & Canada)|::##"
-    ),
-}
+GEM_DIALECT = Dialect(**GEM_OPTIONS)
+GEM_LINES = REWRITTEN
 
 
 @pytest.fixture

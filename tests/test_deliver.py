@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from gem_output import GEM_OPTIONS, GEM_ZIP, NAMES, REWRITTEN, UNCHANGED
 
 from exportmon.actions.deliver import deliver_export, deliver_one
 from exportmon.actions.unzip import unpack_export
@@ -22,47 +23,7 @@ from exportmon.errors import DeliveryError
 from exportmon.files.names import timestamped_name
 from exportmon.ledger import Ledger
 
-GEM_ZIP = "20130923-072313-export.zip"
-NAMES = {
-    "calendars": "5-20130923-072312-calendars.csv",
-    "organizations": "5-20130923-072312-organizations.csv",
-    "organizations_contact_details": "5-20130923-072312-organizations_contact_details.csv",
-    "sites": "5-20130923-072312-sites.csv",
-}
-UNCHANGED = {
-    "calendars": "30,,,24x7 except Sunday 5:00am until Noon,mon,00:00,24:00\n",
-    "organizations": (
-        '27,,,0,Microsoft Corporation,0,,,,,"Global product licensing sales contact for Widget '
-        'International, Corp.: Brian Waymore\nEmail: brian.waymore@microsoft.com"\n'
-    ),
-    "organizations_contact_details": (
-        "International Business Machines Corporation (IBM),,,,street,590 Madison Avenue,"
-        "New York,NY,10022,US,0\n"
-    ),
-    "sites": (
-        '14,,,0,IT Training Facility,"4465 San Felipe Street, Suite 1508",Houston,TX,77027,US,'
-        "Central Time (US & Canada),\n"
-    ),
-}
-REWRITTEN = {
-    "calendars": "30|::|::|:24x7 except Sunday 5::00am until Noon:|mon|:00::00:|:24::00:##\n",
-    "organizations": (
-        "27|::|::|0|Microsoft Corporation|0|::|::|::|::|:Global product licensing sales contact "
-        "for Widget International, Corp.:: Brian Waymore<newline>Email:: "
-        "brian.waymore@microsoft.com:##\n"
-    ),
-    "organizations_contact_details": (
-        "International Business Machines Corporation (IBM)|::|::|::|street|590 Madison Avenue|"
-        "New York|NY|10022|US|0##\n"
-    ),
-    "sites": (
-        "14|::|::|0|IT Training Facility|4465 San Felipe Street, Suite 1508|Houston|TX|77027|US|"
-        "Central Time (US & Canada)|::##\n"
-    ),
-}
-GEM_CSV = CsvConfig(
-    row_sep="##\n", col_sep="|", quote_char=":", quoting="gem", replace_newlines="<newline>"
-)
+GEM_CSV = CsvConfig(**GEM_OPTIONS)
 
 
 def check_delivered(folder: Path, expected: dict[str, str], *, sub_dirs: bool) -> None:

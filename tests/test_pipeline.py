@@ -14,27 +14,11 @@ import sys
 import urllib.request
 
 import pytest
+from gem_output import GEM_ZIP, REWRITTEN
 
 from exportmon.ledger import Ledger
 
-GEM_ZIP = "20130923-072313-export.zip"
 TOKEN = "0fad4fc0fd4a0130ad2a12313b0e50759969ab71899d2bb1d3e3d8f66e6e5133"
-REWRITTEN = {
-    "calendars": "30|::|::|:24x7 except Sunday 5::00am until Noon:|mon|:00::00:|:24::00:##\n",
-    "organizations": (
-        "27|::|::|0|Microsoft Corporation|0|::|::|::|::|:Global product licensing sales contact "
-        "for Widget International, Corp.:: Brian Waymore<newline>Email:: "
-        "brian.waymore@microsoft.com:##\n"
-    ),
-    "organizations_contact_details": (
-        "International Business Machines Corporation (IBM)|::|::|::|street|590 Madison Avenue|"
-        "New York|NY|10022|US|0##\n"
-    ),
-    "sites": (
-        "14|::|::|0|IT Training Facility|4465 San Felipe Street, Suite 1508|Houston|TX|77027|US|"
-        "Central Time (US & Canada)|::##\n"
-    ),
-}
 GEM_CSV_TOML = """
 [csv]
 row_sep = "##\\n"

@@ -10,12 +10,16 @@ Outside any monitor, the commands just do the work.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from exportmon.config.schema import MonitorConfig
 from exportmon.ledger import Export, File, Ledger
 from exportmon.paths import find_monitor_root
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,17 +75,17 @@ def path_keys(path: Path) -> list[str]:
 
 def file_record(ledger: Ledger, path: Path) -> File | None:
     """The ledger's record of the deliverable file at ``path``."""
-    for key in path_keys(path):
-        found = ledger.file_by_path(key)
-        if found is not None:
-            return found
-    return None
+    return _first(ledger.file_by_path, path)
 
 
 def export_of_download(ledger: Ledger, path: Path) -> Export | None:
     """The export whose download is ``path``."""
+    return _first(ledger.export_by_download, path)
+
+
+def _first(lookup: Callable[[str], T | None], path: Path) -> T | None:
     for key in path_keys(path):
-        found = ledger.export_by_download(key)
+        found = lookup(key)
         if found is not None:
             return found
     return None

@@ -69,22 +69,3 @@ def not_built(name: str, issue: int) -> None:
     from exportmon.errors import UsageError
 
     raise UsageError(f"`exportmon {name}` is not built yet", hint=f"it arrives with issue #{issue}")
-
-
-def monitors_for_paths(ctx: typer.Context) -> list[MonitorConfig]:
-    """Monitors whose settings and ledgers the pipeline steps may use for their paths.
-
-    With ``--config`` these are the selected monitors (a broken one is an error,
-    as for every command). Without it, every configured monitor that loads; none
-    at all is fine, since the steps also work on files outside any monitor.
-    """
-    opts = options(ctx)
-    if opts.configs:
-        return select_monitors(ctx)
-    try:
-        monitors, errors = load_monitors(None, strict=opts.strict)
-    except ConfigError:
-        return []
-    for error in errors:
-        log.debug("ignoring a monitor config: %s", error.one_line())
-    return monitors

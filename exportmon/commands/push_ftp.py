@@ -12,16 +12,22 @@ from typing import Annotated
 import typer
 
 from exportmon.actions.deliver import deliver_items, destinations, settle_exports
-from exportmon.actions.tracking import Owner, Owners, export_of_download, file_record
+from exportmon.actions.tracking import Owner, export_of_download, file_record
 from exportmon.actions.unzip import record_unpacked, unpack
-from exportmon.commands.common import monitors_for_paths, options
-from exportmon.commands.console import progress_wanted, task_advancer, transfer_progress
 from exportmon.commands.pipeio import Emitter, InputItem, output_format, read_inputs
+from exportmon.commands.steps import (
+    JsonOption,
+    NullOption,
+    StepRun,
+    SubDirsOption,
+    paths_argument,
+    step_run,
+)
 from exportmon.config.schema import MonitorConfig, Overwrite
 from exportmon.deliver import OVERWRITE_POLICIES, Destination, Outgoing, delivery_order
 from exportmon.deliver.ftp import FtpDestination
 from exportmon.deliver.local import LocalDestination
-from exportmon.errors import ConfigError, ExitCode, ExportmonError, UsageError
+from exportmon.errors import ConfigError, ExportmonError, UsageError
 from exportmon.files.names import relative_target
 from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.ledger import File
@@ -66,12 +72,7 @@ class _Group:
 
 def push_ftp_command(
     ctx: typer.Context,
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            help="Files to deliver (default: paths read from stdin).", show_default=False
-        ),
-    ] = None,
+    paths: Annotated[list[Path] | None, paths_argument("Files to deliver")] = None,
     url: Annotated[
         str | None,
         typer.Option(metavar="URL", help="ftp://host[:port] or ftps://host[:port] (explicit TLS)."),
@@ -101,14 +102,7 @@ def push_ftp_command(
             show_default=False,
         ),
     ] = None,
-    sub_dirs: Annotated[
-        bool | None,
-        typer.Option(
-            "--sub-dirs/--no-sub-dirs",
-            help="Put each file in a folder named after its export type.",
-            show_default=False,
-        ),
-    ] = None,
+    sub_dirs: SubDirsOption = None,
     order: Annotated[
         str | None,
         typer.Option(
@@ -124,10 +118,8 @@ def push_ftp_command(
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Network timeout (default 60s).")
     ] = None,
-    null: Annotated[
-        bool, typer.Option("-0", "--null", help="Read and write NUL-separated paths.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Write JSON Lines.")] = False,
+    null: NullOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Deliver files to an FTP/FTPS server or a local folder, never showing partial files.
 
@@ -137,7 +129,6 @@ def push_ftp_command(
     already delivered to a destination is skipped, and an export whose files are
     all delivered is marked delivered so its mail can be archived.
     """
-    opts = options(ctx)
     emitter = Emitter(output_format(null, as_json))
     policy = overwrite.value if overwrite is not None else None
     flag_destinations = _flag_destinations(
@@ -145,84 +136,80 @@ def push_ftp_command(
         retries, timeout,
     )  # fmt: skip
     order_list = [kind.strip() for kind in order.split(",") if kind.strip()] if order else None
-    monitors = monitors_for_paths(ctx)
-    chosen = monitors[0] if opts.configs and len(monitors) == 1 else None
-    failed = usage_failed = False
-    with Owners(monitors) as owners, transfer_progress(progress_wanted(opts.quiet)) as bar:
-        progress = (lambda text, total: task_advancer(bar, text, total)) if bar else None
+    with step_run(ctx) as step:
         groups: dict[Path | None, _Group] = {}
         for item in read_inputs(paths, null=null):
             try:
-                _add(groups, owners, chosen, item, sub_dirs)
+                _add(groups, step, item, sub_dirs)
             except ExportmonError as exc:
-                log.error("%s", exc.one_line())
-                failed = True
+                step.report(exc)
         for group in groups.values():
             monitor = group.monitor
-            log_dir = monitor.dirs.log if monitor else None
-            with monitor_context(monitor.name if monitor else "", log_dir):
+            with monitor_context(
+                monitor.name if monitor else "", monitor.dirs.log if monitor else None
+            ):
                 try:
                     targets = flag_destinations or _monitor_destinations(monitor, policy)
-                except ExportmonError as exc:
-                    # No destination, or its password cannot be had: nothing was tried.
-                    log.error("%s", exc.one_line())
-                    usage_failed = usage_failed or exc.exit_code == ExitCode.USAGE
-                    failed = True
+                except ExportmonError as exc:  # no destination, or no password for it
+                    step.report(exc)
                     continue
-                wanted = (
-                    order_list
-                    if order_list is not None
-                    else (monitor.deliver.order if monitor else [])
-                )
+                if order_list is not None:
+                    wanted = order_list
+                else:
+                    wanted = monitor.deliver.order if monitor else []
                 items = delivery_order(group.items, wanted, name=lambda pair: pair[0].name)
                 for destination in targets:
-                    delivered, failures = deliver_items(
-                        destination,
-                        items,
-                        ledger=group.owner.ledger if group.owner else None,
-                        progress=progress,
-                        keep_order=bool(wanted),
-                    )
-                    for done in delivered:
-                        emitter.emit(
-                            done.placed.location,
-                            source=str(done.item.source),
-                            name=done.item.name,
-                            destination=destination.label,
-                            target=done.placed.target,
-                            bytes=done.placed.bytes,
-                            earlier=done.earlier,
-                            kept=done.placed.kept,
-                        )
-                    for failure in failures:
-                        log.error("%s", failure.one_line())
-                        failed = True
-                    if delivered and not failures:
-                        log.info(
-                            "Copied %d file(s) from '%s' to '%s'",
-                            len(delivered),
-                            _origin(group),
-                            destination.display,
-                        )
+                    _deliver(step, emitter, group, destination, items, keep_order=bool(wanted))
                 if group.owner is not None:
                     rows = {file.export_row for _, file in group.items if file and file.export_row}
                     for export in settle_exports(group.owner.ledger, rows):
                         log.info("export %s is delivered", export.file_name or export.key)
-    if usage_failed:
-        raise typer.Exit(ExitCode.USAGE)
-    raise typer.Exit(opts.exit_code(failed))
+
+
+def _deliver(
+    step: StepRun,
+    emitter: Emitter,
+    group: _Group,
+    destination: Destination,
+    items: list[tuple[Outgoing, File | None]],
+    *,
+    keep_order: bool,
+) -> None:
+    """Deliver a group's files to one destination, print where each went, log the result."""
+    delivered, failures = deliver_items(
+        destination,
+        items,
+        ledger=group.owner.ledger if group.owner else None,
+        progress=step.progress,
+        keep_order=keep_order,
+    )
+    for done in delivered:
+        emitter.emit(
+            done.placed.location,
+            source=str(done.item.source),
+            name=done.item.name,
+            destination=destination.label,
+            target=done.placed.target,
+            bytes=done.placed.bytes,
+            earlier=done.earlier,
+            kept=done.placed.kept,
+        )
+    for failure in failures:
+        step.report(failure)
+    if delivered and not failures:
+        log.info(
+            "Copied %d file(s) from '%s' to '%s'",
+            len(delivered),
+            _origin(group),
+            destination.display,
+        )
 
 
 def _add(
-    groups: dict[Path | None, _Group],
-    owners: Owners,
-    chosen: MonitorConfig | None,
-    item: InputItem,
-    sub_dirs: bool | None,
+    groups: dict[Path | None, _Group], step: StepRun, item: InputItem, sub_dirs: bool | None
 ) -> None:
     """File ``item`` under its monitor folder, with its ledger record when there is one."""
-    owner = owners.of(item.path)
-    monitor = (owner.monitor if owner else None) or chosen
+    owner, monitor = step.locate(item.path)
     key = owner.root if owner else None
     group = groups.setdefault(key, _Group(owner, monitor))
     record = file_record(owner.ledger, item.path) if owner else None

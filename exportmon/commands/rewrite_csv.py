@@ -9,10 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from exportmon.actions.rewrite_csv import rewrite_file
-from exportmon.actions.tracking import Owners
-from exportmon.commands.common import monitors_for_paths, options
-from exportmon.commands.console import progress_wanted, task_advancer, transfer_progress
 from exportmon.commands.pipeio import Emitter, output_format, read_inputs
+from exportmon.commands.steps import JsonOption, NullOption, paths_argument, step_run
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExportmonError
 from exportmon.files.csv_rewrite import (
@@ -52,10 +50,7 @@ def register(app: typer.Typer) -> None:
 
 def rewrite_csv_command(
     ctx: typer.Context,
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(help="CSV files (default: paths read from stdin).", show_default=False),
-    ] = None,
+    paths: Annotated[list[Path] | None, paths_argument("CSV files")] = None,
     row_sep: Annotated[
         str | None,
         typer.Option(
@@ -96,10 +91,8 @@ def rewrite_csv_command(
         Preset | None,
         typer.Option(help="itrp-gem: the gem's quoting and defaults.", show_default=False),
     ] = None,
-    null: Annotated[
-        bool, typer.Option("-0", "--null", help="Read and write NUL-separated paths.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Write JSON Lines.")] = False,
+    null: NullOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Rewrite CSV files into another dialect (separators, quoting, encoding, values).
 
@@ -107,7 +100,6 @@ def rewrite_csv_command(
     (or the one chosen with --config), else the defaults: ',' '"' minimal quoting,
     UTF-8, each file's own line ending. Prints the path of every file written.
     """
-    opts = options(ctx)
     emitter = Emitter(output_format(null, as_json))
     given: dict[str, Any] = {
         "row_sep": None if row_sep in (None, "auto") else unescape(row_sep),
@@ -125,19 +117,14 @@ def rewrite_csv_command(
         load_value_hook(value_hook, Path.cwd())
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)
-    monitors = monitors_for_paths(ctx)
-    chosen = monitors[0] if opts.configs and len(monitors) == 1 else None
-    failed = False
-    with Owners(monitors) as owners, transfer_progress(progress_wanted(opts.quiet)) as bar:
-        progress = (lambda text, total: task_advancer(bar, text, total)) if bar else None
+    with step_run(ctx) as step:
         for item in read_inputs(paths, null=null):
             try:
                 if not is_csv(item.path):
                     log.debug("%s is not a .csv file: passed on unchanged", item.path)
                     emitter.emit(item.path, **item.info)
                     continue
-                owner = owners.of(item.path)
-                monitor: MonitorConfig | None = (owner.monitor if owner else None) or chosen
+                owner, monitor = step.locate(item.path)
                 dialect = _dialect(monitor, preset, given, row_sep == "auto")
                 hook_path = Path.cwd()
                 if value_hook is None and monitor is not None and monitor.path is not None:
@@ -148,7 +135,7 @@ def rewrite_csv_command(
                     output_dir=output_dir,
                     ledger=owner.ledger if owner else None,
                     hook_path=hook_path,
-                    progress=progress,
+                    progress=step.progress,
                 )
                 info = {k: v for k, v in item.info.items() if k not in ("path", "source")}
                 info.update(
@@ -159,9 +146,7 @@ def rewrite_csv_command(
                 )
                 emitter.emit(result.target, **info)
             except ExportmonError as exc:
-                log.error("%s", exc.one_line())
-                failed = True
-    raise typer.Exit(opts.exit_code(failed))
+                step.report(exc)
 
 
 def _dialect(

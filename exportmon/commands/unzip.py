@@ -8,12 +8,16 @@ from typing import Annotated
 
 import typer
 
-from exportmon.actions.tracking import Owners, export_of_download
+from exportmon.actions.tracking import export_of_download
 from exportmon.actions.unzip import record_unpacked, unpack
-from exportmon.commands.common import monitors_for_paths, options
-from exportmon.commands.console import progress_wanted, task_advancer, transfer_progress
 from exportmon.commands.pipeio import Emitter, output_format, read_inputs
-from exportmon.config.schema import MonitorConfig
+from exportmon.commands.steps import (
+    JsonOption,
+    NullOption,
+    SubDirsOption,
+    paths_argument,
+    step_run,
+)
 from exportmon.errors import ExportmonError, UsageError
 from exportmon.files.unzip import ZipLimits
 from exportmon.log import get_logger
@@ -43,25 +47,10 @@ def register(app: typer.Typer) -> None:
 
 def unzip_command(
     ctx: typer.Context,
-    paths: Annotated[
-        list[Path] | None,
-        typer.Argument(
-            help="Downloads to unpack (default: paths read from stdin).", show_default=False
-        ),
-    ] = None,
-    null: Annotated[
-        bool, typer.Option("-0", "--null", help="Read and write NUL-separated paths.")
-    ] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Write JSON Lines.")] = False,
-    sub_dirs: Annotated[
-        bool | None,
-        typer.Option(
-            "--sub-dirs/--no-sub-dirs",
-            help="Put each file in a folder named after its export type "
-            "(default: the monitor's sub_dirs, else no).",
-            show_default=False,
-        ),
-    ] = None,
+    paths: Annotated[list[Path] | None, paths_argument("Downloads to unpack")] = None,
+    null: NullOption = False,
+    as_json: JsonOption = False,
+    sub_dirs: SubDirsOption = None,
     output_dir: Annotated[
         Path | None,
         typer.Option(
@@ -90,7 +79,6 @@ def unzip_command(
     10000 entries. Inside a monitor's state folder the export is recorded as
     unpacked in its ledger.
     """
-    opts = options(ctx)
     emitter = Emitter(output_format(null, as_json))
     overrides = {
         "max_entry_bytes": _size(max_entry_bytes, "--max-entry-bytes"),
@@ -99,24 +87,18 @@ def unzip_command(
         "max_entries": max_entries,
     }
     overrides = {key: value for key, value in overrides.items() if value is not None}
-    monitors = monitors_for_paths(ctx)
-    chosen = monitors[0] if opts.configs and len(monitors) == 1 else None
-    failed = False
-    with Owners(monitors) as owners, transfer_progress(progress_wanted(opts.quiet)) as bar:
-        progress = (lambda text, total: task_advancer(bar, text, total)) if bar else None
+    with step_run(ctx) as step:
         for item in read_inputs(paths, null=null):
             try:
-                owner = owners.of(item.path)
-                monitor: MonitorConfig | None = (owner.monitor if owner else None) or chosen
+                owner, monitor = step.locate(item.path)
                 limits = ZipLimits.from_config(monitor.zip) if monitor else ZipLimits()
+                split = sub_dirs if sub_dirs is not None else bool(monitor and monitor.sub_dirs)
                 files = unpack(
                     item.path,
-                    sub_dirs=sub_dirs
-                    if sub_dirs is not None
-                    else bool(monitor and monitor.sub_dirs),
+                    sub_dirs=split,
                     limits=replace(limits, **overrides),
                     output_dir=output_dir,
-                    progress=progress,
+                    progress=step.progress,
                 )
                 export = export_of_download(owner.ledger, item.path) if owner else None
                 if owner and export and export.state in ("new", "downloaded"):
@@ -132,9 +114,7 @@ def unzip_command(
                         sha256=produced.sha256,
                     )
             except ExportmonError as exc:
-                log.error("%s", exc.one_line())
-                failed = True
-    raise typer.Exit(opts.exit_code(failed))
+                step.report(exc)
 
 
 def _size(text: str | None, option: str) -> int | None:

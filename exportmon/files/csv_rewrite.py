@@ -184,7 +184,7 @@ def rewrite_csv(
     dialect.check()
     hook = load_value_hook(dialect.value_hook, hook_path) if dialect.value_hook else None
     row_sep = dialect.row_sep if dialect.row_sep is not None else detect_row_sep(source, dialect)
-    engine = _select_engine(source, dialect, row_sep, hook)
+    engine = _select_engine(dialect, row_sep, hook)
     try:
         size = source.stat().st_size
     except OSError as exc:
@@ -341,7 +341,12 @@ class _HookFailed(Exception):
 
 
 class _StdlibEngine:
-    """Records to text with :func:`csv.writer`: the reference for ``minimal`` and ``all``."""
+    """Records to text with :func:`csv.writer`: the reference for ``minimal`` and ``all``.
+
+    Before Python 3.13, csv.writer quotes ``\\r`` and ``\\n`` only when they are in
+    the line terminator; a batch whose output holds one that is not is formatted
+    again by the python engine, so the output is the same on every version.
+    """
 
     name = "stdlib"
 
@@ -356,11 +361,20 @@ class _StdlibEngine:
             quoting=csv.QUOTE_ALL if dialect.quoting == "all" else csv.QUOTE_MINIMAL,
             doublequote=True,
         )
+        unquoted = (
+            ""
+            if sys.version_info >= (3, 13)
+            else "".join(char for char in "\r\n" if char not in row_sep)
+        )
+        self._suspects = unquoted if dialect.quoting == "minimal" else ""
+        self._fallback = _PythonEngine(dialect, row_sep, None) if self._suspects else None
 
     def format(self, rows: list[list[str]]) -> str:
         self._writer.writerows(rows)
         text = "".join(self._parts)
         self._parts.clear()
+        if self._fallback is not None and any(char in text for char in self._suspects):
+            return self._fallback.format(rows)
         return text
 
 
@@ -382,48 +396,12 @@ class _PythonEngine:
 
 
 def _select_engine(
-    source: Path, dialect: Dialect, row_sep: str, hook: Callable[[str], Any] | None
+    dialect: Dialect, row_sep: str, hook: Callable[[str], Any] | None
 ) -> _StdlibEngine | _PythonEngine:
     plain = hook is None and dialect.replace_newlines is None and len(dialect.col_sep) == 1
-    if plain and (
-        dialect.quoting == "all"
-        or (dialect.quoting == "minimal" and _stdlib_quotes_newlines(source, dialect, row_sep))
-    ):
+    if plain and dialect.quoting in ("minimal", "all"):
         return _StdlibEngine(dialect, row_sep)
     return _PythonEngine(dialect, row_sep, hook)
-
-
-def _stdlib_quotes_newlines(source: Path, dialect: Dialect, row_sep: str) -> bool:
-    """Whether :func:`csv.writer` quotes every value holding ``\\r`` or ``\\n`` here.
-
-    Python 3.13 always does; before, only characters of the line terminator count.
-    With ``\\n`` in the row separator the difference is limited to a lone ``\\r``
-    inside a value, which a quick byte scan rules out.
-    """
-    if sys.version_info >= (3, 13) or ("\r" in row_sep and "\n" in row_sep):
-        return True
-    if "\n" not in row_sep or not _ascii_compatible(dialect.encoding):
-        return False
-    return not _has_lone_cr(source)
-
-
-def _ascii_compatible(encoding: str) -> bool:
-    encoded = codecs.encode('\r\n,"', encoding)
-    return encoded.endswith(b'\r\n,"') and len(encoded) in (4, 7)
-
-
-def _has_lone_cr(path: Path) -> bool:
-    carry = b""
-    with open(path, "rb") as handle:
-        while block := handle.read(1024 * 1024):
-            if not carry and b"\r" not in block:
-                continue
-            block = carry + block
-            carry = b"\r" if block.endswith(b"\r") else b""
-            body = block[:-1] if carry else block
-            if body.count(b"\r") != body.count(b"\r\n"):
-                return True
-    return bool(carry)
 
 
 def _row_formatter(

@@ -4,6 +4,7 @@ connections, certificate checks, permissions, and the standalone `exportmon push
 
 from __future__ import annotations
 
+import ftplib
 import json
 import os
 import threading
@@ -157,48 +158,48 @@ def test_failed_deliveries_leave_no_in_progress_file(server, tmp_path):
 def test_a_concurrent_listing_never_shows_the_final_name_early(server, tmp_path):
     source = tmp_path / "slow.csv"
     source.write_bytes(os.urandom(300_000))
+    final = server.home / "in" / "exports" / "slow.csv"
     server.slow_uploads(300_000)
-    seen: list[set[str]] = []
+    listings: list[set[str]] = []
+    early: list[int] = []  # sizes of the file whenever it was listed under its final name
+    problems: list[BaseException] = []
     finished = threading.Event()
 
     def list_remote() -> None:
-        client = server.client()
         try:
+            client = server.client()
             while not finished.is_set():
                 try:
-                    names = set(client.nlst("in/exports"))
-                except Exception:  # the folder does not exist yet
+                    names = {name.rsplit("/", 1)[-1] for name in client.nlst("in/exports")}
+                except ftplib.error_perm:  # the folder does not exist yet
                     names = set()
-                final = "in/exports/slow.csv"
-                if final in names or "slow.csv" in names:
-                    # Seen under its final name: it must be complete on the server.
-                    assert (server.home / final).stat().st_size == 300_000
-                seen.append(names)
-                time.sleep(0.02)
-        finally:
+                if "slow.csv" in names and final.stat().st_size != 300_000:
+                    early.append(final.stat().st_size)
+                listings.append(names)
+                time.sleep(0.01)
             client.quit()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            problems.append(exc)
 
     lister = threading.Thread(target=list_remote)
     lister.start()
     try:
+        while not listings and not problems:
+            time.sleep(0.01)
         with destination(server) as target:
             target.put(Outgoing.from_path(source, "slow.csv"), "slow.csv")
+        uploaded = len(listings)
+        deadline = time.monotonic() + 10
+        while len(listings) < uploaded + 2 and not problems and time.monotonic() < deadline:
+            time.sleep(0.01)
     finally:
-        time.sleep(0.1)
         finished.set()
         lister.join()
-    names = [name.rsplit("/", 1)[-1] for listing in seen for name in listing]
-    assert "slow.csv" + IN_PROGRESS in names, "the listing must have caught the upload"
-    assert "slow.csv" in names
-    first_final = next(
-        i
-        for i, listing in enumerate(seen)
-        if any(n.endswith("/slow.csv") or n == "slow.csv" for n in listing)
-    )
-    assert all(
-        not any(n.endswith("/slow.csv") or n == "slow.csv" for n in listing)
-        for listing in seen[:first_final]
-    )
+    assert problems == []
+    assert early == [], "the final name was listed before the file was complete"
+    assert any("slow.csv" + IN_PROGRESS in names for names in listings), "upload not caught"
+    assert "slow.csv" in listings[-1]
+    assert final.read_bytes() == source.read_bytes()
 
 
 def test_overwrite_policies_on_the_server(server, tmp_path):

@@ -42,7 +42,7 @@ Examples:
   exportmon push-ftp --url ftps://ftp.example.com:21 --dir in/exports --user u \\
       --password-env FTP_PASS export/*.csv
 
-  exportmon fetch | exportmon unzip | exportmon push-ftp          # the monitor's [deliver]
+  exportmon fetch | exportmon unzip | exportmon push-ftp          # the monitor's \\[deliver]
 
   exportmon push-ftp --to /srv/integration/in --order organizations,sites x/*.csv
 
@@ -123,7 +123,7 @@ def push_ftp_command(
 ) -> None:
     """Deliver files to an FTP/FTPS server or a local folder, never showing partial files.
 
-    With --url and/or --to the files go there; without, to the [deliver]
+    With --url and/or --to the files go there; without, to the \\[deliver]
     destinations of the monitor they belong to (or the one chosen with --config).
     Inside a monitor's state folder every delivery is recorded in its ledger; a file
     already delivered to a destination is skipped, and an export whose files are

@@ -89,14 +89,16 @@ def rewrite_csv_command(
     ] = None,
     preset: Annotated[
         Preset | None,
-        typer.Option(help="itrp-gem: the gem's quoting and defaults.", show_default=False),
+        typer.Option(
+            help="itrp-gem: short for --quoting gem, UTF-8 in and out.", show_default=False
+        ),
     ] = None,
     null: NullOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Rewrite CSV files into another dialect (separators, quoting, encoding, values).
 
-    Options not given come from the [csv] table of the monitor a file belongs to
+    Options not given come from the \\[csv] table of the monitor a file belongs to
     (or the one chosen with --config), else the defaults: ',' '"' minimal quoting,
     UTF-8, each file's own line ending. Prints the path of every file written.
     """

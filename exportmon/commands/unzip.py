@@ -74,7 +74,7 @@ def unzip_command(
 ) -> None:
     """Unpack downloaded .zip exports into a folder beside each (a .csv passes through).
 
-    Limits default to the monitor's [zip] table (the one the download belongs to,
+    Limits default to the monitor's \\[zip] table (the one the download belongs to,
     or the one chosen with --config), else 20GB per entry, 50GB in all, ratio 250,
     10000 entries. Inside a monitor's state folder the export is recorded as
     unpacked in its ledger.

@@ -206,15 +206,17 @@ def test_without_a_destination_the_export_stays_unpacked(setup, caplog):
     assert setup.ledger.mail(setup.mail_id).state == "new"
 
 
-def test_a_failed_destination_is_recorded_and_a_retry_completes(setup):
+@pytest.mark.parametrize("order", [[], ["sites"]])
+def test_a_failed_destination_is_recorded_and_a_retry_completes(setup, order):
     blocker = setup.out
     blocker.write_text("a file where the folder should be")
-    monitor = setup.monitor()
+    monitor = setup.monitor(deliver=DeliverConfig(to=str(setup.out), order=order))
     export = unpack_export(monitor, setup.ledger, setup.export)
     with pytest.raises(DeliveryError, match="cannot copy"):
         deliver_export(monitor, setup.ledger, export)
     failed = setup.ledger.deliveries(export_row=export.id)
-    assert [d.state for d in failed] == ["failed"]  # the order stops at the first failure
+    # Every file is tried, unless an order is set: then the first failure stops the rest.
+    assert [d.state for d in failed] == ["failed"] * (1 if order else 4)
     assert setup.ledger.export(export.id).state == "unpacked"
     blocker.unlink()
     assert deliver_export(monitor, setup.ledger, export).state == "delivered"

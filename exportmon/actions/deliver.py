@@ -14,9 +14,10 @@ reached where:
   as delivered, otherwise the file is delivered again to the *same* target, so
   nothing is delivered twice, also with ``overwrite = "timestamp"``.
 
-When a file fails at a destination, the files after it (in delivery order) wait
-for the retry at that destination, so a consumer never gets sites before their
-organizations; other destinations go on.
+When a file fails at a destination, the other files are still delivered there,
+unless ``deliver.order`` is set: then the files after it wait for the retry at
+that destination, so a consumer never gets sites before their organizations.
+Other destinations go on either way.
 """
 
 from __future__ import annotations
@@ -229,12 +230,18 @@ def deliver_export(
     )
     failures: list[ExportmonError] = []
     for destination in targets:
-        delivered, failed = deliver_items(destination, items, ledger=ledger, progress=progress)
+        delivered, failed = deliver_items(
+            destination,
+            items,
+            ledger=ledger,
+            progress=progress,
+            keep_order=bool(monitor.deliver.order),
+        )
         if failed:
             # The first failure is raised (and logged by the caller), later ones logged here.
-            if failures:
-                log.error("delivery to %s failed: %s", destination.display, failed[0].one_line())
-            failures.append(failed[0])
+            for failure in failed if failures else failed[1:]:
+                log.error("delivery to %s failed: %s", destination.display, failure.one_line())
+            failures.extend(failed)
             continue
         log.info(
             "Copied %d file(s) from '%s' to '%s'",

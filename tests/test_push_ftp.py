@@ -13,6 +13,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from gem_output import NAMES as NAMES_BY_KIND
+from gem_output import REWRITTEN, UNCHANGED
 
 from cli import run_cli
 from exportmon.actions.deliver import deliver_items
@@ -394,9 +396,10 @@ def test_push_ftp_one_missing_file_does_not_stop_the_others(ftp_server, tmp_path
 # --- deliver_export over FTP(S), as run uses it -----------------------------------------
 
 
+@pytest.mark.parametrize("sub_dirs", [False, True])
 @pytest.mark.parametrize("rewrite", [False, True])
 def test_deliver_export_to_the_ftp_server_of_the_config(
-    server, tmp_path, gem_fixtures, monkeypatch, caplog, rewrite
+    server, tmp_path, gem_fixtures, monkeypatch, caplog, rewrite, sub_dirs
 ):
     import logging
     import shutil
@@ -415,7 +418,7 @@ def test_deliver_export_to_the_ftp_server_of_the_config(
         name="ftp",
         ids=[2],
         root=str(root),
-        sub_dirs=True,
+        sub_dirs=sub_dirs,
         csv=CsvConfig(row_sep="##\n", col_sep="|", quote_char=":", quoting="gem",
                       replace_newlines="<newline>") if rewrite else None,
         deliver=DeliverConfig(
@@ -440,22 +443,19 @@ def test_deliver_export_to_the_ftp_server_of_the_config(
         assert f"Copied 4 file(s) from '{download}' to '{label}'" in caplog.messages
         deliveries = ledger.deliveries(export_row=export.id)
         assert [d.state for d in deliveries] == ["done"] * 4
-        assert [d.target.split("/")[0] for d in deliveries] == [
-            "organizations",
-            "sites",
-            "calendars",
-            "organizations_contact_details",
+        kinds = ["organizations", "sites", "calendars", "organizations_contact_details"]
+        assert [d.target for d in deliveries] == [
+            f"{kind}/5-20130923-072312-{kind}.csv" if sub_dirs else f"5-20130923-072312-{kind}.csv"
+            for kind in kinds
         ]
         assert {d.destination for d in deliveries} == {label}
     files = remote_files(server)
     assert len(files) == 4 and not any(n.endswith(IN_PROGRESS) for n in files)
-    organizations = files["in/exports/organizations/5-20130923-072312-organizations.csv"]
-    if rewrite:
-        assert b"Corp.:: Brian Waymore<newline>Email:: brian.waymore@microsoft.com:##\n" in (
-            organizations
-        )
-    else:
-        with zipfile.ZipFile(gem_fixtures / "20130923-072313-export.zip") as archive:
-            assert organizations == archive.read("5-20130923-072312-organizations.csv")
+    expected = REWRITTEN if rewrite else UNCHANGED
+    with zipfile.ZipFile(gem_fixtures / "20130923-072313-export.zip") as archive:
+        for kind, name in NAMES_BY_KIND.items():
+            content = files[f"in/exports/{kind}/{name}" if sub_dirs else f"in/exports/{name}"]
+            assert expected[kind].encode() in content
+            assert (content == archive.read(name)) is not rewrite
     assert [c.code for c in server.commands_named("STOR")][:2] == [426, 226]
     assert server.password not in caplog.text

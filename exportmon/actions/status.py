@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -33,6 +34,7 @@ from typing import Any
 from exportmon.config.schema import ExportExpectation, MonitorConfig
 from exportmon.ledger import Export, Ledger, from_text, to_text
 from exportmon.redact import redact
+from exportmon.redact import register as register_secret
 from exportmon.schedule import lateness, parse_schedule
 from exportmon.units import format_duration
 
@@ -116,6 +118,23 @@ class MonitorStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def mask_configured_secrets(monitor: MonitorConfig) -> None:
+    """Register the monitor's passwords that are at hand (in the file or the environment)
+    with :mod:`exportmon.redact`, so output never shows one even if a stored error holds it.
+
+    Password commands are not run for this: status and reports must not prompt or wait.
+    """
+    for source in (
+        monitor.source.password_source(),
+        monitor.deliver.ftp_password_source(),
+        monitor.alerts.smtp_password_source(),
+    ):
+        if source.value:
+            register_secret(source.value)
+        elif source.env:
+            register_secret(os.environ.get(source.env))
 
 
 # --- gathering ------------------------------------------------------------------------
@@ -446,10 +465,11 @@ def status_of(
 
 
 def _reason(state: str, rows: list[ExportStatus], monitor_problems: list[Problem]) -> str:
+    if state == "ok":
+        latest = max((row.last_success for row in rows if row.last_success), default=None)
+        return f"all ok; last delivered {_human(latest)}" if latest else "all ok"
     reasons = [p.summary for p in monitor_problems if p.state == state]
     reasons += [row.reason for row in rows if row.state == state]
-    if state == "ok" and not reasons:
-        return "all exports ok"
     unique = list(dict.fromkeys(reasons))
     shown = "; ".join(unique[:3])
     return shown + (f"; and {len(unique) - 3} more" if len(unique) > 3 else "")
@@ -646,29 +666,29 @@ def prometheus_text(statuses: list[MonitorStatus]) -> str:
     alerts_pending = metric("exportmon_alerts_pending", "gauge", "Alerts waiting to be sent.")
 
     for status in statuses:
-        monitor_state[1].append(({"monitor": status.monitor}, NAGIOS_CODES[status.state]))
-        alerts_pending[1].append(({"monitor": status.monitor}, status.alerts_pending))
+        monitor_state.append(({"monitor": status.monitor}, NAGIOS_CODES[status.state]))
+        alerts_pending.append(({"monitor": status.monitor}, status.alerts_pending))
         for row in status.exports:
             labels = {
                 "monitor": status.monitor,
                 "export_id": row.export_id if row.export_id is not None else "",
             }
-            state[1].append((labels, NAGIOS_CODES[row.state]))
-            last_success[1].append((labels, _timestamp(row.last_success)))
-            last_arrival[1].append((labels, _timestamp(row.last_arrival)))
-            last_failure[1].append((labels, _timestamp(row.last_failure)))
-            next_expected[1].append((labels, _timestamp(row.next_expected)))
+            state.append((labels, NAGIOS_CODES[row.state]))
+            last_success.append((labels, _timestamp(row.last_success)))
+            last_arrival.append((labels, _timestamp(row.last_arrival)))
+            last_failure.append((labels, _timestamp(row.last_failure)))
+            next_expected.append((labels, _timestamp(row.next_expected)))
             failed = row.exports - row.delivered - row.pending
             for name, value in (
                 ("delivered", row.delivered),
                 ("pending", row.pending),
                 ("failed", failed),
             ):
-                exports_total[1].append(({**labels, "state": name}, value))
-            files_total[1].append((labels, row.files_delivered))
-            rows_total[1].append((labels, row.rows_delivered))
-            bytes_total[1].append((labels, row.bytes_delivered))
-            pending[1].append((labels, row.pending))
+                exports_total.append(({**labels, "state": name}, value))
+            files_total.append((labels, row.files_delivered))
+            rows_total.append((labels, row.rows_delivered))
+            bytes_total.append((labels, row.bytes_delivered))
+            pending.append((labels, row.pending))
 
     lines = []
     for name, kind, help_text, samples in metrics:

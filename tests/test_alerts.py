@@ -341,3 +341,20 @@ def test_render_alert_redacts_registered_secrets(tmp_path):
     text = render_alert(monitor, alert)
     assert "hunter2-secret" not in text.subject + text.body + alert.payload
     assert "***" in text.body
+
+
+def test_a_reset_for_retry_is_no_recovery_until_the_export_is_delivered(tmp_path, smtp_env):
+    monitor, ledger = monitor_with(tmp_path, smtp_alerts(smtp_env))
+    export = failed_export(ledger, 777, "tok-1")
+    process_alerts(monitor, ledger)
+    ledger.reset_export(export.id, "new")  # the user asked for a retry
+    assert process_alerts(monitor, ledger) == []
+    ledger.fail_export(export.id, "download", "HTTP 404 again", None)
+    assert process_alerts(monitor, ledger) == []  # the same failure, still unresolved
+    ledger.reset_export(export.id, "new")
+    for state in ("downloaded", "unpacked", "delivered"):
+        ledger.advance_export(export.id, state)
+    (recovery,) = process_alerts(monitor, ledger)
+    assert recovery.kind == "recovery"
+    assert [m.message["Subject"] for m in smtp_env.messages][-1].endswith("recovered")
+    assert len(smtp_env.messages) == 2

@@ -92,7 +92,11 @@ def process_alerts(
         created.append(alert)
 
     current = {p.key for p in problems}
-    gone = [alert for key, alert in latest.items() if key not in current]
+    gone = [
+        alert
+        for key, alert in latest.items()
+        if key not in current and not _awaiting_outcome(ledger, alert)
+    ]
     if gone:
         ledger.resolve_alerts([alert.subject_key for alert in gone], at=stamp)
         troubled_scopes = {p.scope for p in problems}
@@ -114,6 +118,24 @@ def process_alerts(
 
     send_pending(monitor, ledger)
     return [ledger.alert(alert.id) or alert for alert in created]
+
+
+def _awaiting_outcome(ledger: Ledger, alert: Alert) -> bool:
+    """Whether a failed export's error was only cleared for a retry (``reset_export``):
+    it is fixed when it is delivered, or a later export of its id is, not before."""
+    if alert.kind != "failure" or not alert.subject_key.startswith("export:"):
+        return False
+    row = alert.subject_key.split(":", 1)[1]
+    if not row.isdigit():
+        return False
+    export = ledger.export(int(row))
+    if export is None or export.state == "delivered":
+        return False
+    later = ledger.query(
+        "SELECT 1 FROM exports WHERE state = 'delivered' AND export_id IS ? AND id > ? LIMIT 1",
+        (export.export_id, export.id),
+    )
+    return not later
 
 
 def _repeat_due(monitor: MonitorConfig, previous: Alert, moment: datetime) -> bool:

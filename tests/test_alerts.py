@@ -358,3 +358,21 @@ def test_a_reset_for_retry_is_no_recovery_until_the_export_is_delivered(tmp_path
     assert recovery.kind == "recovery"
     assert [m.message["Subject"] for m in smtp_env.messages][-1].endswith("recovered")
     assert len(smtp_env.messages) == 2
+
+
+def test_a_refused_login_is_kept_and_logged_without_the_password(
+    tmp_path, smtp_server, monkeypatch
+):
+    from exportmon.log import log_file_name, monitor_context
+
+    monkeypatch.setenv("SMTP_PASSWORD", "Wrong-Secret-77")
+    monitor, ledger = monitor_with(tmp_path, smtp_alerts(smtp_server))
+    failed_export(ledger, 777, "tok-1", error="login with Wrong-Secret-77 failed")
+    with monitor_context(monitor.name, monitor.dirs.log):
+        (alert,) = process_alerts(monitor, ledger)
+    assert alert.state == "pending" and "refused the login of alerts" in alert.error
+    assert smtp_server.messages == []
+    log_text = (monitor.dirs.log / log_file_name(monitor.name)).read_text()
+    assert "not sent (kept, retried on the next run)" in log_text
+    stored = " ".join(a.payload + (a.error or "") for a in ledger.alerts())
+    assert "Wrong-Secret-77" not in log_text + stored

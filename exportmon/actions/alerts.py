@@ -25,15 +25,23 @@ Failures of a whole step (say the mailbox cannot be read) enter through
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from exportmon.actions.status import MONITOR_SCOPE, Problem, find_problems
+from exportmon.actions.status import (
+    MONITOR_SCOPE,
+    Problem,
+    find_problems,
+    human_time,
+    mask_configured_secrets,
+)
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExportmonError
 from exportmon.hooks import alerts as channels
+from exportmon.hooks import credentials
 from exportmon.ledger import Alert, Ledger, from_text, to_text
 from exportmon.log import get_logger, log_file_name
 from exportmon.redact import redact
@@ -72,6 +80,7 @@ def process_alerts(
     """
     moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     stamp = to_text(moment)
+    _know_secrets(monitor)
     problems = [p for p in find_problems(monitor, ledger, now=moment) if p.alert]
     state = "pending" if configured_channels(monitor) else "skipped"
     created: list[Alert] = []
@@ -118,6 +127,14 @@ def process_alerts(
 
     send_pending(monitor, ledger)
     return [ledger.alert(alert.id) or alert for alert in created]
+
+
+def _know_secrets(monitor: MonitorConfig) -> None:
+    """Register the passwords before any alert text is stored or logged, so none shows."""
+    mask_configured_secrets(monitor)
+    if monitor.alerts.smtp_url and monitor.alerts.smtp_user:
+        with contextlib.suppress(ExportmonError):  # reported when the mail is sent
+            credentials.resolve(monitor.alerts.smtp_password_source())
 
 
 def _awaiting_outcome(ledger: Ledger, alert: Alert) -> bool:
@@ -211,7 +228,9 @@ def _problem_payload(
     monitor: MonitorConfig, problem: Problem, repeat: int, previous: Alert | None
 ) -> dict[str, Any]:
     since = (previous.data.get("since") or previous.created_at) if previous else None
-    suffix = f" (still unresolved since {_human(since)})" if repeat and since else ""
+    suffix = (
+        f" (still unresolved since {human_time(since, offset=True)})" if repeat and since else ""
+    )
     return {
         "kind": problem.kind,
         "monitor": monitor.name,
@@ -273,15 +292,6 @@ def _log_file(monitor: MonitorConfig) -> str | None:
     return str(monitor.dirs.log / log_file_name(monitor.name))
 
 
-def _human(text: str | None) -> str:
-    if not text:
-        return "-"
-    try:
-        return from_text(text).astimezone().strftime("%Y-%m-%d %H:%M %z")
-    except ValueError:
-        return text
-
-
 _LABELS = {
     "export_id": "Export id",
     "file": "File",
@@ -309,7 +319,7 @@ _LABELS = {
 
 def _value(key: str, value: Any) -> str:
     if key.endswith("_at") or key == "last_arrival":
-        return _human(value)
+        return human_time(value, offset=True)
     if key.endswith("_seconds") and isinstance(value, (int, float)):
         return format_duration(value)
     return str(value)
@@ -328,7 +338,7 @@ def render_alert(monitor: MonitorConfig, alert: Alert) -> AlertText:
             continue
         lines.append(f"{label:<15} {_value(key, value)}")
     if data.get("since"):
-        lines.append(f"{'Since':<15} {_human(data['since'])}")
+        lines.append(f"{'Since':<15} {human_time(data['since'], offset=True)}")
     if alert.kind == "recovery":
         lines += ["", "Resolved:"] + [f"  - {item}" for item in details.get("resolved", [])]
     lines += ["", "What to do:"]
@@ -358,7 +368,11 @@ def _advice(kind: str, details: dict[str, Any], config: str) -> list[str]:
         return ["  - the mail stays in the mailbox; forward or delete it after checking it"]
     return [
         "  - fix the cause above; the export is retried automatically"
-        + (f" at {_human(details['retry_at'])}" if details.get("retry_at") else " when it can be"),
+        + (
+            f" at {human_time(details['retry_at'], offset=True)}"
+            if details.get("retry_at")
+            else " when it can be"
+        ),
         f"  - or retry now: exportmon{config} run --once --retry-failed",
     ]
 

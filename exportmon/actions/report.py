@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from exportmon.actions.status import human_time
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import UsageError
 from exportmon.hooks import alerts as channels
@@ -118,13 +119,7 @@ class Report:
 
     @property
     def period(self) -> str:
-        return f"{_human(self.since)} – {_human(self.until)}"
-
-
-def _human(text: str | None) -> str:
-    if not text:
-        return ""
-    return from_text(text).astimezone().strftime("%Y-%m-%d %H:%M")
+        return f"{human_time(self.since)} – {human_time(self.until)}"
 
 
 def _clean(text: str | None) -> str | None:
@@ -295,8 +290,8 @@ def export_cells(export: ReportExport) -> list[str]:
         str(export.export_id) if export.export_id is not None else "-",
         export.file_name or "-",
         export.outcome,
-        _human(export.received_at),
-        _human(export.delivered_at) or "-",
+        human_time(export.received_at),
+        human_time(export.delivered_at) or "-",
         format_duration(export.duration_seconds) if export.duration_seconds is not None else "-",
         format_size(export.bytes) if export.bytes is not None else "-",
         str(export.files),
@@ -316,7 +311,7 @@ def destination_cells(total: DestinationTotal) -> list[str]:
         str(total.files),
         format_size(total.bytes),
         str(total.failed),
-        _human(total.last_at) or "-",
+        human_time(total.last_at) or "-",
     ]
 
 
@@ -553,7 +548,7 @@ def render_html(report: Report) -> str:
         f"<title>{heading}</title><style>{_CSS}</style></head><body>",
         f"<h1>{heading}</h1>",
         f'<p class="meta">Monitors: {html.escape(", ".join(report.monitors) or "-")}'
-        f" · generated {html.escape(_human(report.generated_at))}</p>",
+        f" · generated {html.escape(human_time(report.generated_at))}</p>",
         f'<p class="summary">{html.escape(report.summary.line())}</p>',
         "<h2>Exports received per "
         + ("week" if report.buckets and "-W" in report.buckets[0].label else "day")

@@ -326,7 +326,7 @@ def _expectation_problems(
                     kind="missing" if missing else "late",
                     scope=scope,
                     state="error" if missing else "warning",
-                    summary=f"export {export_id} did not arrive: expected {_human(expected)},"
+                    summary=f"export {export_id} did not arrive: expected {human_time(expected)},"
                     f" {format_duration(verdict.late_by)} late ({schedule.describe()})",
                     alert=missing,
                     export_id=export_id,
@@ -399,11 +399,15 @@ def _row_problems(
     return problems
 
 
-def _human(text: str | None) -> str:
-    """Ledger time as local ``2026-11-23 09:40`` for people."""
+def human_time(text: str | None, *, offset: bool = False) -> str:
+    """Ledger time as local ``2026-11-23 09:40`` (with ``+0100`` if ``offset``), ``-`` for none."""
     if not text:
         return "-"
-    return from_text(text).astimezone().strftime("%Y-%m-%d %H:%M")
+    try:
+        moment = from_text(text).astimezone()
+    except ValueError:
+        return text
+    return moment.strftime("%Y-%m-%d %H:%M %z" if offset else "%Y-%m-%d %H:%M")
 
 
 # --- status ---------------------------------------------------------------------------
@@ -467,7 +471,7 @@ def status_of(
 def _reason(state: str, rows: list[ExportStatus], monitor_problems: list[Problem]) -> str:
     if state == "ok":
         latest = max((row.last_success for row in rows if row.last_success), default=None)
-        return f"all ok; last delivered {_human(latest)}" if latest else "all ok"
+        return f"all ok; last delivered {human_time(latest)}" if latest else "all ok"
     reasons = [p.summary for p in monitor_problems if p.state == state]
     reasons += [row.reason for row in rows if row.state == state]
     unique = list(dict.fromkeys(reasons))
@@ -550,7 +554,7 @@ def _export_status(
             row.reason = "no export received yet"
     else:
         row.reason = (
-            f"last delivered {_human(row.last_success)}" if row.last_success else "in progress"
+            f"last delivered {human_time(row.last_success)}" if row.last_success else "in progress"
         )
     return row
 

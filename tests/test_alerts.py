@@ -376,3 +376,28 @@ def test_a_refused_login_is_kept_and_logged_without_the_password(
     assert "not sent (kept, retried on the next run)" in log_text
     stored = " ".join(a.payload + (a.error or "") for a in ledger.alerts())
     assert "Wrong-Secret-77" not in log_text + stored
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("smtp://mail.example.com", ("smtp", "mail.example.com", 25)),
+        ("submission://mail.example.com", ("submission", "mail.example.com", 587)),
+        ("smtps://mail.example.com:2465/", ("smtps", "mail.example.com", 2465)),
+        ("smtps://[::1]", ("smtps", "::1", 465)),
+    ],
+)
+def test_smtp_urls(url, expected):
+    from exportmon.hooks.alerts import parse_smtp_url
+
+    target = parse_smtp_url(url)
+    assert (target.scheme, target.host, target.port) == expected
+
+
+def test_a_bad_smtp_url_is_refused_without_its_password():
+    from exportmon.errors import AlertError
+    from exportmon.hooks.alerts import parse_smtp_url
+
+    with pytest.raises(AlertError) as info:
+        parse_smtp_url("http://user:Pw-Leak-99@mail.example.com")
+    assert "Pw-Leak-99" not in info.value.one_line()

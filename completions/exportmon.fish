@@ -37,7 +37,7 @@ complete -c exportmon -n '__fish_seen_subcommand_from report' -l json -d 'JSON o
 complete -c exportmon -n '__fish_seen_subcommand_from report' -l csv -d 'CSV, one row per export'
 complete -c exportmon -n '__fish_seen_subcommand_from report' -l markdown -d 'Markdown tables'
 complete -c exportmon -n '__fish_seen_subcommand_from report' -l html -d 'A self-contained HTML page with a chart'
-complete -c exportmon -n '__fish_seen_subcommand_from report' -l mail-to -r -d 'Mail the report (text + HTML) through the SMTP settings (repeatable)'
+complete -c exportmon -n '__fish_seen_subcommand_from report' -l mail-to -r -d 'Mail the report (text + HTML) through the \\ SMTP settings (repeatable)'
 complete -c exportmon -n '__fish_seen_subcommand_from prune' -l older-than -r -d 'Age past which to remove, e.g'
 complete -c exportmon -n '__fish_seen_subcommand_from prune' -l dry-run -s n -d 'Show what would be removed'
 complete -c exportmon -n '__fish_seen_subcommand_from prune' -l downloads-only -d 'Keep every ledger record'

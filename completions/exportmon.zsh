@@ -37,7 +37,7 @@ _exportmon() {
                 push-ftp) _arguments '*: :' ;;
                 run) _arguments '*: :' ;;
                 status) _arguments '--json[JSON output]' '--nagios[One Nagios/Icinga plugin line]' '--prometheus[Prometheus text format (node_exporter textfile collector)]' '(--output -o)'{--output,-o}'[Write to FILE (atomically replaced) instead of stdout]:path:_files' '*: :' ;;
-                report) _arguments '--since[Period ending now, e.g]:value: ' '--from[Start]:value: ' '--to[End]:value: ' '--json[JSON output]' '--csv[CSV, one row per export]' '--markdown[Markdown tables]' '--html[A self-contained HTML page with a chart]' '--mail-to[Mail the report (text + HTML) through the SMTP settings (repeatable)]:value: ' '*: :' ;;
+                report) _arguments '--since[Period ending now, e.g]:value: ' '--from[Start]:value: ' '--to[End]:value: ' '--json[JSON output]' '--csv[CSV, one row per export]' '--markdown[Markdown tables]' '--html[A self-contained HTML page with a chart]' '--mail-to[Mail the report (text + HTML) through the \ SMTP settings (repeatable)]:value: ' '*: :' ;;
                 prune) _arguments '--older-than[Age past which to remove, e.g]:value: ' '(--dry-run -n)'{--dry-run,-n}'[Show what would be removed]' '--downloads-only[Keep every ledger record]' '--json[JSON output]' '*: :' ;;
                 demo) _arguments '*: :' ;;
                 completion) _arguments '*: :' ;;

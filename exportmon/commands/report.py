@@ -79,7 +79,7 @@ def report_command(
         typer.Option(
             "--mail-to",
             metavar="ADDR",
-            help="Mail the report (text + HTML) through the [alerts] SMTP settings (repeatable).",
+            help="Mail the report (text + HTML) through the \\[alerts] SMTP settings (repeatable).",
         ),
     ] = None,
 ) -> None:

@@ -80,7 +80,7 @@ def status_command(
     files and rows, next expected export, and a state (ok, warning, error, unknown) with its
     reason.
 
-    The state comes from the ledger and the [exports.<id>] expectations: error when an export
+    The state comes from the ledger and the \\[exports.<id>] expectations: error when an export
     is failing or missing (late past its grace), warning when it is late within grace, has
     odd row counts, has waited over an hour, or alerts cannot be sent; unknown before any data.
     """

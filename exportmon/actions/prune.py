@@ -84,6 +84,8 @@ def prune(
         _prune_downloads(ledger, str(downloads.resolve()), cutoff, result)
     if records:
         result.ledger_rows = ledger.prune(result.cutoff, dry_run=dry_run)
+    if not result.removed and not any(result.ledger_rows.values()):
+        return result
     verb = "would free" if dry_run else "freed"
     log.info(
         "prune older than %s: %d files, %s %d bytes, %d ledger records",

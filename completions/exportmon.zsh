@@ -11,8 +11,9 @@ _exportmon() {
         'rewrite-csv:Rewrite CSV files into another dialect'
         'push-ftp:Upload files to an FTP or FTPS server, atomically'
         'run:Fetch, unpack, rewrite, deliver and archive'
-        'status:Show every monitor'\''s state, as a table, JSON, Nagios or Prometheus'
-        'report:Report deliveries and failures over a period'
+        'status:Show every monitor and export id'
+        'report:Report the exports received in a period'
+        'prune:Remove downloads of exports delivered longer ago than --older-than (and files no'
         'demo:Run fetch → unzip → rewrite → deliver on a built-in demo mailbox, with no accoun'
         'completion:Print the static completion script for SHELL (the files in completions/)'
     )
@@ -35,8 +36,9 @@ _exportmon() {
                 rewrite-csv) _arguments '*: :' ;;
                 push-ftp) _arguments '*: :' ;;
                 run) _arguments '*: :' ;;
-                status) _arguments '*: :' ;;
-                report) _arguments '*: :' ;;
+                status) _arguments '--json[JSON output]' '--nagios[One Nagios/Icinga plugin line]' '--prometheus[Prometheus text format (node_exporter textfile collector)]' '(--output -o)'{--output,-o}'[Write to FILE (atomically replaced) instead of stdout]:path:_files' '*: :' ;;
+                report) _arguments '--since[Period ending now, e.g]:value: ' '--from[Start]:value: ' '--to[End]:value: ' '--json[JSON output]' '--csv[CSV, one row per export]' '--markdown[Markdown tables]' '--html[A self-contained HTML page with a chart]' '--mail-to[Mail the report (text + HTML) through the \ SMTP settings (repeatable)]:value: ' '*: :' ;;
+                prune) _arguments '--older-than[Age past which to remove, e.g]:value: ' '(--dry-run -n)'{--dry-run,-n}'[Show what would be removed]' '--downloads-only[Keep every ledger record]' '--json[JSON output]' '*: :' ;;
                 demo) _arguments '*: :' ;;
                 completion) _arguments '*: :' ;;
             esac ;;

@@ -14,7 +14,7 @@ _exportmon() {
         --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
     esac
     case "$cmd" in
-        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp run status report demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp run status report prune demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
         generate)
             case "$prev" in
                 --password) COMPREPLY=(); return ;;
@@ -68,9 +68,23 @@ _exportmon() {
         run)
             COMPREPLY=($(compgen -W "" -- "$cur")) ;;
         status)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--json --nagios --prometheus --output -o" -- "$cur")) ;;
         report)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --since) COMPREPLY=(); return ;;
+                --from) COMPREPLY=(); return ;;
+                --to) COMPREPLY=(); return ;;
+                --mail-to) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--since --from --to --json --csv --markdown --html --mail-to" -- "$cur")) ;;
+        prune)
+            case "$prev" in
+                --older-than) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--older-than --dry-run -n --downloads-only --json" -- "$cur")) ;;
         demo)
             COMPREPLY=($(compgen -W "" -- "$cur")) ;;
         completion)

@@ -11,8 +11,9 @@ _exportmon() {
         'rewrite-csv:Rewrite CSV files into another dialect (separators, quoting, encoding, values)'
         'push-ftp:Deliver files to an FTP/FTPS server or a local folder, never showing partial fil'
         'run:Fetch, unpack, rewrite, deliver and archive'
-        'status:Show every monitor'\''s state, as a table, JSON, Nagios or Prometheus'
-        'report:Report deliveries and failures over a period'
+        'status:Show every monitor and export id'
+        'report:Report the exports received in a period'
+        'prune:Remove downloads of exports delivered longer ago than --older-than (and files no'
         'demo:Run fetch → unzip → rewrite → deliver on a built-in demo mailbox, with no accoun'
         'completion:Print the static completion script for SHELL (the files in completions/)'
     )
@@ -35,8 +36,9 @@ _exportmon() {
                 rewrite-csv) _arguments '--row-sep[Row separator, e.g]:value: ' '--col-sep[Column separator]:value: ' '--quote-char[Quote character (exactly one)]:value: ' '--quoting[minimal, all, nonnumeric, none, or gem (itrp-export-monitor'\''s output)]:value:(minimal all nonnumeric none gem)' '--replace-newlines[Replace \r\n and \n inside values with TEXT]:value: ' '--encoding[Input encoding (default utf-8-sig]:value: ' '--output-encoding[Output encoding (default utf-8)]:value: ' '--value-hook[Python function called on every value]:value: ' '--output-dir[Write here instead of in place]:path:_files' '--preset[itrp-gem]:value:(itrp-gem)' '(-0 --null)'{-0,--null}'[Read and write NUL-separated paths]' '--json[Write JSON Lines]' '*:file:_files' ;;
                 push-ftp) _arguments '--url[ftp -//host( -port) or ftps -//host( -port) (explicit TLS)]:value: ' '--dir[Folder on the server, created if missing]:path:_files' '--user[FTP user name]:value: ' '--password-env[Environment variable with the password]:value: ' '--password-command[Command that prints the password]:value: ' '--ca-file[CA certificate(s) to verify FTPS with]:path:_files' '--to[Deliver into this local folder]:path:_files' '--overwrite[replace, keep (leave an existing file), or timestamp (a new time-stamped name ea]:value:(replace keep timestamp)' '(--sub-dirs --no-sub-dirs)'{--sub-dirs,--no-sub-dirs}'[Put each file in a folder named after its export type (default]' '--order[Export types delivered first, e.g]:value: ' '--active[Active FTP instead of passive]' '--retries[Retries after a lost connection (default 3)]:value: ' '--timeout[Network timeout (default 60s)]:value: ' '(-0 --null)'{-0,--null}'[Read and write NUL-separated paths]' '--json[Write JSON Lines]' '*:file:_files' ;;
                 run) _arguments '*: :' ;;
-                status) _arguments '*: :' ;;
-                report) _arguments '*: :' ;;
+                status) _arguments '--json[JSON output]' '--nagios[One Nagios/Icinga plugin line]' '--prometheus[Prometheus text format (node_exporter textfile collector)]' '(--output -o)'{--output,-o}'[Write to FILE (atomically replaced) instead of stdout]:path:_files' '*: :' ;;
+                report) _arguments '--since[Period ending now, e.g]:value: ' '--from[Start]:value: ' '--to[End]:value: ' '--json[JSON output]' '--csv[CSV, one row per export]' '--markdown[Markdown tables]' '--html[A self-contained HTML page with a chart]' '--mail-to[Mail the report (text + HTML) through the \ SMTP settings (repeatable)]:value: ' '*: :' ;;
+                prune) _arguments '--older-than[Age past which to remove, e.g]:value: ' '(--dry-run -n)'{--dry-run,-n}'[Show what would be removed]' '--downloads-only[Keep every ledger record]' '--json[JSON output]' '*: :' ;;
                 demo) _arguments '*: :' ;;
                 completion) _arguments '*: :' ;;
             esac ;;

@@ -159,6 +159,21 @@ MIGRATIONS: tuple[str, ...] = (
         count INTEGER NOT NULL DEFAULT 1
     );
     """,
+    # 2: alert bookkeeping (what a failure alert concerns, when it was resolved, which
+    # channels already carried it) and failures of whole steps such as reading the mailbox.
+    """
+    ALTER TABLE alerts ADD COLUMN scope TEXT;
+    ALTER TABLE alerts ADD COLUMN resolved_at TEXT;
+    ALTER TABLE alerts ADD COLUMN channels TEXT;
+    CREATE INDEX alerts_by_scope ON alerts (scope, resolved_at);
+    CREATE TABLE step_failures (
+        step TEXT PRIMARY KEY,
+        error TEXT NOT NULL,
+        first_at TEXT NOT NULL,
+        last_at TEXT NOT NULL,
+        count INTEGER NOT NULL DEFAULT 1
+    );
+    """,
 )
 
 
@@ -279,10 +294,30 @@ class Alert:
     error: str | None
     created_at: str
     sent_at: str | None
+    #: What the alert concerns: ``export:<id>`` or ``monitor``; recoveries are per scope.
+    scope: str | None = None
+    resolved_at: str | None = None
+    #: Comma-separated channels (``mail``, ``command``) that have carried the alert.
+    channels: str | None = None
 
     @property
     def data(self) -> dict[str, Any]:
         return json.loads(self.payload)
+
+    @property
+    def sent_via(self) -> set[str]:
+        return set(filter(None, (self.channels or "").split(",")))
+
+
+@dataclass
+class StepFailure:
+    """A step of a whole run (reading the mailbox, say) that is failing."""
+
+    step: str
+    error: str
+    first_at: str
+    last_at: str
+    count: int
 
 
 @dataclass
@@ -369,7 +404,7 @@ class Ledger:
                 db.execute(f"PRAGMA user_version = {number}")
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -378,7 +413,7 @@ class Ledger:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
-                self._db.execute("COMMIT")
+                self._db.execute("COMMIT" if commit else "ROLLBACK")
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path}: {exc}") from None
 
@@ -902,35 +937,125 @@ class Ledger:
 
     # --- alerts ----------------------------------------------------------------------
 
-    def add_alert(self, kind: str, subject_key: str, payload: dict[str, Any]) -> Alert:
+    def add_alert(
+        self,
+        kind: str,
+        subject_key: str,
+        payload: dict[str, Any],
+        *,
+        scope: str | None = None,
+        state: str = "pending",
+        at: str | None = None,
+    ) -> Alert:
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT INTO alerts (kind, subject_key, payload, created_at) VALUES (?, ?, ?, ?)",
-                (kind, subject_key, json.dumps(payload, default=str), now()),
+                "INSERT INTO alerts (kind, subject_key, scope, state, payload, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (kind, subject_key, scope, state, json.dumps(payload, default=str), at or now()),
             )
             alert_id = cursor.lastrowid
-        alert = self._one(Alert, "SELECT * FROM alerts WHERE id = ?", (alert_id,))
+        alert = self.alert(int(alert_id or 0))
         assert alert is not None
         return alert
 
-    def set_alert_state(self, alert_id: int, state: str, error: str | None = None) -> None:
+    def alert(self, alert_id: int) -> Alert | None:
+        return self._one(Alert, "SELECT * FROM alerts WHERE id = ?", (alert_id,))
+
+    def set_alert_state(
+        self,
+        alert_id: int,
+        state: str,
+        error: str | None = None,
+        *,
+        channel: str | None = None,
+    ) -> None:
+        """Record a send attempt; ``channel`` adds a channel that carried the alert."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE alerts SET state = ?, error = ?, attempts = attempts + 1,"
                 " sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ?",
                 (state, error, state, now(), alert_id),
             )
+            if channel is not None:
+                self._add_alert_channel(db, alert_id, channel)
+
+    def add_alert_channel(self, alert_id: int, channel: str) -> None:
+        """Remember that ``channel`` carried the alert, so a retry does not repeat it there."""
+        with self._transaction() as db:
+            self._add_alert_channel(db, alert_id, channel)
+
+    @staticmethod
+    def _add_alert_channel(db: sqlite3.Connection, alert_id: int, channel: str) -> None:
+        db.execute(
+            "UPDATE alerts SET channels = CASE WHEN channels IS NULL OR channels = '' THEN ?"
+            " WHEN instr(',' || channels || ',', ',' || ? || ',') > 0 THEN channels"
+            " ELSE channels || ',' || ? END WHERE id = ?",
+            (channel, channel, channel, alert_id),
+        )
+
+    def resolve_alerts(self, subject_keys: Sequence[str], at: str | None = None) -> int:
+        """Mark the unresolved alerts about ``subject_keys`` resolved; return how many."""
+        if not subject_keys:
+            return 0
+        marks = ",".join("?" * len(subject_keys))
+        with self._transaction() as db:
+            return db.execute(
+                f"UPDATE alerts SET resolved_at = ? WHERE resolved_at IS NULL"
+                f" AND subject_key IN ({marks})",
+                (at or now(), *subject_keys),
+            ).rowcount
+
+    def unresolved_alerts(self) -> list[Alert]:
+        """Problem alerts (not recoveries) whose problem has not been seen to end."""
+        return self._all(
+            Alert,
+            "SELECT * FROM alerts WHERE resolved_at IS NULL AND kind != 'recovery' ORDER BY id",
+        )
 
     def alerts(
-        self, *, state: str | None = None, subject_key: str | None = None, kind: str | None = None
+        self,
+        *,
+        state: str | None = None,
+        subject_key: str | None = None,
+        kind: str | None = None,
+        scope: str | None = None,
     ) -> list[Alert]:
         clauses, params = [], []
-        for column, value in (("state", state), ("subject_key", subject_key), ("kind", kind)):
+        for column, value in (
+            ("state", state),
+            ("subject_key", subject_key),
+            ("kind", kind),
+            ("scope", scope),
+        ):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
         return self._all(Alert, f"SELECT * FROM alerts {where} ORDER BY id", params)
+
+    # --- failures of whole steps ------------------------------------------------------
+
+    def record_step_failure(self, step: str, error: str, at: str | None = None) -> StepFailure:
+        """Record that ``step`` (e.g. ``fetch``) failed as a whole; repeats are counted."""
+        stamp = at or now()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO step_failures (step, error, first_at, last_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (step) DO UPDATE SET error = excluded.error,"
+                " last_at = excluded.last_at, count = count + 1",
+                (step, error, stamp, stamp),
+            )
+        failure = self._one(StepFailure, "SELECT * FROM step_failures WHERE step = ?", (step,))
+        assert failure is not None
+        return failure
+
+    def clear_step_failure(self, step: str) -> bool:
+        """Forget the failure of ``step`` (it worked again); True if there was one."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM step_failures WHERE step = ?", (step,)).rowcount > 0
+
+    def step_failures(self) -> list[StepFailure]:
+        return self._all(StepFailure, "SELECT * FROM step_failures ORDER BY first_at")
 
     # --- notices: things logged once -------------------------------------------------
 
@@ -948,10 +1073,13 @@ class Ledger:
 
     # --- maintenance -----------------------------------------------------------------
 
-    def prune(self, before: str) -> dict[str, int]:
-        """Delete finished records created before ``before``; return counts per table."""
+    def prune(self, before: str, *, dry_run: bool = False) -> dict[str, int]:
+        """Delete finished records created before ``before``; return counts per table.
+
+        ``dry_run`` counts what would be deleted and changes nothing.
+        """
         counts = {}
-        with self._transaction() as db:
+        with self._transaction(commit=not dry_run) as db:
             old = "SELECT id FROM exports WHERE state = 'delivered' AND created_at < ?"
             counts["deliveries"] = db.execute(
                 f"DELETE FROM deliveries WHERE export_row IN ({old}) OR"
@@ -972,8 +1100,12 @@ class Ledger:
             counts["runs"] = db.execute(
                 "DELETE FROM runs WHERE started_at < ? AND status != 'running'", (before,)
             ).rowcount
+            # Unresolved problem alerts stay: they are what keeps a failure from being
+            # alerted again as if it were new.
             counts["alerts"] = db.execute(
-                "DELETE FROM alerts WHERE created_at < ? AND state = 'sent'", (before,)
+                "DELETE FROM alerts WHERE created_at < ? AND state != 'pending'"
+                " AND (resolved_at IS NOT NULL OR kind = 'recovery')",
+                (before,),
             ).rowcount
         return counts
 

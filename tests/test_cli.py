@@ -22,6 +22,7 @@ COMMANDS = [
     "run",
     "status",
     "report",
+    "prune",
     "demo",
     "completion",
 ]

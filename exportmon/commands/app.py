@@ -17,6 +17,7 @@ from exportmon.commands import (
     demo,
     fetch,
     generate,
+    prune,
     push_ftp,
     report,
     rewrite_csv,
@@ -111,6 +112,7 @@ for module in (
     run,
     status,
     report,
+    prune,
     demo,
     completion,
 ):

@@ -1,16 +1,215 @@
-"""`exportmon status`: Show every monitor's state, as a table, JSON, Nagios or Prometheus."""
+"""`exportmon status`: every monitor's state as a table, JSON, Nagios line or Prometheus text."""
 
 from __future__ import annotations
 
-import typer
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated
 
-from exportmon.commands.common import PLACEHOLDER_SETTINGS, not_built
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from exportmon.actions.status import (
+    MONITOR_SCOPE,
+    MonitorStatus,
+    mask_configured_secrets,
+    nagios_line,
+    overall,
+    prometheus_text,
+    status_of,
+)
+from exportmon.atomic import atomic_write
+from exportmon.commands.common import options, select_monitors
+from exportmon.commands.console import print_json, stdout_console
+from exportmon.config.load import load_monitors
+from exportmon.config.schema import MonitorConfig
+from exportmon.errors import ConfigError, LedgerError, UsageError
+from exportmon.ledger import Ledger, from_text
+from exportmon.redact import redact
+from exportmon.units import format_duration
+
+EPILOG = """\
+Examples:
+
+  exportmon status                          # a table of every monitor and export id
+
+  exportmon -c ~/.config/exportmon/monitors/777.toml status --json
+
+  exportmon status --nagios                 # one line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN
+
+  exportmon status --prometheus -o /var/lib/node_exporter/textfile/exportmon.prom
+"""
+
+STATE_STYLES = {"ok": "green", "warning": "yellow", "error": "bold red", "unknown": "magenta"}
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "status", context_settings=PLACEHOLDER_SETTINGS, epilog="Example: exportmon status --nagios"
-    )
-    def status_command(ctx: typer.Context) -> None:
-        """Show every monitor's state, as a table, JSON, Nagios or Prometheus."""
-        not_built("status", 6)
+    app.command("status", epilog=EPILOG)(status_command)
+
+
+def status_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON output.")] = False,
+    nagios: Annotated[
+        bool,
+        typer.Option(
+            "--nagios",
+            help="One Nagios/Icinga plugin line; exit 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.",
+        ),
+    ] = False,
+    prometheus: Annotated[
+        bool,
+        typer.Option(
+            "--prometheus", help="Prometheus text format (node_exporter textfile collector)."
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            metavar="FILE",
+            help="Write to FILE (atomically replaced) instead of stdout.",
+        ),
+    ] = None,
+) -> None:
+    """Show every monitor and export id: last success, last failure, pending work, delivered
+    files and rows, next expected export, and a state (ok, warning, error, unknown) with its
+    reason.
+
+    The state comes from the ledger and the \\[exports.<id>] expectations: error when an export
+    is failing or missing (late past its grace), warning when it is late within grace, has
+    odd row counts, has waited over an hour, or alerts cannot be sent; unknown before any data.
+    """
+    if sum((as_json, nagios, prometheus)) > 1:
+        raise UsageError("choose one of --json, --nagios and --prometheus")
+    now = datetime.now(timezone.utc)
+    if nagios:
+        statuses, problems = _statuses_for_nagios(ctx, now)
+        line, code = nagios_line(statuses, problems)
+        _emit(line + "\n", output)
+        raise typer.Exit(code)
+
+    monitors = select_monitors(ctx)
+    statuses = [monitor_status(monitor, now) for monitor in monitors]
+    if as_json:
+        state, reason = overall(statuses)
+        data = {
+            "state": state,
+            "reason": reason,
+            "checked_at": statuses[0].checked_at if statuses else None,
+            "monitors": [status.to_dict() for status in statuses],
+        }
+        if output:
+            _emit(json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", output)
+        else:
+            print_json(data)
+    elif prometheus:
+        _emit(prometheus_text(statuses), output)
+    else:
+        if output:
+            raise UsageError("--output goes with --json, --nagios or --prometheus")
+        _print_table(statuses, now)
+    raise typer.Exit(options(ctx).exit_code(work_failed=False))
+
+
+def monitor_status(monitor: MonitorConfig, now: datetime) -> MonitorStatus:
+    """The status of one monitor; a ledger that cannot be read makes it ``error``."""
+    mask_configured_secrets(monitor)
+    path = monitor.dirs.ledger
+    if not path.exists():
+        return status_of(monitor, None, now=now)
+    try:
+        with Ledger.open(path) as ledger:
+            return status_of(monitor, ledger, now=now)
+    except LedgerError as exc:
+        broken = status_of(monitor, None, now=now)
+        broken.state = "error"
+        broken.reason = redact(exc.one_line())
+        return broken
+
+
+def _statuses_for_nagios(
+    ctx: typer.Context, now: datetime
+) -> tuple[list[MonitorStatus], list[tuple[str, str]]]:
+    """Statuses, plus broken configs as UNKNOWN items: a check must print a line, not fail."""
+    opts = options(ctx)
+    try:
+        monitors, errors = load_monitors(opts.configs or None, strict=opts.strict)
+    except ConfigError as exc:
+        return [], [("unknown", f"config error: {exc.one_line()}")]
+    extra = [("unknown", f"config error: {error.one_line()}") for error in errors]
+    return [monitor_status(monitor, now) for monitor in monitors], extra
+
+
+def _emit(text: str, output: Path | None) -> None:
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    with atomic_write(output) as handle:
+        os.fchmod(handle.fileno(), 0o644)
+        handle.write(text.encode("utf-8"))
+
+
+def _when(text: str | None, now: datetime) -> str:
+    """``2h ago`` / ``in 5h`` for people."""
+    if not text:
+        return "-"
+    seconds = (from_text(text) - now).total_seconds()
+    if seconds >= 0:
+        return f"in {format_duration(seconds)}"
+    return f"{format_duration(-seconds)} ago"
+
+
+def _print_table(statuses: list[MonitorStatus], now: datetime) -> None:
+    table = Table(header_style="bold", show_lines=False)
+    for column in (
+        "monitor",
+        "export",
+        "state",
+        "reason",
+        "last success",
+        "last failure",
+        "pending",
+        "files",
+        "rows",
+        "next expected",
+    ):
+        table.add_column(column, overflow="fold")
+    for status in statuses:
+        for row in status.exports:
+            failure = _when(row.last_failure, now)
+            if row.last_error and row.last_failure:
+                failure += f": {row.last_error_step or '?'}: {row.last_error}"
+            table.add_row(
+                status.monitor,
+                str(row.export_id) if row.export_id is not None else "-",
+                Text(row.state, style=STATE_STYLES[row.state]),
+                Text(redact(row.reason)),
+                _when(row.last_success, now),
+                Text(redact(failure)),
+                str(row.pending),
+                str(row.files_delivered),
+                str(row.rows_delivered),
+                _when(row.next_expected, now),
+            )
+        for problem in status.problems:
+            if problem.scope != MONITOR_SCOPE:
+                continue
+            table.add_row(
+                status.monitor,
+                "(monitor)",
+                Text(problem.state, style=STATE_STYLES[problem.state]),
+                Text(redact(problem.summary)),
+                *[""] * 6,
+            )
+    console = stdout_console()
+    console.print(table)
+    state, reason = overall(statuses)
+    summary = Text("Overall: ")
+    summary.append(state, style=STATE_STYLES[state])
+    summary.append(f" - {redact(reason)}")
+    console.print(summary, soft_wrap=True)

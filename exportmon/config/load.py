@@ -24,6 +24,7 @@ from typing import Any, Literal
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError
 from exportmon.paths import monitors_dir, state_dir
+from exportmon.schedule import parse_schedule
 from exportmon.units import parse_duration, parse_size
 
 if sys.version_info >= (3, 11):
@@ -461,13 +462,9 @@ def _check_alerts(config: MonitorConfig, fail: Any) -> None:
 
 def _check_schedule(value: str, key: str, fail: Any) -> None:
     try:
-        parse_duration(value)
-        return
-    except ValueError:
-        pass
-    fields = value.split()
-    if len(fields) != 5 or not all(re.fullmatch(r"[\d*/,\-]+|[A-Za-z]{3}", f) for f in fields):
-        fail(key, f'{value!r} is neither a duration ("1d", "1w") nor a 5-field cron expression')
+        parse_schedule(value)
+    except ValueError as exc:
+        fail(key, str(exc))
 
 
 def _secret_keys(config: MonitorConfig) -> list[str]:

@@ -1,0 +1,257 @@
+"""Carrying alerts to people: mail through SMTP, and a command run with the alert's details.
+
+Both channels are configured in ``[alerts]``. How ``smtp_url`` connects:
+
+* ``smtps://host[:465]`` – TLS from the first byte.
+* ``submission://host[:587]`` – STARTTLS, which the server must offer.
+* ``smtp://host[:25]`` – STARTTLS when the server offers it, plain otherwise;
+  a login (``smtp_user``) is refused on a plain connection, so a password never
+  travels unencrypted.
+
+Certificates are always verified, against the system's CAs or ``smtp_ca_file``.
+The command runs through ``/bin/sh -c`` with the alert as JSON on stdin and as
+``EXPORTMON_*`` environment variables; it never receives a secret (the
+variables that hold the configured passwords are removed from its environment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import smtplib
+import socket
+import ssl
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from typing import Any
+from urllib.parse import urlsplit
+
+from exportmon import redact
+from exportmon.config.schema import AlertsConfig, MonitorConfig
+from exportmon.errors import AlertError, AuthError, ConnectionFailed, TLSError
+from exportmon.hooks import credentials
+
+#: Header that marks exportmon's own mails; the mail sources skip mails carrying it.
+ALERT_HEADER = "X-Exportmon-Alert"
+SMTP_TIMEOUT = 30.0
+COMMAND_TIMEOUT = 60.0
+DEFAULT_PORTS = {"smtp": 25, "submission": 587, "smtps": 465}
+
+
+@dataclass(frozen=True)
+class SmtpTarget:
+    """Where and how to connect, parsed from ``smtp_url``."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def display(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+
+def parse_smtp_url(url: str) -> SmtpTarget:
+    """``smtp://``, ``smtps://`` or ``submission://`` with host and optional port."""
+    parts = urlsplit(url)
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname:
+        raise AlertError(
+            f"not an SMTP server address: {redact.redact(url)!r}",
+            hint="use smtp://host:25, smtps://host:465 or submission://host:587",
+            retryable=False,
+        )
+    try:
+        port = parts.port or DEFAULT_PORTS[parts.scheme]
+    except ValueError:
+        raise AlertError(f"bad port in {redact.redact(url)!r}", retryable=False) from None
+    return SmtpTarget(parts.scheme, parts.hostname, port)
+
+
+def sender_address(alerts: AlertsConfig) -> str:
+    """``alerts.from``, or ``exportmon@<hostname>``."""
+    return alerts.from_ or f"exportmon@{socket.gethostname()}"
+
+
+def new_message(
+    alerts: AlertsConfig,
+    *,
+    monitor: str,
+    subject: str,
+    text: str,
+    html: str | None = None,
+    to: Sequence[str] | None = None,
+) -> EmailMessage:
+    """A mail from exportmon: redacted, and marked so no auto-responder or exportmon takes it up.
+
+    ``html`` makes it ``multipart/alternative`` with the text first.
+    """
+    sender = sender_address(alerts)
+    message = EmailMessage()
+    message["Subject"] = _one_line(redact.redact(subject))
+    message["From"] = sender
+    message["To"] = ", ".join(to if to is not None else alerts.to)
+    message["Date"] = formatdate(localtime=True)
+    domain = sender.rpartition("@")[2] or socket.gethostname()
+    message["Message-ID"] = make_msgid("exportmon", domain=domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message["Precedence"] = "bulk"
+    message["X-Auto-Response-Suppress"] = "All"
+    message[ALERT_HEADER] = _one_line(monitor)
+    message.set_content(redact.redact(text))
+    if html is not None:
+        message.add_alternative(redact.redact(html), subtype="html")
+    return message
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _tls_context(alerts: AlertsConfig) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=alerts.smtp_ca_file)
+
+
+def send_mail(alerts: AlertsConfig, message: EmailMessage) -> None:
+    """Deliver ``message`` through ``alerts.smtp_url``.
+
+    Raises :class:`TLSError`, :class:`AuthError`, :class:`ConnectionFailed` or
+    :class:`AlertError`, each one line without secrets; all may succeed later.
+    """
+    if not alerts.smtp_url:
+        raise AlertError("no smtp_url configured in [alerts]", retryable=False)
+    target = parse_smtp_url(alerts.smtp_url)
+    password = None
+    if alerts.smtp_user:
+        password = credentials.resolve(alerts.smtp_password_source())
+    where = target.display
+    try:
+        with _connect(target, alerts) as client:
+            if alerts.smtp_user:
+                if not _encrypted(client):
+                    raise AlertError(
+                        f"{where} offers no STARTTLS: refusing to send the SMTP password"
+                        " unencrypted",
+                        hint="use submission:// or smtps://, or a server with STARTTLS",
+                    )
+                client.login(alerts.smtp_user, password or "")
+            # Recipients come from the message's To header.
+            refused = client.send_message(message, from_addr=sender_address(alerts))
+            if refused:
+                raise AlertError(
+                    f"{where} refused recipient(s) {', '.join(sorted(refused))}",
+                    retryable=False,
+                )
+    except ssl.SSLCertVerificationError as exc:
+        raise TLSError(
+            f"{where}: certificate not trusted ({exc.verify_message})",
+            hint="set alerts.smtp_ca_file to the CA that issued the server's certificate",
+        ) from None
+    except ssl.SSLError as exc:
+        raise TLSError(f"{where}: TLS failed: {exc.reason or exc}") from None
+    except smtplib.SMTPAuthenticationError as exc:
+        raise AuthError(
+            f"{where} refused the login of {alerts.smtp_user}: {_reply(exc)}",
+            hint="check alerts.smtp_user and the SMTP password",
+        ) from None
+    except smtplib.SMTPNotSupportedError as exc:
+        raise AlertError(f"{where}: {exc}") from None
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise AlertError(
+            f"{where} refused every recipient ({', '.join(sorted(exc.recipients))})",
+            retryable=False,
+        ) from None
+    except smtplib.SMTPResponseException as exc:
+        raise AlertError(f"{where} answered {_reply(exc)}") from None
+    except (smtplib.SMTPServerDisconnected, smtplib.SMTPException) as exc:
+        raise ConnectionFailed(f"{where}: {exc or 'connection closed'}") from None
+    except OSError as exc:
+        raise ConnectionFailed(
+            f"cannot reach SMTP server {where}: {exc.strerror or exc}",
+            hint="alerts stay queued and are sent on the next run",
+        ) from None
+
+
+def _connect(target: SmtpTarget, alerts: AlertsConfig) -> smtplib.SMTP:
+    context = _tls_context(alerts)
+    if target.scheme == "smtps":
+        return smtplib.SMTP_SSL(target.host, target.port, timeout=SMTP_TIMEOUT, context=context)
+    client = smtplib.SMTP(target.host, target.port, timeout=SMTP_TIMEOUT)
+    try:
+        client.ehlo()
+        if client.has_extn("starttls"):
+            client.starttls(context=context)
+            client.ehlo()
+        elif target.scheme == "submission":
+            raise AlertError(
+                f"{target.display} does not offer STARTTLS, which submission:// requires",
+                hint="use smtps:// if the server speaks TLS from the start",
+            )
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _encrypted(client: smtplib.SMTP) -> bool:
+    return isinstance(client.sock, ssl.SSLSocket)
+
+
+def _reply(exc: smtplib.SMTPResponseException) -> str:
+    text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else ""
+    return redact.redact(f"{exc.smtp_code} {_one_line(text)}".strip())
+
+
+def command_environment(details: Mapping[str, Any], monitor: MonitorConfig) -> dict[str, str]:
+    """The child's environment: ours without the password variables, plus ``EXPORTMON_*``."""
+    secret_variables = {
+        name
+        for name in (
+            monitor.source.password_env,
+            monitor.deliver.ftp_password_env,
+            monitor.alerts.smtp_password_env,
+        )
+        if name
+    }
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in secret_variables and not name.startswith("EXPORTMON_ALERT")
+    }
+    for key, value in details.items():
+        if value is None or isinstance(value, (dict, list)):
+            continue
+        name = "EXPORTMON_" + "".join(c if c.isalnum() else "_" for c in key).upper()
+        environment[name] = redact.redact(str(value))
+    return environment
+
+
+def run_command(command: str, details: Mapping[str, Any], monitor: MonitorConfig) -> None:
+    """Run the ``[alerts] command`` with ``details`` as JSON on stdin and in the environment.
+
+    Raises :class:`AlertError` when it cannot start, times out or exits non-zero.
+    """
+    payload = redact.redact(json.dumps(details, default=str, ensure_ascii=False, indent=2))
+    try:
+        completed = subprocess.run(
+            ["/bin/sh", "-c", command],
+            input=(payload + "\n").encode("utf-8"),
+            capture_output=True,
+            env=command_environment(details, monitor),
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise AlertError(
+            f"alert command did not finish within {COMMAND_TIMEOUT:.0f} s", retryable=True
+        ) from None
+    except OSError as exc:
+        raise AlertError(f"alert command could not be started: {exc.strerror}") from None
+    if completed.returncode != 0:
+        lines = completed.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = redact.redact(lines[-1]) if lines else "no error output"
+        raise AlertError(f"alert command exited with status {completed.returncode}: {reason}")

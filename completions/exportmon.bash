@@ -28,11 +28,43 @@ _exportmon() {
         fetch)
             COMPREPLY=($(compgen -W "" -- "$cur")) ;;
         unzip)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --output-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --max-entry-bytes) COMPREPLY=(); return ;;
+                --max-total-bytes) COMPREPLY=(); return ;;
+                --max-ratio) COMPREPLY=(); return ;;
+                --max-entries) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "-0 --null --json --sub-dirs --no-sub-dirs --output-dir --max-entry-bytes --max-total-bytes --max-ratio --max-entries" -- "$cur") $(compgen -f -- "$cur")) ;;
         rewrite-csv)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --row-sep) COMPREPLY=(); return ;;
+                --col-sep) COMPREPLY=(); return ;;
+                --quote-char) COMPREPLY=(); return ;;
+                --quoting) COMPREPLY=($(compgen -W "minimal all nonnumeric none gem" -- "$cur")); return ;;
+                --replace-newlines) COMPREPLY=(); return ;;
+                --encoding) COMPREPLY=(); return ;;
+                --output-encoding) COMPREPLY=(); return ;;
+                --value-hook) COMPREPLY=(); return ;;
+                --output-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --preset) COMPREPLY=($(compgen -W "itrp-gem" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--row-sep --col-sep --quote-char --quoting --replace-newlines --encoding --output-encoding --value-hook --output-dir --preset -0 --null --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         push-ftp)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --url) COMPREPLY=(); return ;;
+                --dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --user) COMPREPLY=(); return ;;
+                --password-env) COMPREPLY=(); return ;;
+                --password-command) COMPREPLY=(); return ;;
+                --ca-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --overwrite) COMPREPLY=($(compgen -W "replace keep timestamp" -- "$cur")); return ;;
+                --order) COMPREPLY=(); return ;;
+                --retries) COMPREPLY=(); return ;;
+                --timeout) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout -0 --null --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         run)
             COMPREPLY=($(compgen -W "" -- "$cur")) ;;
         status)

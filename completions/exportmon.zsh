@@ -7,9 +7,9 @@ _exportmon() {
     commands=(
         'generate:Write a monitor config for one export and mailbox, with the provider'\''s settings'
         'fetch:Find new export mails and download each export'
-        'unzip:Unpack downloaded .zip exports (a .csv passes through)'
-        'rewrite-csv:Rewrite CSV files into another dialect'
-        'push-ftp:Upload files to an FTP or FTPS server, atomically'
+        'unzip:Unpack downloaded .zip exports into a folder beside each (a .csv passes through)'
+        'rewrite-csv:Rewrite CSV files into another dialect (separators, quoting, encoding, values)'
+        'push-ftp:Deliver files to an FTP/FTPS server or a local folder, never showing partial fil'
         'run:Fetch, unpack, rewrite, deliver and archive'
         'status:Show every monitor and export id'
         'report:Report the exports received in a period'
@@ -32,9 +32,9 @@ _exportmon() {
             case $words[1] in
                 generate) _arguments '--password[IMAP password, or '\''-'\'' to read it from stdin]:value: ' '--password-command[Store this command, which prints the password]:value: ' '--password-env[Store the name of a variable holding the password]:value: ' '--to[Local folder to deliver files to]:path:_files' '--ftp[Deliver to ftp -// or ftps -// too]:value: ' '--name[Monitor name (default]:value: ' '--force[Replace an existing config]' '--list[List the configured monitors instead]' '--json[With --list]' '*: :' ;;
                 fetch) _arguments '*: :' ;;
-                unzip) _arguments '*: :' ;;
-                rewrite-csv) _arguments '*: :' ;;
-                push-ftp) _arguments '*: :' ;;
+                unzip) _arguments '(-0 --null)'{-0,--null}'[Read and write NUL-separated paths]' '--json[Write JSON Lines]' '(--sub-dirs --no-sub-dirs)'{--sub-dirs,--no-sub-dirs}'[Put each file in a folder named after its export type (default]' '--output-dir[Create the extraction folders in DIR instead]:path:_files' '--max-entry-bytes[Refuse entries larger than this (e.g]:value: ' '--max-total-bytes[Refuse archives larger than this uncompressed]:value: ' '--max-ratio[Refuse higher compression ratios]:value: ' '--max-entries[Refuse archives with more entries]:value: ' '*:file:_files' ;;
+                rewrite-csv) _arguments '--row-sep[Row separator, e.g]:value: ' '--col-sep[Column separator]:value: ' '--quote-char[Quote character (exactly one)]:value: ' '--quoting[minimal, all, nonnumeric, none, or gem (itrp-export-monitor'\''s output)]:value:(minimal all nonnumeric none gem)' '--replace-newlines[Replace \r\n and \n inside values with TEXT]:value: ' '--encoding[Input encoding (default utf-8-sig]:value: ' '--output-encoding[Output encoding (default utf-8)]:value: ' '--value-hook[Python function called on every value]:value: ' '--output-dir[Write here instead of in place]:path:_files' '--preset[itrp-gem]:value:(itrp-gem)' '(-0 --null)'{-0,--null}'[Read and write NUL-separated paths]' '--json[Write JSON Lines]' '*:file:_files' ;;
+                push-ftp) _arguments '--url[ftp -//host( -port) or ftps -//host( -port) (explicit TLS)]:value: ' '--dir[Folder on the server, created if missing]:path:_files' '--user[FTP user name]:value: ' '--password-env[Environment variable with the password]:value: ' '--password-command[Command that prints the password]:value: ' '--ca-file[CA certificate(s) to verify FTPS with]:path:_files' '--to[Deliver into this local folder]:path:_files' '--overwrite[replace, keep (leave an existing file), or timestamp (a new time-stamped name ea]:value:(replace keep timestamp)' '(--sub-dirs --no-sub-dirs)'{--sub-dirs,--no-sub-dirs}'[Put each file in a folder named after its export type (default]' '--order[Export types delivered first, e.g]:value: ' '--active[Active FTP instead of passive]' '--retries[Retries after a lost connection (default 3)]:value: ' '--timeout[Network timeout (default 60s)]:value: ' '(-0 --null)'{-0,--null}'[Read and write NUL-separated paths]' '--json[Write JSON Lines]' '*:file:_files' ;;
                 run) _arguments '*: :' ;;
                 status) _arguments '--json[JSON output]' '--nagios[One Nagios/Icinga plugin line]' '--prometheus[Prometheus text format (node_exporter textfile collector)]' '(--output -o)'{--output,-o}'[Write to FILE (atomically replaced) instead of stdout]:path:_files' '*: :' ;;
                 report) _arguments '--since[Period ending now, e.g]:value: ' '--from[Start]:value: ' '--to[End]:value: ' '--json[JSON output]' '--csv[CSV, one row per export]' '--markdown[Markdown tables]' '--html[A self-contained HTML page with a chart]' '--mail-to[Mail the report (text + HTML) through the \ SMTP settings (repeatable)]:value: ' '*: :' ;;

@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -54,11 +54,60 @@ def atomic_write(final: Path, *, suffix: str = ".part") -> Iterator[BinaryIO]:
     fsync_dir(final.parent)
 
 
-def atomic_copy(source: Path, final: Path, *, suffix: str = ".in_progress") -> int:
-    """Copy ``source`` to ``final`` through ``final + suffix``; return the bytes copied."""
+def atomic_copy(
+    source: Path,
+    final: Path,
+    *,
+    suffix: str = ".in_progress",
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Copy ``source`` to ``final`` through ``final + suffix``; return the bytes copied.
+
+    ``progress`` is called with the size of each block copied.
+    """
     with open(source, "rb") as reader, atomic_write(final, suffix=suffix) as writer:
-        shutil.copyfileobj(reader, writer, COPY_BUFFER)
+        if progress is None:
+            shutil.copyfileobj(reader, writer, COPY_BUFFER)
+        else:
+            while block := reader.read(COPY_BUFFER):
+                writer.write(block)
+                progress(len(block))
         return writer.tell()
+
+
+@contextlib.contextmanager
+def atomic_directory(final: Path, *, suffix: str = ".partial") -> Iterator[Path]:
+    """Fill a hidden sibling folder, then put it in place of ``final`` in one rename.
+
+    Yields the empty staging folder (``.<name><suffix>``; one left by a killed run
+    is removed first). On success its sub-folders are fsynced and it replaces
+    ``final`` (an earlier ``final`` is moved aside and removed); on any exception
+    it is removed and ``final`` is untouched. Files written into it should be
+    fsynced by the writer.
+    """
+    final = Path(final)
+    parent = final.parent
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = parent / f".{final.name}{suffix}"
+    previous = parent / f".{final.name}.old"
+    for leftover in (stage, previous):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    stage.mkdir()
+    try:
+        yield stage
+        for directory, _subdirs, _files in os.walk(stage, topdown=False):
+            fsync_dir(Path(directory))
+        if final.exists():
+            os.rename(final, previous)
+        os.rename(stage, final)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if previous.exists() and not final.exists():
+            os.rename(previous, final)
+        raise
+    fsync_dir(parent)
+    shutil.rmtree(previous, ignore_errors=True)
 
 
 def sha256_file(path: Path) -> str:

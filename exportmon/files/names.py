@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import datetime, timezone
 from pathlib import PurePosixPath
 from urllib.parse import unquote, urlsplit
 
@@ -81,3 +82,58 @@ def relative_target(file_name: str, *, sub_dirs: bool) -> str:
     name = safe_file_name(PurePosixPath(file_name).name)
     kind = export_type(name) if sub_dirs else None
     return f"{safe_file_name(kind)}/{name}" if kind else name
+
+
+def safe_relative_path(name: str) -> str:
+    """An archive entry name made into a safe relative path (``a/b.csv``), or :class:`UnsafeName`.
+
+    ``\\`` counts as a separator too (archives made on Windows). Absolute paths, drive
+    letters, ``..`` components and NUL bytes are refused rather than repaired: an
+    archive that holds them is hostile. Empty and ``.`` components are dropped and
+    every other component goes through :func:`safe_file_name`.
+    """
+    if "\x00" in name:
+        raise UnsafeName("NUL byte in the name")
+    text = name.replace("\\", "/")
+    if text.startswith("/") or re.match(r"[A-Za-z]:", text):
+        raise UnsafeName("absolute path")
+    parts = [part for part in text.split("/") if part not in ("", ".")]
+    if any(part.strip() == ".." for part in parts):
+        raise UnsafeName("'..' in the path (zip slip)")
+    if not parts:
+        raise UnsafeName("empty file name")
+    return "/".join(safe_file_name(part) for part in parts)
+
+
+def entry_target(entry_name: str, *, sub_dirs: bool) -> str:
+    """Where an archive entry goes, relative to the extraction folder or destination.
+
+    The entry's own folders are kept (as the gem did); with ``sub_dirs`` the export
+    type's folder is put in front: ``organizations/5-1-organizations.csv``.
+    """
+    path = safe_relative_path(entry_name)
+    kind = export_type(path) if sub_dirs else None
+    return f"{safe_file_name(kind)}/{path}" if kind else path
+
+
+def timestamp_text(moment: datetime | None = None) -> str:
+    """``moment`` (default now) as the UTC stamp put in file names: ``20260123T084000Z``."""
+    moment = moment or datetime.now(timezone.utc)
+    return moment.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def timestamped_name(relative: str, moment: datetime | None = None, *, counter: int = 0) -> str:
+    """``relative`` with a UTC time stamp appended to its stem, the suffix kept.
+
+    ``in/5-1-sites.csv`` → ``in/5-1-sites.20260123T084000Z.csv``; ``counter`` > 0
+    adds ``-2``, ``-3`` … for names taken within the same second.
+    """
+    folder, _, base = relative.rpartition("/")
+    stem, dot, suffix = base.rpartition(".")
+    if not dot or not stem:
+        stem, suffix = base, ""
+    else:
+        suffix = "." + suffix
+    stamp = timestamp_text(moment) + (f"-{counter + 1}" if counter else "")
+    name = f"{stem}.{stamp}{suffix}"
+    return f"{folder}/{name}" if folder else name

@@ -1,0 +1,278 @@
+"""The step unpacked → delivered: every file of an export to every destination, once.
+
+Destinations are ``deliver.to`` (a local folder), ``deliver.ftp_url`` (FTP/FTPS)
+and, when either is set, ``deliver.archive_dir`` (a time-stamped copy of every
+file). Files go in ``deliver.order`` (export types first, in that order), then
+alphabetically. Each delivery is recorded in the ledger before its first byte
+moves (:meth:`Ledger.start_delivery`) and when its rename is done
+(:meth:`Ledger.finish_delivery`), so a restarted process knows exactly what
+reached where:
+
+* a file already delivered to a destination is skipped;
+* a delivery cut short by a crash is checked at its recorded target: a complete
+  file there (same size, and same SHA-256 where the destination can tell) counts
+  as delivered, otherwise the file is delivered again to the *same* target, so
+  nothing is delivered twice, also with ``overwrite = "timestamp"``.
+
+When a file fails at a destination, the other files are still delivered there,
+unless ``deliver.order`` is set: then the files after it wait for the retry at
+that destination, so a consumer never gets sites before their organizations.
+Other destinations go on either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from exportmon.config.schema import DeliverConfig, MonitorConfig
+from exportmon.deliver import Destination, Outgoing, Placed, choose_target, delivery_order
+from exportmon.deliver.ftp import FtpDestination
+from exportmon.deliver.local import LocalDestination
+from exportmon.errors import DeliveryError, ExportmonError
+from exportmon.files import ProgressFactory
+from exportmon.hooks.credentials import resolve
+from exportmon.ledger import Export, File, Ledger
+from exportmon.log import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Delivered:
+    """One file at one destination."""
+
+    item: Outgoing
+    destination: str
+    placed: Placed
+    #: It was already there (delivered earlier, or completed after a crash).
+    earlier: bool = False
+
+
+def destinations(deliver: DeliverConfig) -> list[Destination]:
+    """The destinations of a ``[deliver]`` table, the archive copy last.
+
+    Empty when neither ``to`` nor ``ftp_url`` is set (an archive alone is no
+    delivery). Nothing is connected yet; the FTP password is resolved here.
+    """
+    found: list[Destination] = []
+    if deliver.to:
+        found.append(LocalDestination(Path(deliver.to), overwrite=deliver.overwrite))
+    if deliver.ftp_url:
+        found.append(ftp_destination(deliver))
+    if found and deliver.archive_dir:
+        found.append(
+            LocalDestination(Path(deliver.archive_dir), overwrite="timestamp", kind="archive")
+        )
+    return found
+
+
+def ftp_destination(deliver: DeliverConfig) -> FtpDestination:
+    """The FTP destination of a ``[deliver]`` table (``ftp_url`` must be set)."""
+    source = deliver.ftp_password_source()
+    password = resolve(source) if source.configured else None
+    return FtpDestination(
+        deliver.ftp_url or "",
+        deliver.ftp_dir,
+        user=deliver.ftp_user,
+        password=password,
+        ca_file=deliver.ftp_ca_file,
+        passive=deliver.ftp_passive,
+        timeout=deliver.ftp_timeout,
+        retries=deliver.ftp_retries,
+        overwrite=deliver.overwrite,
+    )
+
+
+def deliver_one(
+    destination: Destination,
+    item: Outgoing,
+    *,
+    ledger: Ledger | None = None,
+    file: File | None = None,
+    progress: ProgressFactory | None = None,
+    moment: datetime | None = None,
+) -> Delivered:
+    """Deliver ``item`` to ``destination``, recorded in ``ledger`` when its ``file`` record
+    is given; a delivery already done (or completed by an earlier, interrupted run) is
+    not repeated. Raises an :class:`ExportmonError` after recording the failure."""
+    tracked = ledger is not None and file is not None
+    resumed = None
+    if tracked:
+        assert ledger is not None and file is not None
+        done = ledger.delivered(file.id, destination.label)
+        if done is not None and (done.sha256 is None or done.sha256 == item.sha256):
+            placed = Placed(done.target, destination.location(done.target), done.bytes or 0)
+            return Delivered(item, destination.label, placed, earlier=True)
+        for started in ledger.interrupted_deliveries(destination.label):
+            if started.file_id != file.id:
+                continue
+            if destination.holds(started.target, item.bytes, item.sha256):
+                ledger.finish_delivery(started.id, bytes=item.bytes, sha256=item.sha256)
+                log.info(
+                    "%s was complete at %s after an interruption",
+                    started.target,
+                    destination.display,
+                )
+                placed = Placed(started.target, destination.location(started.target), item.bytes)
+                return Delivered(item, destination.label, placed, earlier=True)
+            resumed = started
+    if resumed is not None:
+        target = resumed.target
+        keep = destination.overwrite == "keep" and destination.exists(target)
+    else:
+        target, keep = choose_target(destination, item.name, moment)
+    record = resumed
+    if tracked and record is None:
+        assert ledger is not None and file is not None
+        record = ledger.start_delivery(
+            destination=destination.label,
+            source_path=item.source,
+            target=target,
+            file_id=file.id,
+            export_row=file.export_row,
+        )
+    try:
+        if keep:
+            log.warning(
+                '%s already exists at %s; kept it (overwrite = "keep")', target, destination.display
+            )
+            placed = Placed(target, destination.location(target), 0, kept=True)
+        else:
+            placed = destination.put(item, target, progress=progress)
+    except ExportmonError as exc:
+        if ledger is not None and record is not None:
+            ledger.fail_delivery(record.id, exc.one_line())
+        discard = getattr(destination, "discard", None)
+        if discard is not None:
+            discard(target)
+        raise
+    if ledger is not None and record is not None:
+        ledger.finish_delivery(
+            record.id, bytes=placed.bytes, sha256=None if placed.kept else item.sha256
+        )
+    return Delivered(item, destination.label, placed)
+
+
+def deliver_items(
+    destination: Destination,
+    items: Sequence[tuple[Outgoing, File | None]],
+    *,
+    ledger: Ledger | None = None,
+    progress: ProgressFactory | None = None,
+    keep_order: bool = True,
+) -> tuple[list[Delivered], list[ExportmonError]]:
+    """Deliver ``items`` (already in delivery order) over one connection to ``destination``.
+
+    With ``keep_order`` the first failure stops the rest, so files later in the
+    order wait for the retry; otherwise every file is tried. Returns what was
+    delivered and the failures.
+    """
+    delivered: list[Delivered] = []
+    failures: list[ExportmonError] = []
+    moment = datetime.now(timezone.utc)
+    with destination:
+        for item, file in items:
+            try:
+                delivered.append(
+                    deliver_one(
+                        destination,
+                        item,
+                        ledger=ledger,
+                        file=file,
+                        progress=progress,
+                        moment=moment,
+                    )
+                )
+            except ExportmonError as exc:
+                failures.append(exc)
+                if keep_order:
+                    break
+    return delivered, failures
+
+
+def deliver_export(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    export: Export,
+    *,
+    progress: ProgressFactory | None = None,
+) -> Export:
+    """Deliver the files of an unpacked export to every configured destination.
+
+    Once every file reached every destination the export becomes ``delivered`` and
+    its mail is settled (:meth:`Ledger.settle_mail`); one log line per destination
+    says ``Copied N file(s) from '<download>' to '<destination>'``. Without a
+    destination a warning is logged and the export stays ``unpacked``. Raises the
+    first delivery error (others are logged); what was delivered stays recorded.
+    """
+    if export.state == "delivered":
+        return export
+    if export.state != "unpacked":
+        raise DeliveryError(
+            f"export {export.id} is {export.state}, not unpacked: nothing to deliver yet",
+            retryable=False,
+        )
+    targets = destinations(monitor.deliver)
+    if not targets:
+        log.warning(
+            "no destination configured (deliver.to or deliver.ftp_url): '%s' stays undelivered",
+            export.download_path,
+        )
+        return export
+    files = ledger.files(export.id)
+    items = delivery_order(
+        [(Outgoing.from_path(Path(f.path), f.name, f.sha256), f) for f in files],
+        monitor.deliver.order,
+        name=lambda pair: pair[0].name,
+    )
+    failures: list[ExportmonError] = []
+    for destination in targets:
+        delivered, failed = deliver_items(
+            destination,
+            items,
+            ledger=ledger,
+            progress=progress,
+            keep_order=bool(monitor.deliver.order),
+        )
+        if failed:
+            # The first failure is raised (and logged by the caller), later ones logged here.
+            for failure in failed if failures else failed[1:]:
+                log.error("delivery to %s failed: %s", destination.display, failure.one_line())
+            failures.extend(failed)
+            continue
+        log.info(
+            "Copied %d file(s) from '%s' to '%s'",
+            len(delivered),
+            export.download_path,
+            destination.display,
+        )
+    if failures:
+        raise failures[0]
+    export = ledger.advance_export(export.id, "delivered")
+    if export.mail_id is not None:
+        ledger.settle_mail(export.mail_id)
+    return export
+
+
+def settle_exports(ledger: Ledger, export_rows: set[int]) -> list[Export]:
+    """Mark delivered each export whose every file has a completed delivery somewhere,
+    and settle its mail; return the exports that became delivered.
+
+    For the standalone ``push-ftp``, which delivers files one pipeline at a time.
+    """
+    settled = []
+    for row in sorted(export_rows):
+        export = ledger.export(row)
+        if export is None or export.state == "delivered":
+            continue
+        files = ledger.files(row)
+        if not files or any(not ledger.deliveries(file_id=f.id, state="done") for f in files):
+            continue
+        export = ledger.advance_export(row, "delivered")
+        if export.mail_id is not None:
+            ledger.settle_mail(export.mail_id)
+        settled.append(export)
+    return settled

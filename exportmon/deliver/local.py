@@ -1,0 +1,85 @@
+"""Delivering into a local folder: copy as ``<name>.in_progress``, fsync, rename.
+
+The folder (and a sub-folder per export type with ``sub_dirs``) is created as
+needed. After the rename the folder itself is fsynced, so a delivered file
+survives a power cut under its final name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+from exportmon.atomic import atomic_copy, sha256_file
+from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
+from exportmon.errors import DeliveryError
+from exportmon.files import ProgressFactory, start_task
+
+
+class LocalDestination:
+    """A local folder files are delivered into.
+
+    ``kind`` names it in the ledger: ``local`` for ``deliver.to``, ``archive`` for
+    ``deliver.archive_dir``.
+    """
+
+    def __init__(self, directory: Path, *, overwrite: str = "replace", kind: str = "local"):
+        self.directory = Path(directory).expanduser().resolve()
+        self.overwrite = check_overwrite(overwrite)
+        self.label = f"{kind}:{self.directory}"
+        self.display = str(self.directory)
+
+    def __enter__(self) -> LocalDestination:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release; here for the common destination interface."""
+
+    def path(self, target: str) -> Path:
+        """The absolute path of ``target``; targets never leave the folder."""
+        relative = PurePosixPath(target)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise DeliveryError(f"refusing target {target!r}: outside {self.directory}")
+        return self.directory.joinpath(*relative.parts)
+
+    def location(self, target: str) -> str:
+        return str(self.path(target))
+
+    def exists(self, target: str) -> bool:
+        return self.path(target).exists()
+
+    def holds(self, target: str, size: int, sha256: str | None) -> bool:
+        """Whether ``target`` is a complete copy: same size and, when known, same SHA-256."""
+        path = self.path(target)
+        try:
+            if not path.is_file() or path.stat().st_size != size:
+                return False
+            return sha256 is None or sha256_file(path) == sha256
+        except OSError:
+            return False
+
+    def put(
+        self, item: Outgoing, target: str, *, progress: ProgressFactory | None = None
+    ) -> Placed:
+        """Copy ``item`` to ``target`` through ``target.in_progress``."""
+        final = self.path(target)
+        advance, done = start_task(progress, f"copy {final.name}", item.bytes)
+        try:
+            written = atomic_copy(item.source, final, suffix=IN_PROGRESS, progress=advance)
+        except FileNotFoundError:
+            raise DeliveryError(f"cannot deliver {item.source}: it no longer exists") from None
+        except OSError as exc:
+            raise DeliveryError(
+                f"cannot copy {item.source} to {final}: {exc.strerror or exc}",
+                hint="check that the folder is writable and has free space",
+            ) from None
+        finally:
+            done()
+        if written != item.bytes:
+            raise DeliveryError(
+                f"{item.source} changed while it was copied ({written} bytes, expected "
+                f"{item.bytes})"
+            )
+        return Placed(target=target, location=str(final), bytes=written)

@@ -1,0 +1,624 @@
+"""Rewriting CSV files into another dialect, in constant memory, never half-written.
+
+The input is RFC 4180 CSV (``,`` separated, ``"`` quoted, as exports come) in
+``Dialect.encoding``; the output uses the dialect's separators, quote character,
+quoting rule and encoding. :func:`rewrite_csv` is the one entry point: it picks an
+*engine* for the dialect, streams the records through it in batches, writes the
+result under a temporary name (fsynced) and renames it into place, so the target
+is either the old file or the complete new one. A malformed input (unterminated
+quote, text after a closing quote, undecodable bytes) raises :class:`CsvError`
+naming the file and the line where the bad record starts; the target is untouched.
+
+Quoting rules (``Dialect.quoting``):
+
+``minimal``
+    A value is quoted when it holds the column separator, the quote character,
+    ``\\r``, ``\\n`` or any character of the row separator; a record of one empty
+    value is written as two quote characters (so it does not read as a blank line).
+    This is what Python 3.13's ``csv`` module writes.
+``all``
+    Every value is quoted.
+``nonnumeric``
+    Values that look like numbers (``-12``, ``3.5``, ``1e6``) are not quoted,
+    everything else is, as with ``minimal`` for numbers that need it.
+``none``
+    Nothing is quoted; a value that would need quoting is an error (use
+    ``replace_newlines`` or another separator).
+``gem``
+    What itrp-export-monitor (Ruby's CSV writer) wrote: every empty value as two
+    quote characters, a value quoted when it holds the quote character (doubled
+    inside), any character of the column separator, ``\\r`` or ``\\n``. Characters
+    of the row separator are not special.
+
+``row_sep = None`` means the line ending of the input's first record (``\\r\\n``,
+``\\n`` or ``\\r``; ``\\n`` for a file without one), written after every record.
+
+Engines: ``stdlib`` hands the records to :func:`csv.writer` (used when the dialect
+is one the ``csv`` module writes identically: a one-character column separator,
+``minimal`` or ``all`` quoting, no value hook, no newline replacement); ``python``
+formats each value in Python and handles every dialect. A faster engine can be
+added in :func:`_select_engine` as long as its output is byte-identical.
+"""
+
+from __future__ import annotations
+
+import codecs
+import collections
+import contextlib
+import csv
+import hashlib
+import importlib
+import io
+import itertools
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+from exportmon.atomic import atomic_write
+from exportmon.config.schema import CsvConfig
+from exportmon.errors import ConfigError, CsvError, UsageError
+from exportmon.files import ProgressFactory, start_task
+
+QUOTINGS = ("minimal", "all", "nonnumeric", "none", "gem")
+#: Records handed to an engine at a time: large enough that per-batch work vanishes,
+#: small enough that the batch stays in the CPU caches (measured: 256-1024 is best).
+BATCH_ROWS = 512
+#: Longest value accepted. Bounds memory on a file with an unterminated quote.
+FIELD_LIMIT = 64 * 1024 * 1024
+#: How much of a file is read to find its line ending.
+SNIFF_CHARS = 1024 * 1024
+#: Suffix of the temporary file a rewrite is written to.
+TEMP_SUFFIX = ".rewriting"
+#: Written bytes after which their write-out to disk is started in the background.
+SYNC_EVERY = 16 * 1024 * 1024
+_DATASYNC = getattr(os, "fdatasync", os.fsync)
+
+if csv.field_size_limit() < FIELD_LIMIT:
+    csv.field_size_limit(FIELD_LIMIT)
+
+_NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_ESCAPE = re.compile(r"\\(\\|n|r|t|0|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4})")
+_ESCAPES = {"\\": "\\", "n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How the rewritten file is written (the ``[csv]`` table)."""
+
+    #: ``None``: the line ending of the input's first record.
+    row_sep: str | None = None
+    col_sep: str = ","
+    quote_char: str = '"'
+    quoting: str = "minimal"
+    encoding: str = "utf-8-sig"
+    output_encoding: str = "utf-8"
+    #: Replaces ``\r\n`` and ``\n`` inside values (after the value hook).
+    replace_newlines: str | None = None
+    #: ``module:function`` called on every value.
+    value_hook: str | None = None
+
+    @classmethod
+    def from_config(cls, config: CsvConfig) -> Dialect:
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+
+    def with_options(self, **options: Any) -> Dialect:
+        """A copy with the options that are not ``None`` replaced."""
+        return replace(self, **{k: v for k, v in options.items() if v is not None})
+
+    def check(self) -> None:
+        """Raise :class:`UsageError` when this dialect cannot be written."""
+        if self.quoting not in QUOTINGS:
+            raise UsageError(
+                f"unknown quoting {self.quoting!r}", hint="use one of " + ", ".join(QUOTINGS)
+            )
+        if len(self.quote_char) != 1:
+            raise UsageError(
+                f"the quote character must be exactly one character, got {self.quote_char!r}"
+            )
+        if not self.col_sep:
+            raise UsageError("the column separator must not be empty")
+        if self.row_sep == "":
+            raise UsageError("the row separator must not be empty", hint="leave it out for auto")
+        if self.quote_char in self.col_sep or self.quote_char in (self.row_sep or ""):
+            raise UsageError("the quote character must differ from the separators")
+        for what, name in (("encoding", self.encoding), ("output encoding", self.output_encoding)):
+            try:
+                codecs.lookup(name)
+            except LookupError:
+                raise UsageError(
+                    f"unknown {what} {name!r}", hint="e.g. utf-8, utf-8-sig, cp1252, latin-1"
+                ) from None
+
+
+#: Named sets of options (``--preset``). ``itrp-gem`` writes what the gem wrote with
+#: its defaults; add ``--col-sep`` etc. as in the gem's config.
+PRESETS: dict[str, dict[str, Any]] = {
+    "itrp-gem": {"quoting": "gem", "encoding": "utf-8-sig", "output_encoding": "utf-8"},
+}
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """What :func:`rewrite_csv` did."""
+
+    source: Path
+    target: Path
+    #: Records read, the header included.
+    records: int
+    #: Bytes written.
+    bytes: int
+    sha256: str
+    #: The row separator written (what ``row_sep = None`` resolved to).
+    row_sep: str
+    #: The engine that did the work (``stdlib`` or ``python``).
+    engine: str
+
+    @property
+    def rows(self) -> int:
+        """Data records: every record but the header."""
+        return max(self.records - 1, 0)
+
+
+def rewrite_csv(
+    source: Path,
+    target: Path,
+    dialect: Dialect,
+    *,
+    progress: ProgressFactory | None = None,
+    hook_path: Path | None = None,
+) -> RewriteResult:
+    """Rewrite the CSV file ``source`` into ``target`` (the same path rewrites in place).
+
+    ``hook_path`` is a folder searched for the value hook's module when it is not
+    importable otherwise (the config file's folder, or the current one).
+    Raises :class:`CsvError` (file and line named; ``target`` untouched) for a
+    malformed input or a value the dialect cannot write, and :class:`UsageError` /
+    :class:`ConfigError` for an unusable dialect or value hook.
+    """
+    source, target = Path(source), Path(target)
+    dialect.check()
+    hook = load_value_hook(dialect.value_hook, hook_path) if dialect.value_hook else None
+    row_sep = dialect.row_sep if dialect.row_sep is not None else detect_row_sep(source, dialect)
+    engine = _select_engine(dialect, row_sep, hook)
+    try:
+        size = source.stat().st_size
+    except OSError as exc:
+        raise CsvError(f"cannot read {source}: {exc.strerror}") from None
+    advance, done = start_task(progress, f"rewrite {source.name}", size)
+    try:
+        with open(source, "rb") as raw_in, atomic_write(target, suffix=TEMP_SUFFIX) as raw_out:
+            text_in = _text_reader(raw_in, dialect.encoding)
+            sink = _Sink(raw_out, dialect.output_encoding)
+            try:
+                records = read = 0
+                for batch in _batches(csv.reader(text_in, strict=True)):
+                    records += len(batch)
+                    sink.write(engine.format(batch))
+                    if advance is not None:
+                        advance(raw_in.tell() - read)
+                        read = raw_in.tell()
+                sink.finish()
+            finally:
+                sink.close()
+    except (csv.Error, UnicodeError, _Unwritable, _HookFailed) as exc:
+        raise _locate(source, dialect, row_sep, hook, exc) from None
+    except OSError as exc:
+        raise CsvError(
+            f"cannot rewrite {source}: {exc.strerror or exc}", hint="check free space and rights"
+        ) from None
+    finally:
+        done()
+    return RewriteResult(
+        source=source,
+        target=target,
+        records=records,
+        bytes=sink.bytes,
+        sha256=sink.digest.hexdigest(),
+        row_sep=row_sep,
+        engine=engine.name,
+    )
+
+
+def count_records(path: Path, *, encoding: str = "utf-8-sig") -> int:
+    """The number of CSV records in ``path`` (header included), not lines: values may
+    hold newlines. Raises :class:`CsvError` for a malformed file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as raw:
+            reader = csv.reader(_text_reader(raw, encoding), strict=True)
+            counter = itertools.count()
+            # Consumed in C: no Python code runs per record.
+            collections.deque(zip(reader, counter, strict=False), maxlen=0)
+            return next(counter)
+    except (csv.Error, UnicodeError) as exc:
+        raise _locate(path, Dialect(encoding=encoding), "\n", None, exc) from None
+    except OSError as exc:
+        raise CsvError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def count_rows(path: Path, *, encoding: str = "utf-8-sig") -> int:
+    """Data records in ``path``: every record but the header."""
+    return max(count_records(path, encoding=encoding) - 1, 0)
+
+
+def is_csv(path: Path) -> bool:
+    """Whether ``path`` is named like a CSV file."""
+    return Path(path).suffix.lower() == ".csv"
+
+
+def unescape(text: str) -> str:
+    """``text`` with ``\\n``, ``\\r``, ``\\t``, ``\\0``, ``\\\\``, ``\\xNN`` and ``\\uNNNN`` decoded
+    (separators given on a command line)."""
+
+    def decode(match: re.Match[str]) -> str:
+        code = match.group(1)
+        if code in _ESCAPES:
+            return _ESCAPES[code]
+        return chr(int(code[1:], 16))
+
+    return _ESCAPE.sub(decode, text)
+
+
+def load_value_hook(spec: str, search_path: Path | None = None) -> Callable[[str], Any]:
+    """The function named by ``module:function``.
+
+    The module is imported normally, or else from ``search_path``. Raises
+    :class:`ConfigError` when it cannot be imported or is not callable.
+    """
+    module_name, _, function_name = spec.partition(":")
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", module_name) or not function_name.isidentifier():
+        raise ConfigError(
+            f"value hook {spec!r} must look like module:function", hint='e.g. "myhooks:clean"'
+        )
+    try:
+        module = _import(module_name, search_path)
+    except ImportError as exc:
+        raise ConfigError(
+            f"cannot import the value hook module {module_name!r}: {exc}",
+            hint="put it on PYTHONPATH or next to the config file",
+        ) from None
+    except Exception as exc:  # the user's module failed while importing
+        raise ConfigError(
+            f"value hook module {module_name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ConfigError(f"value hook {spec!r}: {module_name} has no function {function_name}")
+    return function  # type: ignore[no-any-return]
+
+
+def _import(module_name: str, search_path: Path | None) -> Any:
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        if search_path is None:
+            raise
+    sys.path.insert(0, str(search_path))
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        sys.path.remove(str(search_path))
+
+
+def detect_row_sep(path: Path, dialect: Dialect | None = None) -> str:
+    """The line ending of the first record of ``path``: ``\\r\\n``, ``\\n`` or ``\\r``.
+
+    Line breaks inside quoted values are skipped; ``\\n`` when there is none.
+    """
+    encoding = dialect.encoding if dialect else "utf-8-sig"
+    quote = '"'
+    try:
+        with open(path, encoding=encoding, errors="replace", newline="") as handle:
+            text = handle.read(SNIFF_CHARS)
+    except OSError as exc:
+        raise CsvError(f"cannot read {path}: {exc.strerror}") from None
+    quoted = False
+    for match in re.finditer(r'["\r\n]', text):
+        char = match.group()
+        if char == quote:
+            quoted = not quoted
+        elif not quoted:
+            if char == "\r":
+                return "\r\n" if text[match.end() : match.end() + 1] == "\n" else "\r"
+            return "\n"
+    return "\n"
+
+
+# --- engines ----------------------------------------------------------------------------
+
+
+class _Unwritable(Exception):
+    """A value that quoting ``none`` cannot write."""
+
+
+class _HookFailed(Exception):
+    """The value hook raised."""
+
+
+class _StdlibEngine:
+    """Records to text with :func:`csv.writer`: the reference for ``minimal`` and ``all``.
+
+    Before Python 3.13, csv.writer quotes ``\\r`` and ``\\n`` only when they are in
+    the line terminator; a batch whose output holds one that is not is formatted
+    again by the python engine, so the output is the same on every version.
+    """
+
+    name = "stdlib"
+
+    def __init__(self, dialect: Dialect, row_sep: str) -> None:
+        self._parts: list[str] = []
+        collector = _Collector(self._parts.append)
+        self._writer = csv.writer(
+            collector,
+            delimiter=dialect.col_sep,
+            quotechar=dialect.quote_char,
+            lineterminator=row_sep,
+            quoting=csv.QUOTE_ALL if dialect.quoting == "all" else csv.QUOTE_MINIMAL,
+            doublequote=True,
+        )
+        unquoted = (
+            ""
+            if sys.version_info >= (3, 13)
+            else "".join(char for char in "\r\n" if char not in row_sep)
+        )
+        self._suspects = unquoted if dialect.quoting == "minimal" else ""
+        self._fallback = _PythonEngine(dialect, row_sep, None) if self._suspects else None
+
+    def format(self, rows: list[list[str]]) -> str:
+        self._writer.writerows(rows)
+        text = "".join(self._parts)
+        self._parts.clear()
+        if self._fallback is not None and any(char in text for char in self._suspects):
+            return self._fallback.format(rows)
+        return text
+
+
+class _Collector:
+    def __init__(self, write: Callable[[str], None]) -> None:
+        self.write = write
+
+
+class _PythonEngine:
+    """Records to text value by value: every quoting, value hooks, newline replacement."""
+
+    name = "python"
+
+    def __init__(self, dialect: Dialect, row_sep: str, hook: Callable[[str], Any] | None) -> None:
+        self._format_row = _row_formatter(dialect, row_sep, hook)
+
+    def format(self, rows: list[list[str]]) -> str:
+        return "".join(map(self._format_row, rows))
+
+
+def _select_engine(
+    dialect: Dialect, row_sep: str, hook: Callable[[str], Any] | None
+) -> _StdlibEngine | _PythonEngine:
+    plain = hook is None and dialect.replace_newlines is None and len(dialect.col_sep) == 1
+    if plain and dialect.quoting in ("minimal", "all"):
+        return _StdlibEngine(dialect, row_sep)
+    return _PythonEngine(dialect, row_sep, hook)
+
+
+def _row_formatter(
+    dialect: Dialect, row_sep: str, hook: Callable[[str], Any] | None
+) -> Callable[[list[str]], str]:
+    col_sep = dialect.col_sep
+    quote = dialect.quote_char
+    doubled = quote + quote
+    replacement = dialect.replace_newlines
+    quote_field = _field_formatter(dialect, row_sep)
+    lone_empty = "" if dialect.quoting == "none" else doubled
+
+    def format_row(row: list[str]) -> str:
+        if hook is not None:
+            row = [_call_hook(hook, value) for value in row]
+        if replacement is not None:
+            row = [value.replace("\r\n", replacement).replace("\n", replacement) for value in row]
+        if len(row) == 1 and not row[0]:
+            return lone_empty + row_sep
+        return col_sep.join(map(quote_field, row)) + row_sep
+
+    return format_row
+
+
+def _call_hook(hook: Callable[[str], Any], value: str) -> str:
+    try:
+        result = hook(value)
+    except Exception as exc:  # the user's code: any failure is reported, not a traceback
+        raise _HookFailed(f"value hook failed: {type(exc).__name__}: {exc}") from None
+    return "" if result is None else str(result)
+
+
+def _field_formatter(dialect: Dialect, row_sep: str) -> Callable[[str], str]:
+    quote = dialect.quote_char
+    doubled = quote + quote
+    special = set(dialect.col_sep) | {quote, "\r", "\n"}
+    if dialect.quoting != "gem":
+        special |= set(row_sep)
+    needs_quotes = re.compile("[" + "".join(map(re.escape, sorted(special))) + "]").search
+
+    def quoted(value: str) -> str:
+        return quote + value.replace(quote, doubled) + quote
+
+    def gem(value: str) -> str:
+        if not value or needs_quotes(value):
+            return quoted(value)
+        return value
+
+    def minimal(value: str) -> str:
+        return quoted(value) if needs_quotes(value) else value
+
+    def nonnumeric(value: str) -> str:
+        if _NUMBER.fullmatch(value) and not needs_quotes(value):
+            return value
+        return quoted(value)
+
+    unquotable = re.compile("[" + "".join(map(re.escape, sorted(special - {quote}))) + "]").search
+
+    def unquoted(value: str) -> str:
+        if unquotable(value):
+            raise _Unwritable(
+                f"value {_preview(value)} holds a separator or newline and quoting is none"
+            )
+        return value
+
+    if dialect.quoting == "all":
+        return quoted
+    return {"gem": gem, "minimal": minimal, "nonnumeric": nonnumeric, "none": unquoted}[
+        dialect.quoting
+    ]
+
+
+def _preview(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "…")
+
+
+# --- reading and writing ----------------------------------------------------------------
+
+
+def _text_reader(raw: BinaryIO, encoding: str) -> IO[str]:
+    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+
+
+def _batches(reader: Iterator[list[str]]) -> Iterator[list[list[str]]]:
+    while batch := list(itertools.islice(reader, BATCH_ROWS)):
+        yield batch
+
+
+class _Sink:
+    """Encodes text, hashes and writes it, counting bytes.
+
+    Every :data:`SYNC_EVERY` bytes a background thread asks the kernel to write the
+    file's dirty pages out, so that disk writes overlap with the CPU work and the
+    final fsync (which makes the rename safe) has little left to do.
+    """
+
+    def __init__(self, raw: BinaryIO, encoding: str) -> None:
+        self._raw = raw
+        self._encoder = codecs.getincrementalencoder(encoding)(errors="strict")
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+        self._unsynced = 0
+        self._syncer: threading.Thread | None = None
+
+    def write(self, text: str) -> None:
+        self._put(self._encoder.encode(text))
+
+    def finish(self) -> None:
+        self._put(self._encoder.encode("", final=True))
+        self.close()
+
+    def close(self) -> None:
+        """Wait for a background sync; call before the file is closed."""
+        if self._syncer is not None:
+            self._syncer.join()
+            self._syncer = None
+
+    def _put(self, data: bytes) -> None:
+        if data:
+            self._raw.write(data)
+            self.digest.update(data)
+            self.bytes += len(data)
+            self._unsynced += len(data)
+            if self._unsynced >= SYNC_EVERY:
+                self._sync_in_background()
+
+    def _sync_in_background(self) -> None:
+        if self._syncer is not None and self._syncer.is_alive():
+            return
+        self._unsynced = 0
+        self._raw.flush()
+        self._syncer = threading.Thread(
+            target=_sync_quietly, args=(self._raw.fileno(),), name="csv-sync", daemon=True
+        )
+        self._syncer.start()
+
+
+def _sync_quietly(fd: int) -> None:
+    # Only an early start: the final fsync in atomic_write reports real errors.
+    with contextlib.suppress(OSError):
+        _DATASYNC(fd)
+
+
+# --- finding where it went wrong --------------------------------------------------------
+
+
+def _locate(
+    path: Path,
+    dialect: Dialect,
+    row_sep: str,
+    hook: Callable[[str], Any] | None,
+    error: BaseException,
+) -> CsvError:
+    """A :class:`CsvError` naming the line where ``error`` happened.
+
+    Only runs after a failure: the file is read again slowly, record by record.
+    """
+    hint = "the file was left unchanged"
+    if isinstance(error, UnicodeDecodeError):
+        line, detail = _find_undecodable(path, dialect.encoding)
+        return CsvError(
+            f"{path}: line {line}: not valid {dialect.encoding} ({detail})",
+            hint=f"{hint}; set the input encoding (e.g. --encoding cp1252)",
+        )
+    format_row = _row_formatter(dialect, row_sep, hook)
+    encoder = codecs.getincrementalencoder(dialect.output_encoding)(errors="strict")
+    start = 1
+    try:
+        with open(path, "rb") as raw:
+            reader = csv.reader(_text_reader(raw, dialect.encoding), strict=True)
+            for row in reader:
+                encoder.encode(format_row(row))
+                start = reader.line_num + 1
+    except csv.Error as exc:
+        return CsvError(f"{path}: line {start}: {_describe_csv_error(exc)}", hint=hint)
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        return CsvError(
+            f"{path}: line {start}: {bad!r} cannot be written in {dialect.output_encoding}",
+            hint=f"{hint}; choose another output encoding",
+        )
+    except (_Unwritable, _HookFailed) as exc:
+        return CsvError(f"{path}: line {start}: {exc}", hint=hint)
+    except UnicodeDecodeError:
+        line, detail = _find_undecodable(path, dialect.encoding)
+        return CsvError(f"{path}: line {line}: not valid {dialect.encoding} ({detail})", hint=hint)
+    return CsvError(f"{path}: {error}", hint=hint)
+
+
+def _describe_csv_error(error: csv.Error) -> str:
+    text = str(error)
+    if "unexpected end of data" in text:
+        return "unterminated quoted value (the file ends inside quotes)"
+    if "field larger than field limit" in text:
+        return (
+            f"value longer than {FIELD_LIMIT // (1024 * 1024)} MiB (probably an unterminated quote)"
+        )
+    if "expected after" in text:
+        return f"text after a closing quote ({text})"
+    return text
+
+
+def _find_undecodable(path: Path, encoding: str) -> tuple[int, str]:
+    """The line of the first byte sequence ``encoding`` cannot decode, and a description."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    lines_before = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(1024 * 1024):
+            try:
+                decoder.decode(block)
+            except UnicodeDecodeError as exc:
+                # exc.object may start with bytes held back from the previous block,
+                # whose newlines are already counted.
+                data = exc.object if isinstance(exc.object, bytes) else block
+                held_back = max(len(data) - len(block), 0)
+                newlines = data[: exc.start].count(b"\n") - data[:held_back].count(b"\n")
+                bad = data[exc.start : exc.end]
+                return lines_before + newlines + 1, f"byte {bad.hex(' ')}"
+            lines_before += block.count(b"\n")
+    return lines_before + 1, "undecodable"

@@ -6,7 +6,7 @@ _exportmon() {
     local -a commands
     commands=(
         'generate:Write a monitor config for one export and mailbox, with the provider'\''s settings'
-        'fetch:Find new export mails and download each export'
+        'fetch:Find new export mails, download each export and print the downloaded paths'
         'unzip:Unpack downloaded .zip exports (a .csv passes through)'
         'rewrite-csv:Rewrite CSV files into another dialect'
         'push-ftp:Upload files to an FTP or FTPS server, atomically'
@@ -31,7 +31,7 @@ _exportmon() {
         args)
             case $words[1] in
                 generate) _arguments '--password[IMAP password, or '\''-'\'' to read it from stdin]:value: ' '--password-command[Store this command, which prints the password]:value: ' '--password-env[Store the name of a variable holding the password]:value: ' '--to[Local folder to deliver files to]:path:_files' '--ftp[Deliver to ftp -// or ftps -// too]:value: ' '--name[Monitor name (default]:value: ' '--force[Replace an existing config]' '--list[List the configured monitors instead]' '--json[With --list]' '*: :' ;;
-                fetch) _arguments '*: :' ;;
+                fetch) _arguments '--dry-run[Show what would be downloaded and archived]' '--no-archive[Leave delivered mails in the mailbox this time (no moves)]' '--retry-failed[Retry failed downloads now, not only after retry_after]' '--eml[Process this .eml file as if it had arrived, instead of reading the mailbox (rep]:path:_files' '(-0 --null)'{-0,--null}'[Separate the printed paths with NUL]' '--json[Print one JSON object per downloaded file]' '*: :' ;;
                 unzip) _arguments '*: :' ;;
                 rewrite-csv) _arguments '*: :' ;;
                 push-ftp) _arguments '*: :' ;;

@@ -826,7 +826,7 @@ def download(
                 wait = min(MAX_BACKOFF, wait)
                 log.warning(
                     "%s: %s; trying again in %.1fs (attempt %d of %d)",
-                    state.description,
+                    state.name or display_url(url, 60),
                     problem.message,
                     wait,
                     attempts + 1,

@@ -241,30 +241,45 @@ class MboxSource(_LocalSource):
             ) from None
         state = ledger.mailbox_state(self.key, "")
         offset = state.last_uid if state else 0
+        # The generation counts rewrites of the file; offsets are keys within one.
+        generation = (state.uidvalidity or 1) if state else 1
         extra = _extra(state.extra if state else None)
         relocating = False
-        if state is not None and (extra.get("inode") != info.st_ino or info.st_size < offset):
-            log.warning("mbox %s was replaced or shortened: reading it again", self.path)
-            offset, relocating = 0, True
+        if state is not None and (
+            extra.get("inode") != info.st_ino
+            or info.st_size < offset
+            or extra.get("tail") != _tail_digest(self.path, offset)
+        ):
+            log.warning("mbox %s was replaced or rewritten: reading it again", self.path)
+            offset, relocating, generation = 0, True, generation + 1
         intake = Intake(self.monitor, ledger, dry_run=dry_run, relocating=relocating)
         if info.st_size == offset and not relocating:
             return []
         end = offset
-        seen = known_uids(ledger, self.key)
+        seen = known_uids(ledger, self.key, "", generation)
         for start, stop, raw in _mbox_messages(self.path, offset):
             end = stop
             if str(start) in seen:
                 continue
-            location = MailLocation(self.key, "", None, str(start))
+            location = MailLocation(self.key, "", generation, str(start))
             if raw is None:
                 intake.too_large(location, None)
             else:
                 intake.take(location, raw)
         if not dry_run and (end != offset or state is None or relocating):
-            ledger.save_mailbox_state(
-                self.key, "", None, end, {"inode": info.st_ino, "size": info.st_size}
-            )
+            extra = {"inode": info.st_ino, "tail": _tail_digest(self.path, end)}
+            ledger.save_mailbox_state(self.key, "", generation, end, extra)
         return intake.results
+
+
+def _tail_digest(path: Path, offset: int) -> str | None:
+    """A digest of the 4 KiB before ``offset``: changes when what was read is rewritten."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, offset - 4096))
+            return hashlib.sha256(handle.read(min(offset, 4096))).hexdigest()
+    except OSError:
+        return None
 
 
 def _extra(text: str | None) -> dict[str, object]:

@@ -28,6 +28,7 @@ saves attached export files, and records mail and exports in the ledger.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
@@ -171,7 +172,9 @@ def open_source(monitor: MonitorConfig) -> MailSource:
 # --- intake: from raw mail to ledger records ----------------------------------------
 
 
-def known_uids(ledger: Ledger, source: str, mailbox: str = "") -> set[str]:
+def known_uids(
+    ledger: Ledger, source: str, mailbox: str = "", uidvalidity: int | None = None
+) -> set[str]:
     """The UIDs (or keys) of mails taken from ``source`` before, in one query.
 
     Sources without incremental UIDs (POP3, local stores) compare their listing
@@ -179,10 +182,10 @@ def known_uids(ledger: Ledger, source: str, mailbox: str = "") -> set[str]:
     intake short) is left out, so it is taken again.
     """
     rows = ledger.query(
-        "SELECT uid FROM mails AS m WHERE source = ? AND mailbox = ? AND uid IS NOT NULL"
-        " AND NOT (state = 'new' AND NOT EXISTS"
+        "SELECT uid FROM mails AS m WHERE source = ? AND mailbox = ? AND uidvalidity IS ?"
+        " AND uid IS NOT NULL AND NOT (state = 'new' AND NOT EXISTS"
         " (SELECT 1 FROM exports AS e WHERE e.mail_id = m.id))",
-        (source, mailbox),
+        (source, mailbox, uidvalidity),
     )
     return {str(row["uid"]) for row in rows}
 
@@ -412,8 +415,13 @@ class Intake:
             self._taken_ids.add(info.message_id)
         via = " (forwarded)" if recognition.forwarded else ""
         names = ", ".join(f.file_name or "no link" for f in found)
-        log.info(
-            "export mail for export %s%s: %s (%r)", recognition.export_id, via, names, info.subject
+        log.log(
+            logging.DEBUG if self.dry_run else logging.INFO,
+            "export mail for export %s%s: %s (%r)",
+            recognition.export_id,
+            via,
+            names,
+            info.subject,
         )
         if self.dry_run:
             return self._add(PolledMail(location, "export", info, None, None, [], found))

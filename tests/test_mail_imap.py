@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fetchkit import config_data, export_mail, imap_table, monitor, plain_mail
 
-from exportmon.errors import AuthError, ConnectionFailed, MailError, TLSError
+from exportmon.errors import AuthError, ConfigError, ConnectionFailed, MailError, TLSError
 from exportmon.ledger import Ledger
 from exportmon.mail.imap import ImapSource
 from exportmon.mail.source import open_source
@@ -274,3 +274,9 @@ def test_oauth2_login_with_a_token_command(tmp_path, oauth_dovecot, http_server,
     with pytest.raises(AuthError) as raised, open_source(config) as source:
         source.poll(ledger)
     assert f"check source.user and the {auth} token" in raised.value.one_line()
+
+
+def test_a_multi_line_search_is_a_config_error(tmp_path, mail_user):
+    data = config_data(tmp_path / "state", imap_table(mail_user, search="ALL\r\nA1 LOGOUT"))
+    with pytest.raises(ConfigError, match="must be one line"):
+        monitor(data, tmp_path / "777.toml")

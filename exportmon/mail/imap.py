@@ -34,19 +34,27 @@ from typing import TYPE_CHECKING
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from exportmon.download import tls_context, tls_error
+from exportmon.download import tls_error
 from exportmon.errors import (
     ArchiveError,
-    AuthError,
     ConnectionFailed,
     ExportmonError,
     MailError,
     TLSError,
 )
-from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.log import get_logger
 from exportmon.mail.message import header, parse
-from exportmon.mail.source import ArchiveOutcome, Intake, MailLocation, MailSource, PolledMail
+from exportmon.mail.source import (
+    ArchiveOutcome,
+    Intake,
+    MailLocation,
+    MailSource,
+    PolledMail,
+    ServerAddress,
+    client_tls_context,
+    login_refused,
+    login_secret,
+)
 from exportmon.redact import redact
 
 if TYPE_CHECKING:
@@ -88,12 +96,13 @@ class ImapSource(MailSource):
     ) -> None:
         super().__init__(monitor)
         config = monitor.source
-        self.host = config.host
-        self.port = config.default_port()
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "imaps" if config.security == "ssl" else "imap"
-        self.key = f"{scheme}://{config.user}@{host}:{self.port}"
-        self.where = f"{host}:{self.port}"
+        address = ServerAddress.of(config, "imaps", "imap")
+        self.host, self.port, self.key, self.where = (
+            address.host,
+            address.port,
+            address.key,
+            address.where,
+        )
         self.mailbox = config.mailbox
         self.archive_folder = (config.archive or "").strip()
         self.moves_mail = bool(self.archive_folder) and self.archive_folder != self.mailbox
@@ -110,10 +119,7 @@ class ImapSource(MailSource):
     def _connect(self) -> IMAPClient:
         config = self.monitor.source
         timeout = config.timeout or 60.0
-        try:
-            context = tls_context(config.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise TLSError(f"cannot read source.ca_file {config.ca_file}: {exc}") from None
+        context = client_tls_context(config)
         try:
             if config.security == "ssl":
                 client = IMAPClient(
@@ -157,23 +163,15 @@ class ImapSource(MailSource):
     def _login(self, client: IMAPClient) -> None:
         config = self.monitor.source
         try:
+            secret = login_secret(config)
             if config.auth == "password":
-                client.login(config.user, resolve(config.password_source()))
+                client.login(config.user, secret)
+            elif config.auth == "xoauth2":
+                client.oauth2_login(config.user, secret)
             else:
-                token = resolve(
-                    SecretSource("source.token", command=config.token_command), cache=False
-                )
-                if config.auth == "xoauth2":
-                    client.oauth2_login(config.user, token)
-                else:
-                    client.oauthbearer_login(config.user, token)
+                client.oauthbearer_login(config.user, secret)
         except LoginError as exc:
-            how = "password" if config.auth == "password" else f"{config.auth} token"
-            raise AuthError(
-                f"IMAP server {self.where} refused the login of {config.user}: "
-                f"{redact(str(exc)) or 'no reason given'}",
-                hint=f"check source.user and the {how}",
-            ) from None
+            raise login_refused(f"IMAP server {self.where}", config, str(exc)) from None
         except (OSError, imaplib.IMAP4.abort) as exc:
             raise ConnectionFailed(
                 f"IMAP server {self.where} closed the connection during login: {exc}"

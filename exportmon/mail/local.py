@@ -118,29 +118,21 @@ class _LocalSource(MailSource):
                 )
 
 
-class MaildirSource(_LocalSource):
-    """A Maildir (``new/``, ``cur/``, ``tmp/``)."""
-
-    kind = "maildir"
+class _FileStore(_LocalSource):
+    """A store of one file per mail (Maildir, directory): keys from file names."""
 
     def __init__(self, monitor: MonitorConfig) -> None:
         super().__init__(monitor)
         self.archive_folder = _archive_parts(monitor.source.archive or "")
         self.moves_mail = bool(self.archive_folder)
 
-    def _watched(self) -> list[Path]:
-        return [self.path / "new", self.path / "cur"]
-
     def _files(self) -> dict[str, Path]:
-        self._check_dir("new", "cur")
-        files: dict[str, Path] = {}
-        for sub in ("new", "cur"):
-            with os.scandir(self.path / sub) as entries:
-                for entry in entries:
-                    if entry.name.startswith(".") or not entry.is_file():
-                        continue
-                    files.setdefault(entry.name.split(":", 1)[0], Path(entry.path))
-        return files
+        """Each mail's key and file."""
+        raise NotImplementedError
+
+    def _move(self, path: Path) -> Path:
+        """Move a mail file into the archive folder; the folder it went to."""
+        raise NotImplementedError
 
     def poll(self, ledger: Ledger, *, dry_run: bool = False) -> list[PolledMail]:
         intake = Intake(self.monitor, ledger, dry_run=dry_run)
@@ -160,28 +152,47 @@ class MaildirSource(_LocalSource):
         path = self._files().get(mail.uid or "")
         if path is None:
             return "gone"
-        # Maildir++: a sub-folder is a hidden directory whose levels are joined by dots.
-        folder = self.path / ("." + ".".join(p.replace(".", "_") for p in self.archive_folder))
         try:
-            for sub in ("cur", "new", "tmp"):
-                (folder / sub).mkdir(parents=True, exist_ok=True)
-            name = path.name if ":" in path.name else path.name + ":2,"
-            os.replace(path, folder / "cur" / name)
+            folder = self._move(path)
         except OSError as exc:
-            raise ArchiveError(f"cannot move {path.name} to {folder}: {exc.strerror}") from None
-        log.info("moved mail %r to %s", mail.subject, folder.name)
+            raise ArchiveError(f"cannot archive {path.name}: {exc.strerror}") from None
+        log.info("moved mail %r to %s", mail.subject, folder)
         return "archived"
 
 
-class DirSource(_LocalSource):
+class MaildirSource(_FileStore):
+    """A Maildir (``new/``, ``cur/``, ``tmp/``)."""
+
+    kind = "maildir"
+
+    def _watched(self) -> list[Path]:
+        return [self.path / "new", self.path / "cur"]
+
+    def _files(self) -> dict[str, Path]:
+        self._check_dir("new", "cur")
+        files: dict[str, Path] = {}
+        for sub in ("new", "cur"):
+            with os.scandir(self.path / sub) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or not entry.is_file():
+                        continue
+                    files.setdefault(entry.name.split(":", 1)[0], Path(entry.path))
+        return files
+
+    def _move(self, path: Path) -> Path:
+        # Maildir++: a sub-folder is a hidden directory whose levels are joined by dots.
+        folder = self.path / ("." + ".".join(p.replace(".", "_") for p in self.archive_folder))
+        for sub in ("cur", "new", "tmp"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        name = path.name if ":" in path.name else path.name + ":2,"
+        os.replace(path, folder / "cur" / name)
+        return folder
+
+
+class DirSource(_FileStore):
     """A directory of ``.eml`` files."""
 
     kind = "dir"
-
-    def __init__(self, monitor: MonitorConfig) -> None:
-        super().__init__(monitor)
-        self.archive_folder = _archive_parts(monitor.source.archive or "")
-        self.moves_mail = bool(self.archive_folder)
 
     def _files(self) -> dict[str, Path]:
         self._check_dir()
@@ -194,37 +205,16 @@ class DirSource(_LocalSource):
                 and entry.is_file()
             }
 
-    def poll(self, ledger: Ledger, *, dry_run: bool = False) -> list[PolledMail]:
-        intake = Intake(self.monitor, ledger, dry_run=dry_run)
-        seen = known_uids(ledger, self.key)
-        for name, path in sorted(self._files().items()):
-            if name in seen:
-                continue
-            location = MailLocation(self.key, "", None, name)
-            raw = _read(path, intake, location)
-            if raw is not None:
-                intake.take(location, raw)
-        return intake.results
-
-    def archive(self, mail: Mail) -> ArchiveOutcome:
-        if not self.moves_mail:
-            return "kept"
-        path = self._files().get(mail.uid or "")
-        if path is None:
-            return "gone"
+    def _move(self, path: Path) -> Path:
         folder = self.path.joinpath(*self.archive_folder)
+        folder.mkdir(parents=True, exist_ok=True)
         target = folder / path.name
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-            counter = 1
-            while target.exists():
-                target = folder / f"{path.stem}-{counter}{path.suffix}"
-                counter += 1
-            os.replace(path, target)
-        except OSError as exc:
-            raise ArchiveError(f"cannot move {path.name} to {folder}: {exc.strerror}") from None
-        log.info("moved mail %r to %s", mail.subject, folder)
-        return "archived"
+        counter = 1
+        while target.exists():
+            target = folder / f"{path.stem}-{counter}{path.suffix}"
+            counter += 1
+        os.replace(path, target)
+        return folder
 
 
 class MboxSource(_LocalSource):

@@ -21,16 +21,14 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from exportmon.download import tls_context, tls_error
+from exportmon.download import tls_error
 from exportmon.errors import (
     ArchiveError,
-    AuthError,
     ConnectionFailed,
     ExportmonError,
     MailError,
     TLSError,
 )
-from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.log import get_logger
 from exportmon.mail.source import (
     ArchiveOutcome,
@@ -38,9 +36,12 @@ from exportmon.mail.source import (
     MailLocation,
     MailSource,
     PolledMail,
+    ServerAddress,
+    client_tls_context,
     known_uids,
+    login_refused,
+    login_secret,
 )
-from exportmon.redact import redact
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig
@@ -66,12 +67,13 @@ class Pop3Source(MailSource):
     def __init__(self, monitor: MonitorConfig) -> None:
         super().__init__(monitor)
         config = monitor.source
-        self.host = config.host
-        self.port = config.default_port()
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        scheme = "pop3s" if config.security == "ssl" else "pop3"
-        self.key = f"{scheme}://{config.user}@{host}:{self.port}"
-        self.where = f"{host}:{self.port}"
+        address = ServerAddress.of(config, "pop3s", "pop3")
+        self.host, self.port, self.key, self.where = (
+            address.host,
+            address.port,
+            address.key,
+            address.where,
+        )
         self.mailbox = ""
         self.moves_mail = config.delete_after
         self._count: int | None = None
@@ -81,10 +83,9 @@ class Pop3Source(MailSource):
     def _connect(self) -> poplib.POP3:
         config = self.monitor.source
         timeout = config.timeout or 60.0
-        try:
-            context = tls_context(config.ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise TLSError(f"cannot read source.ca_file {config.ca_file}: {exc}") from None
+        # Before connecting: a failing password command leaves nothing open.
+        secret = login_secret(config)
+        context = client_tls_context(config)
         client: poplib.POP3
         try:
             if config.security == "ssl":
@@ -112,24 +113,17 @@ class Pop3Source(MailSource):
         try:
             if config.auth == "password":
                 client.user(config.user)
-                client.pass_(resolve(config.password_source()))
+                client.pass_(secret)
             else:
-                token = resolve(
-                    SecretSource("source.token", command=config.token_command), cache=False
-                )
                 # poplib has no AUTH command; _shortcmd sends one line and checks +OK.
                 client._shortcmd(  # type: ignore[attr-defined]
-                    "AUTH XOAUTH2 " + xoauth2_initial_response(config.user, token)
+                    "AUTH XOAUTH2 " + xoauth2_initial_response(config.user, secret)
                 )
         except poplib.error_proto as exc:
             with contextlib.suppress(Exception):
                 client.close()
-            how = "password" if config.auth == "password" else f"{config.auth} token"
-            reason = redact(exc.args[0].decode("utf-8", "replace") if exc.args else "")
-            raise AuthError(
-                f"POP3 server {self.where} refused the login of {config.user}: {reason}",
-                hint=f"check source.user and the {how}",
-            ) from None
+            reason = exc.args[0].decode("utf-8", "replace") if exc.args else ""
+            raise login_refused(f"POP3 server {self.where}", config, reason) from None
         except OSError as exc:
             with contextlib.suppress(Exception):
                 client.close()

@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
 
 from exportmon.atomic import atomic_write
-from exportmon.download import export_dir
-from exportmon.errors import ConfigError, ExportmonError
+from exportmon.download import export_dir, tls_context
+from exportmon.errors import AuthError, ConfigError, ExportmonError, TLSError
+from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
 from exportmon.mail.message import (
@@ -48,12 +50,13 @@ from exportmon.mail.message import (
     recognise,
     screen,
 )
+from exportmon.redact import redact
 from exportmon.units import format_size
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from exportmon.config.schema import MonitorConfig
+    from exportmon.config.schema import MonitorConfig, SourceConfig
 
 log = get_logger(__name__)
 
@@ -145,6 +148,50 @@ class MailSource:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """How a mail server is named: in the ledger (``key``) and in messages (``where``)."""
+
+    host: str
+    port: int
+    #: ``<scheme>://<user>@<host>:<port>``, the mails' source in the ledger.
+    key: str
+    #: ``<host>:<port>``.
+    where: str
+
+    @classmethod
+    def of(cls, config: SourceConfig, tls_scheme: str, plain_scheme: str) -> ServerAddress:
+        port = config.default_port()
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        scheme = tls_scheme if config.security == "ssl" else plain_scheme
+        return cls(config.host, port, f"{scheme}://{config.user}@{host}:{port}", f"{host}:{port}")
+
+
+def client_tls_context(config: SourceConfig) -> ssl.SSLContext:
+    """A verifying TLS context for the mail server: system CAs plus ``source.ca_file``."""
+    try:
+        return tls_context(config.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSError(f"cannot read source.ca_file {config.ca_file}: {exc}") from None
+
+
+def login_secret(config: SourceConfig) -> str:
+    """The password, or for OAuth2 a fresh token from ``source.token_command``."""
+    if config.auth == "password":
+        return resolve(config.password_source())
+    # Tokens expire: run the command for every login.
+    return resolve(SecretSource("source.token", command=config.token_command), cache=False)
+
+
+def login_refused(server: str, config: SourceConfig, reason: str) -> AuthError:
+    """The one-line error for credentials the server refused (secrets masked)."""
+    how = "password" if config.auth == "password" else f"{config.auth} token"
+    return AuthError(
+        f"{server} refused the login of {config.user}: {redact(reason) or 'no reason given'}",
+        hint=f"check source.user and the {how}",
+    )
 
 
 def open_source(monitor: MonitorConfig) -> MailSource:

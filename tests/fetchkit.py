@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from exportmon.config.load import parse
 from exportmon.config.schema import MonitorConfig
 from exportmon.ledger import Ledger
+from servers import ServerStartError
+from servers.dovecot import DovecotServer
 
 ITRP_FROM = "ITRP <noreply@itrp.com>"
 
@@ -177,3 +183,45 @@ def deliver_everything(ledger: Ledger) -> None:
         ledger.advance_export(export.id, "delivered")
         if export.mail_id is not None:
             ledger.settle_mail(export.mail_id)
+
+
+@contextlib.contextmanager
+def oauth_dovecot_server(tls_ca: Any, token_server: Any) -> Iterator[DovecotServer]:
+    """A second Dovecot taking XOAUTH2/OAUTHBEARER, checking tokens at ``token_server``.
+
+    Dovecot asks ``<token_server>/tokeninfo/<token>`` and expects JSON whose
+    ``username`` is the login name (see :func:`grant_token`).
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="exportmon-oauth-"))
+    workdir.chmod(0o755)
+    settings = workdir / "oauth2.conf.ext"
+    settings.write_text(
+        f"tokeninfo_url = {token_server.base_url}/tokeninfo/\nusername_attribute = username\n"
+    )
+    settings.chmod(0o644)
+    server = DovecotServer(
+        workdir,
+        tls_ca.server,
+        tls_ca.ca_file,
+        extra_config=(
+            "auth_mechanisms = plain login xoauth2 oauthbearer\n"
+            f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
+            f"  args = {settings}\n}}\n"
+        ),
+    )
+    try:
+        server.start()
+    except ServerStartError as exc:
+        pytest.fail(f"OAuth2 Dovecot could not be started:\n{exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def grant_token(token_server: Any, user: Any) -> str:
+    """Make ``token_server`` vouch for a new access token of ``user``; return the token."""
+    token = f"ya29.token-for-{user.name}"
+    body = json.dumps({"username": user.name, "active": True}).encode()
+    token_server.add(f"/tokeninfo/{token}", body, content_type="application/json")
+    return token

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
-from fetchkit import config_data, export_mail, imap_table, monitor, plain_mail
+from fetchkit import (
+    config_data,
+    export_mail,
+    grant_token,
+    imap_table,
+    monitor,
+    oauth_dovecot_server,
+    plain_mail,
+)
 
 from exportmon.errors import AuthError, ConfigError, ConnectionFailed, MailError, TLSError
 from exportmon.ledger import Ledger
 from exportmon.mail.imap import ImapSource
 from exportmon.mail.source import open_source
-from servers import ServerStartError
-from servers.dovecot import DovecotServer
 
 
 @pytest.fixture
@@ -228,40 +231,14 @@ def test_plain_imap_works_when_configured(tmp_path, mail_user, ledger):
 
 @pytest.fixture
 def oauth_dovecot(tls_ca, http_server):
-    """A second Dovecot accepting XOAUTH2/OAUTHBEARER, validating tokens at ``http_server``."""
-    workdir = Path(tempfile.mkdtemp(prefix="exportmon-oauth-"))
-    workdir.chmod(0o755)
-    settings = workdir / "oauth2.conf.ext"
-    settings.write_text(
-        f"tokeninfo_url = {http_server.base_url}/tokeninfo/\nusername_attribute = username\n"
-    )
-    settings.chmod(0o644)
-    server = DovecotServer(
-        workdir,
-        tls_ca.server,
-        tls_ca.ca_file,
-        extra_config=(
-            "auth_mechanisms = plain login xoauth2 oauthbearer\n"
-            f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
-            f"  args = {settings}\n}}\n"
-        ),
-    )
-    try:
-        server.start()
-    except ServerStartError as exc:
-        pytest.fail(f"OAuth2 Dovecot could not be started:\n{exc}", pytrace=False)
-    try:
+    with oauth_dovecot_server(tls_ca, http_server) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("auth", ["xoauth2", "oauthbearer"])
 def test_oauth2_login_with_a_token_command(tmp_path, oauth_dovecot, http_server, ledger, auth):
     user = oauth_dovecot.add_user()
-    token = "ya29.test-token-0123456789"
-    body = json.dumps({"username": user.name, "active": True}).encode()
-    http_server.add(f"/tokeninfo/{token}", body, content_type="application/json")
+    token = grant_token(http_server, user)
     user.append(export_mail("https://files.example/a.zip"))
     table = imap_table(user, auth=auth, token_command=f"echo {token}")
     del table["password"]

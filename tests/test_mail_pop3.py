@@ -5,7 +5,15 @@ from __future__ import annotations
 import base64
 
 import pytest
-from fetchkit import config_data, export_mail, monitor, plain_mail, pop3_table
+from fetchkit import (
+    config_data,
+    export_mail,
+    grant_token,
+    monitor,
+    oauth_dovecot_server,
+    plain_mail,
+    pop3_table,
+)
 
 from exportmon.errors import AuthError, TLSError
 from exportmon.ledger import Ledger
@@ -76,3 +84,19 @@ def test_a_wrong_password_and_an_untrusted_certificate(tmp_path, mail_user, ledg
 def test_the_xoauth2_response_format():
     decoded = base64.b64decode(xoauth2_initial_response("me@example.com", "tok"))
     assert decoded == b"user=me@example.com\x01auth=Bearer tok\x01\x01"
+
+
+def test_xoauth2_login_against_a_real_server(tmp_path, tls_ca, http_server, ledger):
+    with oauth_dovecot_server(tls_ca, http_server) as server:
+        user = server.add_user()
+        token = grant_token(http_server, user)
+        user.append(export_mail("https://files.example/a.zip"))
+        table = pop3_table(user, auth="xoauth2", token_command=f"echo {token}")
+        del table["password"]
+        config = monitor(config_data(tmp_path / "state", table), tmp_path)
+        assert [p.outcome for p in open_source(config).poll(ledger)] == ["export"]
+        table["token_command"] = "echo not-a-valid-token"
+        config = monitor(config_data(tmp_path / "state", table), tmp_path)
+        with pytest.raises(AuthError) as raised:
+            open_source(config).poll(ledger)
+        assert "check source.user and the xoauth2 token" in raised.value.one_line()

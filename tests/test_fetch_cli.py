@@ -16,6 +16,7 @@ from exportmon.ledger import Ledger
 def config(tmp_path, mail_user, tls_ca):
     def write(**top):
         source = {**imap_table(mail_user), **top.pop("source", {})}
+        source = {k: v for k, v in source.items() if v is not None}  # None: leave the key out
         data = config_data(tmp_path / "state", source, ca_file=tls_ca.ca_file, **top)
         return write_config(tmp_path / "monitors", data)
 
@@ -151,3 +152,10 @@ def test_a_config_error_is_exit_2(tmp_path):
     path = write_config(tmp_path, {"ids": [777], "source": {"kind": "imap"}})
     result = run_cli("-c", path, "fetch")
     assert result.code == 2 and "source.host" in result.stderr
+
+
+def test_a_password_that_cannot_be_had_is_a_config_error(config):
+    path = config(source={"password": None, "password_env": "EXPORTMON_TEST_UNSET_PASSWORD"})
+    result = run_cli("-c", path, "fetch")
+    assert result.code == 2
+    assert "environment variable EXPORTMON_TEST_UNSET_PASSWORD is not set" in result.stderr

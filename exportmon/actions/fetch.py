@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
 from exportmon.download import DownloadSettings, ProgressFactory, display_url, download, export_dir
-from exportmon.errors import AuthError, ConnectionFailed, ExportmonError, MailError
+from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
 from exportmon.mail.source import MailSource, PolledMail, open_source
@@ -225,7 +225,8 @@ def fetch(
     to keep a connection across rounds, as ``run`` does). ``dry_run`` records,
     downloads and moves nothing and lists what would happen in ``planned``.
     ``on_downloaded`` is called with each export as soon as it is downloaded.
-    Failures never raise: they are in ``FetchResult.failures``.
+    Failures are in ``FetchResult.failures``; only a :class:`ConfigError` (such as a
+    password command that fails) is raised, since nothing can be done without it.
     """
     result = FetchResult(monitor.name)
     own_source = source is None
@@ -235,6 +236,8 @@ def fetch(
             _archive_step(monitor, ledger, mail_source, result, dry_run)
         try:
             result.mails = mail_source.poll(ledger, dry_run=dry_run)
+        except ConfigError:
+            raise
         except ExportmonError as exc:
             log.error("%s", exc.one_line())
             result.failures.append(Failure("source", exc.one_line()))
@@ -279,6 +282,8 @@ def _archive_step(
         result.archived = archive_mails(
             monitor, ledger, source, dry_run=dry_run, failures=result.failures
         )
+    except ConfigError:
+        raise
     except ExportmonError as exc:
         log.error("%s", exc.one_line())
         result.failures.append(Failure("archive", exc.one_line()))

@@ -16,7 +16,7 @@ from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import print_note, progress_wanted, task_advancer, transfer_progress
 from exportmon.commands.pipeio import Emitter, output_format
 from exportmon.config.schema import MonitorConfig
-from exportmon.errors import ExportmonError
+from exportmon.errors import ConfigError, ExportmonError
 from exportmon.ledger import Export, Ledger
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.local import EmlFiles
@@ -110,6 +110,8 @@ def fetch_command(
             except ExportmonError as exc:
                 with monitor_context(monitor.name, None):
                     log.error("%s", exc.one_line())
+                if isinstance(exc, ConfigError):
+                    opts.config_failed = True
                 failed = True
                 continue
             failed = failed or result.failed

@@ -253,3 +253,24 @@ def test_a_source_that_cannot_be_reached_still_downloads_recorded_exports(
     result = fetch(config, ledger)
     assert [f.stage for f in result.failures] == ["source"]
     assert [e.token for e in result.downloaded] == ["tok-a"]
+    (failing,) = ledger.step_failures()
+    assert failing.step == "fetch" and "cannot connect to IMAP server" in failing.error
+    config.source.port = mail_user.ports.imaps
+    assert not fetch(config, ledger).failed
+    assert ledger.step_failures() == []
+
+
+def test_mails_that_cannot_be_archived_are_a_failing_step(make, mail_user, https_server, ledger):
+    mail_user.append(export_mail(https_server.add("/a.zip", b"a"), token="tok-a"))
+    config = make(source={"archive": "~Archive"})  # Dovecot refuses names starting with ~
+    fetch(config, ledger)
+    deliver_everything(ledger)
+    result = fetch(config, ledger)
+    assert [f.stage for f in result.failures] == ["archive"]
+    (failing,) = ledger.step_failures()
+    assert failing.step == "archive" and "cannot be created" in failing.error
+    assert ledger.mails("delivered") and len(mail_user.list_uids("INBOX")) == 1
+    config.source.archive = "Archive"
+    with ImapSource(config) as source:
+        assert not fetch(config, ledger, source=source).failed
+    assert ledger.step_failures() == [] and ledger.mails("archived")

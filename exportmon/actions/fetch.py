@@ -7,6 +7,9 @@
    ``kept`` where nothing is to be moved. A mail is never archived earlier.
 2. ``source.poll``: new mails are screened, recognised and recorded with their
    exports (see :mod:`exportmon.mail.source`).
+   A mailbox that cannot be read is recorded as the failing step ``fetch``
+   (``Ledger.record_step_failure``, for status and alerts) until a poll works
+   again; mails that cannot be archived likewise as step ``archive``.
 3. :func:`download_export` for every export still ``new`` that is due: just
    recorded, due for a retry (``retry_after`` passed), or any failed one with
    ``retry_failed``. Each failure is recorded once in the ledger
@@ -39,6 +42,10 @@ log = get_logger(__name__)
 
 #: The step name failures of :func:`download_export` are recorded under.
 DOWNLOAD_STEP = "download"
+#: Whole steps whose failure (the mailbox cannot be read, mails cannot be archived)
+#: is kept in the ledger's ``step_failures`` until the step works again.
+FETCH_STEP = "fetch"
+ARCHIVE_STEP = "archive"
 
 
 @dataclass
@@ -236,11 +243,16 @@ def fetch(
             _archive_step(monitor, ledger, mail_source, result, dry_run)
         try:
             result.mails = mail_source.poll(ledger, dry_run=dry_run)
-        except ConfigError:
-            raise
         except ExportmonError as exc:
+            if not dry_run:
+                ledger.record_step_failure(FETCH_STEP, exc.one_line())
+            if isinstance(exc, ConfigError):
+                raise
             log.error("%s", exc.one_line())
             result.failures.append(Failure("source", exc.one_line()))
+        else:
+            if not dry_run and ledger.clear_step_failure(FETCH_STEP):
+                log.info("reading %s works again", mail_source.key)
         for polled in result.mails:
             if polled.outcome == "failed":
                 reason = f"mail {polled.label()}: {polled.reason}"
@@ -278,15 +290,20 @@ def _archive_step(
     result: FetchResult,
     dry_run: bool,
 ) -> None:
+    failures: list[Failure] = []
     try:
-        result.archived = archive_mails(
-            monitor, ledger, source, dry_run=dry_run, failures=result.failures
-        )
+        result.archived = archive_mails(monitor, ledger, source, dry_run=dry_run, failures=failures)
     except ConfigError:
         raise
     except ExportmonError as exc:
         log.error("%s", exc.one_line())
-        result.failures.append(Failure("archive", exc.one_line()))
+        failures.append(Failure("archive", exc.one_line()))
+    result.failures.extend(failures)
+    if not dry_run:
+        if failures:
+            ledger.record_step_failure(ARCHIVE_STEP, failures[0].message)
+        else:
+            ledger.clear_step_failure(ARCHIVE_STEP)
     if dry_run:
         verb = "move" if source.moves_mail else "mark as done"
         result.planned.extend(f"would {verb} mail {m.subject!r}" for m in result.archived)

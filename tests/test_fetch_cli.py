@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from fetchkit import config_data, deliver_everything, export_mail, imap_table, w
 
 from cli import run_cli
 from exportmon.ledger import Ledger
+from exportmon.lock import monitor_lock
 
 
 @pytest.fixture
@@ -159,3 +161,14 @@ def test_a_password_that_cannot_be_had_is_a_config_error(config):
     result = run_cli("-c", path, "fetch")
     assert result.code == 2
     assert "environment variable EXPORTMON_TEST_UNSET_PASSWORD is not set" in result.stderr
+
+
+def test_fetch_refuses_while_another_process_holds_the_monitor(config, tmp_path):
+    path = config()
+    with monitor_lock(tmp_path / "state" / "pids", "777"):
+        result = run_cli("-c", path, "fetch")
+        assert run_cli("-c", path, "fetch", "--dry-run").code == 0
+    assert result.code == 2 and f"monitor '777' is already running (pid {os.getpid()})" in (
+        result.stderr
+    )
+    assert run_cli("-c", path, "fetch").code == 0

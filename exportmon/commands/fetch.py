@@ -16,8 +16,9 @@ from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import print_note, progress_wanted, task_advancer, transfer_progress
 from exportmon.commands.pipeio import Emitter, output_format
 from exportmon.config.schema import MonitorConfig
-from exportmon.errors import ConfigError, ExportmonError
+from exportmon.errors import ExitCode, ExportmonError
 from exportmon.ledger import Export, Ledger
+from exportmon.lock import monitor_lock
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.local import EmlFiles
 from exportmon.mail.source import MailSource
@@ -110,7 +111,7 @@ def fetch_command(
             except ExportmonError as exc:
                 with monitor_context(monitor.name, None):
                     log.error("%s", exc.one_line())
-                if isinstance(exc, ConfigError):
+                if exc.exit_code == ExitCode.USAGE:  # a config error, or locked by a run
                     opts.config_failed = True
                 failed = True
                 continue
@@ -147,7 +148,13 @@ def _fetch_monitor(
     log_format: str,
 ) -> FetchResult:
     log_dir = None if dry_run and not monitor.dirs.root.exists() else monitor.dirs.log
-    with monitor_context(monitor.name, log_dir, log_format), _ledger(monitor, dry_run) as ledger:
+    # One process per monitor: a fetch next to a running `run` could take a mail twice.
+    lock = contextlib.nullcontext() if dry_run else monitor_lock(monitor.dirs.pids, monitor.name)
+    with (
+        monitor_context(monitor.name, log_dir, log_format),
+        lock,
+        _ledger(monitor, dry_run) as ledger,
+    ):
         source: MailSource | None = EmlFiles(monitor, eml) if eml else None
 
         def emit(export: Export) -> None:

@@ -26,7 +26,10 @@ _exportmon() {
             esac
             COMPREPLY=($(compgen -W "--password --password-command --password-env --to --ftp --name --force --list --json" -- "$cur")) ;;
         fetch)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --eml) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--dry-run --no-archive --retry-failed --eml -0 --null --json" -- "$cur")) ;;
         unzip)
             case "$prev" in
                 --output-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;

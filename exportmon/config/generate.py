@@ -108,6 +108,7 @@ search = {q(ITRP_SEARCH)}
 # timeout = "60s"
 # allowed_senders = ["noreply@itrp.com", "@example.com"]
 # accept_forwarded = false  # also read export mails forwarded as attachments
+#                           # (then widen search, e.g. 'ALL': forwards lack the headers)
 # delete_after = false      # POP3: delete the mail once its export is delivered
 # path = "/var/mail/exports" # maildir, mbox or dir: where the mails are
 

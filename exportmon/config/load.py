@@ -384,6 +384,8 @@ def _check_source(config: MonitorConfig, fail: Any) -> None:
         fail("source.path", f"kind = {source.kind!r} needs the path of the mail store")
     if not source.mailbox:
         fail("source.mailbox", "must not be empty")
+    if "\r" in source.search or "\n" in source.search:
+        fail("source.search", "must be one line of IMAP search criteria")
 
 
 def _check_csv(config: MonitorConfig, fail: Any) -> None:

@@ -1,0 +1,338 @@
+"""Fetching: archive what is done, take new export mails, download each export.
+
+:func:`fetch` is one round of it, as ``exportmon fetch`` and ``exportmon run`` do:
+
+1. :func:`archive_mails`: mails whose exports are all delivered (ledger mail state
+   ``delivered``) are moved to the archive folder (``archived``), or marked
+   ``kept`` where nothing is to be moved. A mail is never archived earlier.
+2. ``source.poll``: new mails are screened, recognised and recorded with their
+   exports (see :mod:`exportmon.mail.source`).
+   A mailbox that cannot be read is recorded as the failing step ``fetch``
+   (``Ledger.record_step_failure``, for status and alerts) until a poll works
+   again; mails that cannot be archived likewise as step ``archive``.
+3. :func:`download_export` for every export still ``new`` that is due: just
+   recorded, due for a retry (``retry_after`` passed), or any failed one with
+   ``retry_failed``. Each failure is recorded once in the ledger
+   (:func:`exportmon.actions.steps.attempt`) and the other exports go on.
+
+Downloads land in ``downloads/<export id>/<token or date-hash>/<file>``, so an
+export never overwrites the file of another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from exportmon.actions.steps import attempt
+from exportmon.atomic import sha256_file
+from exportmon.download import DownloadSettings, ProgressFactory, display_url, download, export_dir
+from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
+from exportmon.ledger import Export, Ledger, Mail
+from exportmon.log import get_logger
+from exportmon.mail.source import MailSource, PolledMail, open_source
+from exportmon.units import format_size
+
+if TYPE_CHECKING:
+    from exportmon.config.schema import MonitorConfig
+
+log = get_logger(__name__)
+
+#: The step name failures of :func:`download_export` are recorded under.
+DOWNLOAD_STEP = "download"
+#: Whole steps whose failure (the mailbox cannot be read, mails cannot be archived)
+#: is kept in the ledger's ``step_failures`` until the step works again.
+FETCH_STEP = "fetch"
+ARCHIVE_STEP = "archive"
+
+
+@dataclass
+class Failure:
+    """Something that went wrong in a fetch, in one line.
+
+    ``stage`` is ``source`` (the mailbox could not be read), ``mail`` (a mail could
+    not be used), ``export`` (a download failed) or ``archive``.
+    """
+
+    stage: str
+    message: str
+    export: Export | None = None
+    mail: Mail | None = None
+
+
+@dataclass
+class FetchResult:
+    """What one :func:`fetch` did."""
+
+    monitor: str
+    #: Exports downloaded in this fetch (state ``downloaded``), in order.
+    downloaded: list[Export] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    #: Mails archived or marked kept in this fetch (in a dry run: those that would be).
+    archived: list[Mail] = field(default_factory=list)
+    #: Every new mail the source looked at, with its outcome.
+    mails: list[PolledMail] = field(default_factory=list)
+    #: Dry run: one line per thing that would be done.
+    planned: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    def counts(self) -> dict[str, int]:
+        outcomes = [m.outcome for m in self.mails]
+        return {
+            "mails": len(self.mails),
+            "export_mails": outcomes.count("export"),
+            "ignored": outcomes.count("ignored"),
+            "duplicates": outcomes.count("duplicate"),
+            "downloaded": len(self.downloaded),
+            "bytes": sum(e.bytes or 0 for e in self.downloaded),
+            "failed": len(self.failures),
+            "archived": len(self.archived),
+        }
+
+
+def download_dir(monitor: MonitorConfig, ledger: Ledger, export: Export) -> Path:
+    """The folder ``export`` is downloaded into (see :func:`exportmon.download.export_dir`)."""
+    mail = ledger.mail(export.mail_id) if export.mail_id is not None else None
+    return export_dir(
+        monitor.dirs.downloads,
+        export.export_id,
+        export.token,
+        export.key,
+        mail.sent_at if mail else None,
+    )
+
+
+def download_export(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    export: Export,
+    *,
+    progress: ProgressFactory | None = None,
+) -> Export:
+    """Take ``export`` from ``new`` to ``downloaded`` and return the updated record.
+
+    A link is downloaded (:func:`exportmon.download.download`); an attachment was
+    saved when its mail was taken and is only checked here. An export past ``new``
+    is returned unchanged. Raises :class:`~exportmon.errors.ExportmonError`; wrap
+    the call in :func:`~exportmon.actions.steps.attempt` to record failures.
+    """
+    if export.state != "new":
+        return export
+    if export.kind == "attachment":
+        path = Path(export.download_path or "")
+        if not export.download_path or not path.is_file():
+            raise MailError(
+                f"the attached file {export.file_name} is missing from {path.parent}",
+                hint="move the mail back to the mailbox's unread state or pass it to "
+                "`exportmon fetch --eml` again",
+                retryable=False,
+            )
+        size = path.stat().st_size
+        log.info("export %s: attached file %s (%s)", export.export_id, path.name, format_size(size))
+        return ledger.advance_export(
+            export.id, "downloaded", download_path=str(path), bytes=size, sha256=sha256_file(path)
+        )
+    if not export.link:
+        raise MailError(
+            "the export mail has neither a download link nor an attached .csv/.zip file",
+            hint="for another system's mails, configure a [[recognizers]] link_pattern",
+            retryable=False,
+        )
+    result = download(
+        export.link,
+        download_dir(monitor, ledger, export),
+        file_name=export.file_name,
+        settings=DownloadSettings.from_config(monitor.download),
+        progress=progress,
+        description=f"{export.export_id}: {export.file_name or 'export'}",
+    )
+    log.info(
+        "export %s: downloaded %s (%s)%s",
+        export.export_id,
+        result.path.name,
+        format_size(result.bytes),
+        " after resuming" if result.resumed else "",
+    )
+    return ledger.advance_export(
+        export.id,
+        "downloaded",
+        download_path=str(result.path),
+        bytes=result.bytes,
+        sha256=result.sha256,
+        file_name=result.path.name,
+    )
+
+
+def archive_mails(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    source: MailSource,
+    *,
+    dry_run: bool = False,
+    failures: list[Failure] | None = None,
+) -> list[Mail]:
+    """Archive every delivered mail of ``source``; return the mails archived or kept.
+
+    A mail moves to ``archived`` when the source moved (or, POP3 with
+    ``delete_after``, deleted) it, and to ``kept`` when there is nothing to move
+    (no archive folder, an mbox, ``--eml`` files) or it is no longer there. A mail
+    that cannot be moved stays ``delivered`` (and where it is) and is tried again
+    next time; its error is logged once and appended to ``failures``. Connection
+    errors stop the archiving and propagate.
+    """
+    done: list[Mail] = []
+    for mail in ledger.mails("delivered"):
+        if not source.owns(mail):
+            continue
+        if dry_run:
+            verb = "move" if source.moves_mail else "mark as done"
+            log.info("would %s mail %r", verb, mail.subject)
+            done.append(mail)
+            continue
+        try:
+            outcome = source.archive(mail)
+        except ExportmonError as exc:
+            if isinstance(exc, (ConnectionFailed, AuthError)):
+                raise
+            if ledger.notice_once(f"archive-failed:{mail.id}:{exc.message}"):
+                log.error("cannot archive mail %r: %s", mail.subject, exc.one_line())
+            if failures is not None:
+                failures.append(Failure("archive", exc.one_line(), mail=mail))
+            continue
+        if outcome == "archived":
+            ledger.set_mail_state(mail.id, "archived")
+        elif outcome == "gone":
+            ledger.set_mail_state(mail.id, "kept", note="no longer in the mailbox; nothing moved")
+        else:
+            ledger.set_mail_state(mail.id, "kept")
+        updated = ledger.mail(mail.id)
+        done.append(updated or mail)
+    return done
+
+
+def fetch(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    *,
+    source: MailSource | None = None,
+    dry_run: bool = False,
+    retry_failed: bool = False,
+    archive: bool = True,
+    progress: ProgressFactory | None = None,
+    on_downloaded: Callable[[Export], None] | None = None,
+) -> FetchResult:
+    """One fetch round for ``monitor``: archive, poll, download (see the module docs).
+
+    ``source`` defaults to :func:`open_source` (opened and closed here; pass one
+    to keep a connection across rounds, as ``run`` does). ``dry_run`` records,
+    downloads and moves nothing and lists what would happen in ``planned``.
+    ``on_downloaded`` is called with each export as soon as it is downloaded.
+    Failures are in ``FetchResult.failures``; only a :class:`ConfigError` (such as a
+    password command that fails) is raised, since nothing can be done without it.
+    """
+    result = FetchResult(monitor.name)
+    own_source = source is None
+    mail_source = source if source is not None else open_source(monitor)
+    try:
+        if archive:
+            _archive_step(monitor, ledger, mail_source, result, dry_run)
+        try:
+            result.mails = mail_source.poll(ledger, dry_run=dry_run)
+        except ExportmonError as exc:
+            if not dry_run:
+                ledger.record_step_failure(FETCH_STEP, exc.one_line())
+            if isinstance(exc, ConfigError):
+                raise
+            log.error("%s", exc.one_line())
+            result.failures.append(Failure("source", exc.one_line()))
+        else:
+            if not dry_run and ledger.clear_step_failure(FETCH_STEP):
+                log.info("reading %s works again", mail_source.key)
+        for polled in result.mails:
+            if polled.outcome == "failed":
+                reason = f"mail {polled.label()}: {polled.reason}"
+                result.failures.append(Failure("mail", reason, mail=polled.mail))
+        if dry_run:
+            _plan(ledger, result, retry_failed)
+            return result
+        for export in ledger.due_exports(include_failed=retry_failed):
+            if export.state != "new":
+                continue
+            done = attempt(
+                monitor,
+                ledger,
+                export,
+                DOWNLOAD_STEP,
+                lambda export=export: download_export(monitor, ledger, export, progress=progress),
+            )
+            if done is None:
+                failed = ledger.export(export.id) or export
+                result.failures.append(Failure("export", failed.error or "failed", export=failed))
+                continue
+            result.downloaded.append(done)
+            if on_downloaded is not None:
+                on_downloaded(done)
+    finally:
+        if own_source:
+            mail_source.close()
+    return result
+
+
+def _archive_step(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    source: MailSource,
+    result: FetchResult,
+    dry_run: bool,
+) -> None:
+    failures: list[Failure] = []
+    try:
+        result.archived = archive_mails(monitor, ledger, source, dry_run=dry_run, failures=failures)
+    except ConfigError:
+        raise
+    except ExportmonError as exc:
+        log.error("%s", exc.one_line())
+        failures.append(Failure("archive", exc.one_line()))
+    result.failures.extend(failures)
+    if not dry_run:
+        if failures:
+            ledger.record_step_failure(ARCHIVE_STEP, failures[0].message)
+        else:
+            ledger.clear_step_failure(ARCHIVE_STEP)
+    if dry_run:
+        verb = "move" if source.moves_mail else "mark as done"
+        result.planned.extend(f"would {verb} mail {m.subject!r}" for m in result.archived)
+
+
+def _plan(ledger: Ledger, result: FetchResult, retry_failed: bool) -> None:
+    for polled in result.mails:
+        if polled.outcome == "export":
+            for found in polled.found:
+                if found.kind == "attachment":
+                    line = f"would save the attached {found.file_name} for export {found.export_id}"
+                elif found.link:
+                    what = found.file_name or "the export"
+                    line = (
+                        f"would download {what} for export {found.export_id} "
+                        f"from {display_url(found.link)}"
+                    )
+                else:
+                    line = (
+                        f"would record a failure for export {found.export_id}: mail "
+                        f"{polled.label()} has no download link or attached export file"
+                    )
+                result.planned.append(line)
+        elif polled.outcome in ("ignored", "duplicate"):
+            result.planned.append(f"would leave mail {polled.label()} alone: {polled.reason}")
+    for export in ledger.due_exports(include_failed=retry_failed):
+        if export.state == "new":
+            what = export.file_name or "an export"
+            again = " again" if export.error else ""
+            result.planned.append(
+                f"would download{again} {what} for export {export.export_id} (recorded earlier)"
+            )

@@ -52,6 +52,7 @@ from exportmon.atomic import fsync_dir
 from exportmon.errors import DownloadError, LinkExpired, LinkRefused, TLSError
 from exportmon.files.names import UnsafeName, name_from_link, safe_file_name
 from exportmon.log import get_logger
+from exportmon.progress import ProgressFactory
 from exportmon.redact import redact
 from exportmon.units import format_duration, format_size
 
@@ -76,11 +77,6 @@ EXPIRED_HINT = "ask the sender to re-run the export"
 METADATA_ADDRESSES = frozenset(
     ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
 )
-
-#: ``(description, total) -> (advance, done)``: how a caller shows progress.
-#: ``exportmon.commands.console.task_advancer`` bound to a Rich progress fits.
-Advance = Callable[[int], None]
-ProgressFactory = Callable[[str, "int | None"], "tuple[Advance | None, Callable[[], None]]"]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import urllib.request
 
-import pytest
 from gem_output import GEM_ZIP, REWRITTEN
 
 from exportmon.ledger import Ledger
@@ -170,11 +169,10 @@ ca_file = "{ca}"
 """
 
 
-@pytest.mark.xfail(reason="needs fetch (issue 4)", strict=True)
 def test_fetch_heads_the_pipeline(
     tmp_path, gem_fixtures, mail_user, https_server, ftps_server, tls_ca
 ):
-    """ENABLE AT MERGE: remove the xfail mark once `exportmon fetch` exists (issue 4)."""
+    """The full shell pipeline, from a real mailbox to a real FTPS server."""
     link = https_server.add("/exports/20130923/wdc/" + GEM_ZIP, gem_fixtures / GEM_ZIP)
     mail = (gem_fixtures / "export_finished_1.eml").read_bytes()
     old_link = mail.split(b"download: ", 1)[1].split(b"\n", 1)[0].strip()

@@ -32,10 +32,10 @@ from exportmon.deliver import Destination, Outgoing, Placed, choose_target, deli
 from exportmon.deliver.ftp import FtpDestination
 from exportmon.deliver.local import LocalDestination
 from exportmon.errors import DeliveryError, ExportmonError
-from exportmon.files import ProgressFactory
 from exportmon.hooks.credentials import resolve
 from exportmon.ledger import Export, File, Ledger
 from exportmon.log import get_logger
+from exportmon.progress import ProgressFactory
 
 log = get_logger(__name__)
 

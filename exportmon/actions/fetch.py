@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
-from exportmon.download import DownloadSettings, ProgressFactory, display_url, download, export_dir
+from exportmon.download import DownloadSettings, display_url, download, export_dir
 from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
 from exportmon.mail.source import MailSource, PolledMail, open_source
+from exportmon.progress import ProgressFactory
 from exportmon.units import format_size
 
 if TYPE_CHECKING:

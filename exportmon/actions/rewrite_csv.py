@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from exportmon.actions.tracking import file_record
-from exportmon.files import ProgressFactory
 from exportmon.files.csv_rewrite import Dialect, RewriteResult, rewrite_csv
 from exportmon.ledger import Ledger
+from exportmon.progress import ProgressFactory
 
 
 def rewrite_file(

@@ -15,12 +15,12 @@ from pathlib import Path
 from exportmon.atomic import atomic_directory, sha256_file
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import CsvError, ExtractError
-from exportmon.files import ProgressFactory
 from exportmon.files.csv_rewrite import Dialect, count_rows, is_csv, rewrite_csv
 from exportmon.files.names import export_type, relative_target
 from exportmon.files.unzip import ZipLimits, extract_into, extraction_dir, is_zip
 from exportmon.ledger import Export, Ledger
 from exportmon.log import get_logger
+from exportmon.progress import ProgressFactory
 
 log = get_logger(__name__)
 

@@ -22,8 +22,8 @@ from exportmon.commands.console import progress_wanted, task_advancer, transfer_
 from exportmon.config.load import load_monitors
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, ExitCode, ExportmonError
-from exportmon.files import ProgressFactory
 from exportmon.log import get_logger
+from exportmon.progress import ProgressFactory
 
 log = get_logger(__name__)
 

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from exportmon.errors import DeliveryError
-from exportmon.files import ProgressFactory
 from exportmon.files.names import export_type, timestamped_name
+from exportmon.progress import ProgressFactory
 
 OVERWRITE_POLICIES = ("replace", "keep", "timestamp")
 #: Suffix of a file while it is being delivered (the gem's).

@@ -42,8 +42,8 @@ from exportmon.errors import (
     TLSError,
     UsageError,
 )
-from exportmon.files import ProgressFactory, start_task
 from exportmon.log import get_logger
+from exportmon.progress import ProgressFactory, start_task
 
 log = get_logger(__name__)
 

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from exportmon.atomic import atomic_copy, sha256_file
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
 from exportmon.errors import DeliveryError
-from exportmon.files import ProgressFactory, start_task
+from exportmon.progress import ProgressFactory, start_task
 
 
 class LocalDestination:

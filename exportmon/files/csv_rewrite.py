@@ -62,7 +62,7 @@ from typing import IO, Any, BinaryIO
 from exportmon.atomic import atomic_write
 from exportmon.config.schema import CsvConfig
 from exportmon.errors import ConfigError, CsvError, UsageError
-from exportmon.files import ProgressFactory, start_task
+from exportmon.progress import ProgressFactory, start_task
 
 QUOTINGS = ("minimal", "all", "nonnumeric", "none", "gem")
 #: Records handed to an engine at a time: large enough that per-batch work vanishes,

@@ -30,8 +30,8 @@ from pathlib import Path
 from exportmon.atomic import atomic_directory
 from exportmon.config.schema import ZipConfig
 from exportmon.errors import ExtractError
-from exportmon.files import Advance, ProgressFactory, start_task
 from exportmon.files.names import UnsafeName, entry_target
+from exportmon.progress import Advance, ProgressFactory, start_task
 
 #: Read and write size while extracting; memory use does not depend on entry sizes.
 BLOCK = 1024 * 1024

@@ -1,6 +1,6 @@
 """Benchmark: exportmon's CSV rewrite against a plain csv.reader → csv.writer loop.
 
-    .venv/bin/python benchmarks/csv_rewrite.py [--mb 80] [--dir /tmp]
+    .venv/bin/python bench/csv_rewrite.py [--mb 80] [--dir /tmp]
 
 Generates an export-like CSV (quoted values with commas and embedded newlines,
 empty values, numbers) of about ``--mb`` MB once, then times each variant a few

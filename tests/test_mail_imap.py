@@ -167,6 +167,32 @@ def test_wait_for_change_returns_when_a_mail_arrives(tmp_path, mail_user, ledger
         assert [p.outcome for p in source.poll(ledger)] == ["export"]
 
 
+def test_mail_that_arrived_between_poll_and_wait_is_reported(tmp_path, mail_user, ledger):
+    # Dovecot pushes only what changes during IDLE; a mail appended after the poll
+    # but before IDLE begins must still wake the waiter.
+    config = make_monitor(tmp_path, mail_user)
+    with open_source(config) as source:
+        source.poll(ledger)
+        mail_user.append(export_mail("https://x/a.zip"))
+        assert source.wait_for_change(3) is True
+        assert [p.outcome for p in source.poll(ledger)] == ["export"]
+
+
+def test_a_mail_reported_only_with_done_is_not_missed(tmp_path, mail_user, ledger):
+    config = make_monitor(tmp_path, mail_user)
+    with open_source(config) as source:
+        source.poll(ledger)
+        assert source.wait_for_change(0.2) is False
+        # Appended so late in a short wait that only DONE's answer can carry it.
+        timer = threading.Timer(0.25, mail_user.append, args=(export_mail("https://x/b.zip"),))
+        timer.start()
+        try:
+            changed = source.wait_for_change(0.4) or source.wait_for_change(3)
+        finally:
+            timer.join()
+        assert changed is True
+
+
 def test_idle_is_renewed_and_still_reports_mail(tmp_path, mail_user, ledger):
     config = make_monitor(tmp_path, mail_user)
     with ImapSource(config, idle_renew=0.2) as source:

@@ -400,6 +400,11 @@ class ImapSource(MailSource):
             return self._watch(client, deadline)
 
     def _idle(self, client: IMAPClient, deadline: float) -> bool:
+        # Dovecot pushes only changes made while IDLE runs; mail that arrived since
+        # the last command is reported with the next command's answer. So ask first,
+        # and read the answer to DONE too.
+        if _new_mail(client.noop()[1]):
+            return True
         client.idle()
         idling = True
         started = time.monotonic()
@@ -407,7 +412,8 @@ class ImapSource(MailSource):
             while True:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    return False
+                    idling = False
+                    return _new_mail(client.idle_done()[1])
                 wait = max(0.0, min(remaining, self.idle_renew - (time.monotonic() - started)))
                 asked = time.monotonic()
                 responses = client.idle_check(timeout=wait)

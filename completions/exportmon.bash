@@ -69,7 +69,7 @@ _exportmon() {
             esac
             COMPREPLY=($(compgen -W "--url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout -0 --null --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         run)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W "--once --retry-failed --no-archive --dry-run --json" -- "$cur")) ;;
         status)
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;

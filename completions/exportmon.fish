@@ -70,6 +70,11 @@ complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l timeout -r -d
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -s 0 -l null -d 'Read and write NUL-separated paths'
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -l json -d 'Write JSON Lines'
 complete -c exportmon -n '__fish_seen_subcommand_from push-ftp' -F
+complete -c exportmon -n '__fish_seen_subcommand_from run' -l once -d 'One cycle per monitor, then exit (cron, timers)'
+complete -c exportmon -n '__fish_seen_subcommand_from run' -l retry-failed -d 'Retry failed exports now, not after retry_after'
+complete -c exportmon -n '__fish_seen_subcommand_from run' -l no-archive -d 'Leave delivered mails where they are this time'
+complete -c exportmon -n '__fish_seen_subcommand_from run' -l dry-run -d 'With --once'
+complete -c exportmon -n '__fish_seen_subcommand_from run' -l json -d 'With --once'
 complete -c exportmon -n '__fish_seen_subcommand_from status' -l json -d 'JSON output'
 complete -c exportmon -n '__fish_seen_subcommand_from status' -l nagios -d 'One Nagios/Icinga plugin line'
 complete -c exportmon -n '__fish_seen_subcommand_from status' -l prometheus -d 'Prometheus text format (node_exporter textfile collector)'

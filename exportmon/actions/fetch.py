@@ -226,13 +226,15 @@ def fetch(
     archive: bool = True,
     progress: ProgressFactory | None = None,
     on_downloaded: Callable[[Export], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> FetchResult:
     """One fetch round for ``monitor``: archive, poll, download (see the module docs).
 
     ``source`` defaults to :func:`open_source` (opened and closed here; pass one
     to keep a connection across rounds, as ``run`` does). ``dry_run`` records,
     downloads and moves nothing and lists what would happen in ``planned``.
-    ``on_downloaded`` is called with each export as soon as it is downloaded.
+    ``on_downloaded`` is called with each export as soon as it is downloaded;
+    ``stop`` is asked before each download whether to leave the rest for later.
     Failures are in ``FetchResult.failures``; only a :class:`ConfigError` (such as a
     password command that fails) is raised, since nothing can be done without it.
     """
@@ -245,11 +247,16 @@ def fetch(
         try:
             result.mails = mail_source.poll(ledger, dry_run=dry_run)
         except ExportmonError as exc:
+            repeats = 1
             if not dry_run:
-                ledger.record_step_failure(FETCH_STEP, exc.one_line())
+                repeats = ledger.record_step_failure(FETCH_STEP, exc.one_line()).count
             if isinstance(exc, ConfigError):
                 raise
-            log.error("%s", exc.one_line())
+            # An outage is reported once; while it lasts, each retry is only noted.
+            if repeats == 1:
+                log.error("%s", exc.one_line())
+            else:
+                log.info("still failing (%d attempts): %s", repeats, exc.one_line())
             result.failures.append(Failure("source", exc.one_line()))
         else:
             if not dry_run and ledger.clear_step_failure(FETCH_STEP):
@@ -264,6 +271,8 @@ def fetch(
         for export in ledger.due_exports(include_failed=retry_failed):
             if export.state != "new":
                 continue
+            if stop is not None and stop():
+                break
             done = attempt(
                 monitor,
                 ledger,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import tempfile
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import TypeVar
 
 from exportmon.config.schema import MonitorConfig
@@ -39,3 +42,24 @@ def attempt(
         label = f"export {export.export_id}" if export.export_id else "export"
         log.error("%s (%s) failed at %s: %s", label, export.file_name or export.key, step, message)
         return None
+
+
+@contextlib.contextmanager
+def monitor_ledger(monitor: MonitorConfig, *, dry_run: bool = False) -> Iterator[Ledger]:
+    """The monitor's ledger, its state folder created; a dry run creates nothing.
+
+    A dry run of a monitor that never ran gets a throw-away ledger, so that
+    looking changes nothing on disk.
+    """
+    path = monitor.dirs.ledger
+    if dry_run and not path.exists():
+        with (
+            tempfile.TemporaryDirectory(prefix="exportmon-dry-run-") as scratch,
+            Ledger.open(Path(scratch) / "ledger.sqlite") as ledger,
+        ):
+            yield ledger
+        return
+    if not dry_run:
+        monitor.dirs.create()
+    with Ledger.open(path) as ledger:
+        yield ledger

@@ -63,6 +63,50 @@ def transfer_progress(enabled: bool) -> Iterator[Progress | None]:
         yield progress
 
 
+class RunDisplay:
+    """What ``run`` shows on a terminal: one status line per monitor and transfer bars."""
+
+    def __init__(self, transfers: Progress, statuses: Progress) -> None:
+        self.transfers = transfers
+        self.statuses = statuses
+        self._tasks: dict[str, TaskID] = {}
+
+    def activity(self, monitor: str, text: str) -> None:
+        """Show what ``monitor`` is doing now."""
+        description = f"{monitor}: {text}"
+        if monitor in self._tasks:
+            self.statuses.update(self._tasks[monitor], description=description)
+        else:
+            self._tasks[monitor] = self.statuses.add_task(description, total=None)
+
+
+@contextlib.contextmanager
+def run_display(enabled: bool) -> Iterator[RunDisplay | None]:
+    """A live display for ``run`` on stderr, or ``None`` when not wanted."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Group
+    from rich.live import Live
+    from rich.progress import SpinnerColumn
+
+    statuses = Progress(
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), console=stderr_console()
+    )
+    transfers = Progress(
+        TextColumn("  {task.description}", markup=False),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=stderr_console(),
+    )
+    with Live(
+        Group(statuses, transfers), console=stderr_console(), transient=True, refresh_per_second=8
+    ):
+        yield RunDisplay(transfers, statuses)
+
+
 def task_advancer(
     progress: Progress | None, description: str, total: int | None
 ) -> tuple[Callable[[int], None] | None, Callable[[], None]]:

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from exportmon.actions.fetch import FetchResult, fetch
+from exportmon.actions.steps import monitor_ledger
 from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import print_note, progress_wanted, task_advancer, transfer_progress
 from exportmon.commands.pipeio import Emitter, output_format
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExitCode, ExportmonError
-from exportmon.ledger import Export, Ledger
+from exportmon.ledger import Export
 from exportmon.lock import monitor_lock
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.local import EmlFiles
@@ -119,23 +118,6 @@ def fetch_command(
     raise typer.Exit(opts.exit_code(failed))
 
 
-@contextlib.contextmanager
-def _ledger(monitor: MonitorConfig, dry_run: bool) -> Iterator[Ledger]:
-    """The monitor's ledger; in a dry run without one, a throw-away ledger."""
-    path = monitor.dirs.ledger
-    if dry_run and not path.exists():
-        with (
-            tempfile.TemporaryDirectory(prefix="exportmon-dry-run-") as scratch,
-            Ledger.open(Path(scratch) / "ledger.sqlite") as ledger,
-        ):
-            yield ledger
-        return
-    if not dry_run:
-        monitor.dirs.create()
-    with Ledger.open(path) as ledger:
-        yield ledger
-
-
 def _fetch_monitor(
     monitor: MonitorConfig,
     emitter: Emitter,
@@ -153,7 +135,7 @@ def _fetch_monitor(
     with (
         monitor_context(monitor.name, log_dir, log_format),
         lock,
-        _ledger(monitor, dry_run) as ledger,
+        monitor_ledger(monitor, dry_run=dry_run) as ledger,
     ):
         source: MailSource | None = EmlFiles(monitor, eml) if eml else None
 

@@ -1,16 +1,185 @@
-"""`exportmon run`: Fetch, unpack, rewrite, deliver and archive: once, or watching."""
+"""`exportmon run`: fetch, unpack, rewrite, deliver and archive — once, or watching."""
 
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Annotated
+
 import typer
 
-from exportmon.commands.common import PLACEHOLDER_SETTINGS, not_built
+from exportmon.actions.run import CycleResult, RunOptions, run_once, watch
+from exportmon.commands.common import options, select_monitors
+from exportmon.commands.console import (
+    print_json,
+    print_note,
+    print_table,
+    progress_wanted,
+    run_display,
+    stdout_console,
+    task_advancer,
+)
+from exportmon.config.load import load_monitors
+from exportmon.config.schema import MonitorConfig
+from exportmon.errors import ExitCode, ExportmonError, UsageError
+from exportmon.log import get_logger, monitor_context
+from exportmon.signals import Shutdown, handle_signals
+
+log = get_logger(__name__)
+
+EPILOG = """\
+Examples:
+
+  exportmon run --once                 # every monitor, one cycle: for cron or a systemd timer
+
+  exportmon -q run --once              # the same, quiet unless something is wrong
+
+  exportmon run                        # keep watching (IMAP IDLE); Ctrl-C or SIGTERM stops
+
+  exportmon -c ~/.config/exportmon/monitors/777.toml run --once --retry-failed
+
+  exportmon run --once --json          # a JSON summary per monitor on stdout
+"""
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "run", context_settings=PLACEHOLDER_SETTINGS, epilog="Example: exportmon run --once"
-    )
-    def run_command(ctx: typer.Context) -> None:
-        """Fetch, unpack, rewrite, deliver and archive: once, or watching."""
-        not_built("run", 6)
+    app.command("run", epilog=EPILOG)(run_command)
+
+
+def run_command(
+    ctx: typer.Context,
+    once: Annotated[
+        bool, typer.Option("--once", help="One cycle per monitor, then exit (cron, timers).")
+    ] = False,
+    retry_failed: Annotated[
+        bool,
+        typer.Option("--retry-failed", help="Retry failed exports now, not after retry_after."),
+    ] = False,
+    no_archive: Annotated[
+        bool, typer.Option("--no-archive", help="Leave delivered mails where they are this time.")
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="With --once: show what would be done, change nothing."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --once: print a JSON summary per monitor.")
+    ] = False,
+) -> None:
+    """Fetch, unpack, rewrite, deliver and archive: once, or watching the mailbox.
+
+    With --once every monitor does one cycle: unfinished work from an earlier run
+    is picked up first, then new export mails are fetched and each export is
+    delivered, then the delivered mails are archived and alerts are sent.
+    Without it, exportmon keeps watching (IMAP IDLE, else every poll_interval)
+    and reconnects on its own after network errors. SIGTERM or Ctrl-C finish the
+    current file and stop; SIGHUP reloads the configs.
+    Exit codes: 0 all done, 1 something failed, 2 config error or already running.
+    """
+    opts = options(ctx)
+    if dry_run and not once:
+        raise UsageError("--dry-run goes with --once")
+    if as_json and not once:
+        raise UsageError("--json goes with --once")
+    monitors = select_monitors(ctx)
+    shutdown = Shutdown()
+    with (
+        handle_signals(shutdown),
+        run_display(progress_wanted(opts.quiet) and not as_json) as display,
+    ):
+        run_options = RunOptions(
+            retry_failed=retry_failed,
+            archive=not no_archive,
+            dry_run=dry_run,
+            progress=functools.partial(task_advancer, display.transfers) if display else None,
+            on_activity=display.activity if display else None,
+            log_format=opts.log_format,
+        )
+        if once:
+            code = _run_once(monitors, run_options, shutdown, as_json, opts.config_failed)
+        else:
+            code = _watch(ctx, monitors, run_options, shutdown)
+    raise typer.Exit(code)
+
+
+def _run_once(
+    monitors: list[MonitorConfig],
+    run_options: RunOptions,
+    shutdown: Shutdown,
+    as_json: bool,
+    config_failed: bool,
+) -> int:
+    summaries = []
+    code = ExitCode.USAGE if config_failed else ExitCode.OK
+    for monitor in monitors:
+        if shutdown.requested:
+            break
+        try:
+            result = run_once(monitor, run_options, shutdown)
+        except ExportmonError as exc:
+            with monitor_context(monitor.name, None):
+                log.error("%s", exc.one_line())
+            code = max(code, exc.exit_code)
+            summaries.append({"monitor": monitor.name, "error": exc.one_line()})
+            continue
+        if result.failed:
+            code = max(code, ExitCode.FAILED)
+        summaries.append(_summary(monitor, result))
+        for line in result.planned:
+            print_note(f"[{monitor.name}] {line}")
+    if as_json:
+        print_json(summaries)
+    elif sys.stdout.isatty() and not run_options.dry_run:
+        _print_summary(summaries)
+    if shutdown.requested:
+        return max(code, ExitCode.FAILED)
+    return code
+
+
+def _summary(monitor: MonitorConfig, result: CycleResult) -> dict[str, object]:
+    return {
+        "monitor": monitor.name,
+        **result.counts(),
+        "delivered_exports": [
+            {"export_id": e.export_id, "file": e.file_name, "files": e.files, "rows": e.rows}
+            for e in result.delivered
+        ],
+        "failures": result.failures,
+        "error": None,
+    }
+
+
+def _print_summary(summaries: list[dict[str, object]]) -> None:
+    rows = [
+        [
+            s["monitor"],
+            s.get("new_mails", ""),
+            s.get("downloaded", ""),
+            s.get("delivered", ""),
+            s.get("archived", ""),
+            s.get("failed", "") if not s.get("error") else f"error: {s['error']}",
+        ]
+        for s in summaries
+    ]
+    print_table(["monitor", "new mails", "downloaded", "delivered", "archived", "failed"], rows)
+    stdout_console().file.flush()
+
+
+def _watch(
+    ctx: typer.Context, monitors: list[MonitorConfig], run_options: RunOptions, shutdown: Shutdown
+) -> int:
+    opts = options(ctx)
+    first = [monitors]
+
+    def load() -> list[MonitorConfig]:
+        if first:
+            return first.pop()
+        reloaded, errors = load_monitors(opts.configs or None, strict=opts.strict)
+        for error in errors:
+            log.error("reload: %s", error.one_line())
+        return reloaded
+
+    outcomes = watch(load, run_options, shutdown)
+    if any(o.reason in ("locked", "config") for o in outcomes) or opts.config_failed:
+        return ExitCode.USAGE
+    return ExitCode.OK

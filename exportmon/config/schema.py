@@ -239,7 +239,7 @@ class MonitorConfig:
     unzip: bool = True
     sub_dirs: bool = False
     #: Minutes without export mails after which ``run`` stops; 0 = never.
-    exit_when_idle: int = 0
+    exit_when_idle: float = 0
     poll_interval: float | None = _duration(60.0, "seconds between polls without IDLE")
     #: A failed export is retried after this long (or with ``--retry-failed``).
     retry_after: float | None = _duration(3600.0, "wait before retrying a failed export")

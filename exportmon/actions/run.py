@@ -1,0 +1,460 @@
+"""``run``: everything a monitor does, once (cron) or watching the mailbox (a service).
+
+One *cycle* of a monitor:
+
+1. resume work an earlier process left unfinished (exports downloaded or
+   unpacked but not delivered), straight from the ledger, without downloading or
+   delivering again what is already done;
+2. fetch: archive mails whose exports are delivered, poll for new export mails,
+   download each export and take it at once through unpack (and rewrite) and
+   delivery;
+3. archive the mails this cycle delivered;
+4. raise and send alerts (failures, recoveries, missing exports, row counts);
+5. prune old downloads when ``keep_downloads`` is set.
+
+:func:`run_once` does one cycle under the monitor's lock. :func:`watch_monitor`
+repeats cycles for as long as it is asked to, waiting in between with IMAP IDLE
+(or polling), reconnecting with back-off after network errors, and stopping after
+``exit_when_idle`` minutes without export mails. :func:`watch` runs one watcher
+thread per monitor and reloads the configs on SIGHUP.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from exportmon.actions.alerts import process_alerts
+from exportmon.actions.deliver import deliver_export
+from exportmon.actions.fetch import archive_mails, download_export, fetch
+from exportmon.actions.prune import prune
+from exportmon.actions.steps import attempt, monitor_ledger
+from exportmon.actions.unzip import unpack_export
+from exportmon.config.schema import MonitorConfig
+from exportmon.errors import ConfigError, ExportmonError, LockedError
+from exportmon.hooks import credentials
+from exportmon.ledger import Export, Ledger
+from exportmon.lock import monitor_lock
+from exportmon.log import get_logger, monitor_context
+from exportmon.mail.source import MailSource, open_source
+from exportmon.progress import ProgressFactory
+from exportmon.signals import Shutdown
+from exportmon.units import format_duration
+
+log = get_logger(__name__)
+
+#: The longest single wait for new mail; bounds how long a stop request can go unseen.
+WAIT_SLICE = 5.0
+#: Back-off after a failed connection: first wait, and the longest wait.
+BACKOFF_FIRST = 1.0
+BACKOFF_MAX = 300.0
+
+#: The steps an export goes through, by the state each one starts from.
+STEPS: tuple[tuple[str, str, Callable[..., Export]], ...] = (
+    ("new", "download", download_export),
+    ("downloaded", "unpack", unpack_export),
+    ("unpacked", "deliver", deliver_export),
+)
+
+
+@dataclass
+class RunOptions:
+    """How ``run`` was asked to work."""
+
+    retry_failed: bool = False
+    archive: bool = True
+    dry_run: bool = False
+    progress: ProgressFactory | None = None
+    #: Called with a short description of what a monitor is doing (live display).
+    on_activity: Callable[[str, str], None] | None = None
+    #: Called with each export as it is delivered.
+    on_delivered: Callable[[MonitorConfig, Export], None] | None = None
+    log_format: str = "text"
+
+
+@dataclass
+class CycleResult:
+    """What one cycle of one monitor did."""
+
+    monitor: str
+    delivered: list[Export] = field(default_factory=list)
+    downloaded: int = 0
+    archived: int = 0
+    new_mails: int = 0
+    #: One line per failure (a mail, an export step, the mailbox, archiving).
+    failures: list[str] = field(default_factory=list)
+    #: The mailbox could not be read: in watch mode, reconnect.
+    source_failed: bool = False
+    alerts: int = 0
+    planned: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    @property
+    def saw_exports(self) -> bool:
+        """Whether export mails arrived or exports moved on (resets exit_when_idle)."""
+        return bool(self.new_mails or self.downloaded or self.delivered)
+
+    def counts(self) -> dict[str, Any]:
+        return {
+            "new_mails": self.new_mails,
+            "downloaded": self.downloaded,
+            "delivered": len(self.delivered),
+            "archived": self.archived,
+            "failed": len(self.failures),
+            "alerts": self.alerts,
+        }
+
+
+def advance_export(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    export: Export,
+    options: RunOptions,
+    shutdown: Shutdown | None = None,
+) -> Export | None:
+    """Take ``export`` through the steps still ahead of it; None if one failed.
+
+    Each step records its own success; a failure is recorded once by
+    :func:`~exportmon.actions.steps.attempt`. A stop request is honoured between
+    steps, never in the middle of one.
+    """
+    for state, step, work in STEPS:
+        if export.state != state:
+            continue
+        if shutdown is not None and shutdown.requested:
+            return export
+        _tell(options, monitor, f"{step} {export.file_name or export.key}")
+        current = export
+        done = attempt(
+            monitor,
+            ledger,
+            current,
+            step,
+            lambda current=current, work=work: work(
+                monitor, ledger, current, progress=options.progress
+            ),
+        )
+        if done is None:
+            return None
+        export = done
+    return export
+
+
+def run_cycle(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    source: MailSource,
+    options: RunOptions,
+    shutdown: Shutdown | None = None,
+) -> CycleResult:
+    """One cycle of ``monitor`` (see the module docs) with an open ledger and source."""
+    result = CycleResult(monitor.name)
+
+    def stopping() -> bool:
+        return shutdown is not None and shutdown.requested
+
+    def follow(export: Export) -> None:
+        if stopping():
+            return
+        finished = advance_export(monitor, ledger, export, options, shutdown)
+        if finished is None:
+            failed = ledger.export(export.id) or export
+            result.failures.append(f"export {failed.export_id}: {failed.error}")
+        elif finished.state == "delivered":
+            result.delivered.append(finished)
+            if options.on_delivered is not None:
+                options.on_delivered(monitor, finished)
+
+    if not options.dry_run:
+        for export in ledger.due_exports(include_failed=options.retry_failed):
+            if export.state in ("downloaded", "unpacked") and not stopping():
+                log.info(
+                    "resuming export %s (%s) from %s",
+                    export.export_id,
+                    export.file_name or export.key,
+                    export.state,
+                )
+                follow(export)
+
+    _tell(options, monitor, "checking for new mail")
+    fetched = fetch(
+        monitor,
+        ledger,
+        source=source,
+        dry_run=options.dry_run,
+        retry_failed=options.retry_failed,
+        archive=options.archive,
+        progress=options.progress,
+        on_downloaded=follow,
+        stop=stopping,
+    )
+    result.new_mails = sum(1 for polled in fetched.mails if polled.outcome == "export")
+    result.downloaded = len(fetched.downloaded)
+    result.archived = len(fetched.archived)
+    result.planned = fetched.planned
+    result.source_failed = any(f.stage == "source" for f in fetched.failures)
+    # A failed download is recorded by fetch; failures of later steps by follow().
+    result.failures[:0] = [f.message for f in fetched.failures]
+    if options.dry_run:
+        result.planned += [
+            f"would resume export {e.export_id} ({e.file_name or e.key}) from {e.state}"
+            for e in ledger.due_exports(include_failed=options.retry_failed)
+            if e.state in ("downloaded", "unpacked")
+        ]
+        return result
+
+    if options.archive and result.delivered and not result.source_failed:
+        _tell(options, monitor, "archiving delivered mails")
+        archive_failures: list[Any] = []
+        try:
+            archived = archive_mails(monitor, ledger, source, failures=archive_failures)
+        except ConfigError:
+            raise
+        except ExportmonError as exc:
+            log.error("%s", exc.one_line())
+            result.failures.append(exc.one_line())
+        else:
+            result.archived += len(archived)
+            result.failures += [f.message for f in archive_failures]
+
+    try:
+        result.alerts = len(process_alerts(monitor, ledger))
+    except ExportmonError as exc:
+        log.error("alerts: %s", exc.one_line())
+    if monitor.keep_downloads:
+        pruned = prune(monitor, ledger, monitor.keep_downloads, records=False)
+        if pruned.removed:
+            log.info("pruned %d old download(s)", len(pruned.removed))
+    return result
+
+
+def run_once(
+    monitor: MonitorConfig,
+    options: RunOptions,
+    shutdown: Shutdown | None = None,
+    *,
+    source: MailSource | None = None,
+) -> CycleResult:
+    """One cycle of ``monitor`` under its lock, recorded as a run in its ledger.
+
+    Raises :class:`LockedError` when another process works on the monitor, and
+    :class:`ConfigError` when a secret cannot be had.
+    """
+    dry_run = options.dry_run
+    log_dir = None if dry_run and not monitor.dirs.root.exists() else monitor.dirs.log
+    # A dry run changes nothing, so it needs no lock and may run beside a watcher.
+    lock = contextlib.nullcontext() if dry_run else monitor_lock(monitor.dirs.pids, monitor.name)
+    with (
+        monitor_context(monitor.name, log_dir, options.log_format),
+        lock,
+        monitor_ledger(monitor, dry_run=dry_run) as ledger,
+    ):
+        run_id = None if options.dry_run else ledger.start_run("run --once")
+        result = None
+        try:
+            with source if source is not None else open_source(monitor) as mail_source:
+                result = run_cycle(monitor, ledger, mail_source, options, shutdown)
+        finally:
+            if run_id is not None:
+                status = "ok" if result is not None and not result.failed else "failed"
+                if shutdown is not None and shutdown.requested:
+                    status = "interrupted"
+                ledger.finish_run(run_id, status, result.counts() if result else None)
+        _summarise(result)
+        return result
+
+
+def _summarise(result: CycleResult) -> None:
+    if result.delivered or result.failures or result.downloaded:
+        log.info(
+            "%d export(s) delivered, %d mail(s) archived, %d failure(s)",
+            len(result.delivered),
+            result.archived,
+            len(result.failures),
+        )
+
+
+def _tell(options: RunOptions, monitor: MonitorConfig, activity: str) -> None:
+    if options.on_activity is not None:
+        options.on_activity(monitor.name, activity)
+
+
+# --- watching -----------------------------------------------------------------------
+
+
+@dataclass
+class WatchOutcome:
+    """How a monitor's watcher ended."""
+
+    monitor: str
+    cycles: int = 0
+    delivered: int = 0
+    failed_cycles: int = 0
+    #: ``stopped`` (asked to), ``idle`` (exit_when_idle), ``locked``, ``config``.
+    reason: str = "stopped"
+
+
+def watch_monitor(monitor: MonitorConfig, options: RunOptions, shutdown: Shutdown) -> WatchOutcome:
+    """Watch one monitor until ``shutdown`` is requested or it has been idle too long.
+
+    Keeps one connection to the mailbox, waits for new mail with IDLE where the
+    server offers it (a cycle still runs every ``poll_interval`` in case a
+    notification was missed), and reconnects with exponential back-off (1 s to
+    5 min) when the server goes away, without ever giving up.
+    """
+    outcome = WatchOutcome(monitor.name)
+    monitor.dirs.create()
+    with monitor_context(monitor.name, monitor.dirs.log, options.log_format):
+        try:
+            with (
+                monitor_lock(monitor.dirs.pids, monitor.name),
+                Ledger.open(monitor.dirs.ledger) as ledger,
+            ):
+                run_id = ledger.start_run("run")
+                try:
+                    _watch_loop(monitor, ledger, options, shutdown, outcome)
+                finally:
+                    ledger.finish_run(
+                        run_id,
+                        "ok" if not outcome.failed_cycles else "failed",
+                        {
+                            "cycles": outcome.cycles,
+                            "delivered": outcome.delivered,
+                            "ended": outcome.reason,
+                        },
+                    )
+        except LockedError as exc:
+            log.error("%s", exc.one_line())
+            outcome.reason = "locked"
+        except ConfigError as exc:
+            log.error("%s", exc.one_line())
+            outcome.reason = "config"
+    return outcome
+
+
+def _watch_loop(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    options: RunOptions,
+    shutdown: Shutdown,
+    outcome: WatchOutcome,
+) -> None:
+    idle_limit = monitor.exit_when_idle * 60.0
+    interval = max(1.0, monitor.poll_interval or 60.0)
+    last_seen = time.monotonic()
+    backoff = BACKOFF_FIRST
+    source: MailSource | None = None
+    log.info(
+        "watching %s%s",
+        monitor.source.mailbox if monitor.source.kind in ("imap", "pop3") else monitor.source.path,
+        f"; stopping after {monitor.exit_when_idle:g} idle minute(s)" if idle_limit else "",
+    )
+    try:
+        while not shutdown.requested:
+            if source is None:
+                source = open_source(monitor)
+            result = run_cycle(monitor, ledger, source, options, shutdown)
+            outcome.cycles += 1
+            outcome.delivered += len(result.delivered)
+            outcome.failed_cycles += bool(result.failed)
+            if result.saw_exports:
+                last_seen = time.monotonic()
+            if result.source_failed:
+                source.close()
+                source = None
+                _tell(options, monitor, f"reconnecting in {format_duration(backoff)}")
+                shutdown.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
+            if idle_limit and time.monotonic() - last_seen >= idle_limit:
+                log.info("no export mails for %g minute(s): stopping", monitor.exit_when_idle)
+                outcome.reason = "idle"
+                return
+            _tell(options, monitor, "waiting for new mail")
+            deadline = time.monotonic() + interval
+            if idle_limit:
+                deadline = min(deadline, last_seen + idle_limit)
+            try:
+                while not shutdown.requested:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0 or source.wait_for_change(min(WAIT_SLICE, remaining)):
+                        break
+            except ConfigError:
+                raise
+            except ExportmonError as exc:
+                failure = ledger.record_step_failure("fetch", exc.one_line())
+                if failure.count == 1:
+                    log.error("%s", exc.one_line())
+                else:
+                    log.info("still failing (%d attempts): %s", failure.count, exc.one_line())
+                source.close()
+                source = None
+                _tell(options, monitor, f"reconnecting in {format_duration(backoff)}")
+                shutdown.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+    finally:
+        if source is not None:
+            source.close()
+
+
+def _watch_into(
+    results: dict[str, WatchOutcome],
+    monitor: MonitorConfig,
+    options: RunOptions,
+    stop: Shutdown,
+) -> None:
+    results[monitor.name] = watch_monitor(monitor, options, stop)
+
+
+def watch(
+    load: Callable[[], Sequence[MonitorConfig]],
+    options: RunOptions,
+    shutdown: Shutdown,
+) -> list[WatchOutcome]:
+    """Watch every monitor ``load`` returns, one thread each, until stopped.
+
+    On SIGHUP (``shutdown.take_reload()``) the watchers finish their current
+    file, ``load`` is called again and watching resumes with the new configs.
+    Returns when every watcher has ended (stopped, idle, or unable to start).
+    """
+    outcomes: list[WatchOutcome] = []
+    while True:
+        monitors = list(load())
+        generation = Shutdown()
+        results: dict[str, WatchOutcome] = {}
+
+        threads = [
+            threading.Thread(
+                target=_watch_into,
+                args=(results, monitor, options, generation),
+                name=f"watch-{monitor.name}",
+                daemon=True,
+            )
+            for monitor in monitors
+        ]
+        for thread in threads:
+            thread.start()
+        reload = False
+        while any(thread.is_alive() for thread in threads):
+            if shutdown.requested:
+                break
+            if shutdown.take_reload():
+                reload = True
+                break
+            shutdown.sleep(1.0)
+        generation.request()
+        for thread in threads:
+            thread.join()
+        outcomes = [results[m.name] for m in monitors if m.name in results]
+        if not reload or shutdown.requested:
+            return outcomes
+        credentials.clear_cache()
+        log.info("configuration reloaded")

@@ -89,7 +89,10 @@ _exportmon() {
             esac
             COMPREPLY=($(compgen -W "--older-than --dry-run -n --downloads-only --json" -- "$cur")) ;;
         demo)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--dir --json" -- "$cur")) ;;
         completion)
             COMPREPLY=($(compgen -W "" -- "$cur")) ;;
     esac

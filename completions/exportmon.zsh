@@ -14,7 +14,7 @@ _exportmon() {
         'status:Show every monitor and export id'
         'report:Report the exports received in a period'
         'prune:Remove downloads of exports delivered longer ago than --older-than (and files no'
-        'demo:Run fetch → unzip → rewrite → deliver on a built-in demo mailbox, with no accoun'
+        'demo:Run fetch → unzip → rewrite → deliver on a built-in mailbox, with no account'
         'completion:Print the static completion script for SHELL (the files in completions/)'
     )
     _arguments -C \
@@ -39,7 +39,7 @@ _exportmon() {
                 status) _arguments '--json[JSON output]' '--nagios[One Nagios/Icinga plugin line]' '--prometheus[Prometheus text format (node_exporter textfile collector)]' '(--output -o)'{--output,-o}'[Write to FILE (atomically replaced) instead of stdout]:path:_files' '*: :' ;;
                 report) _arguments '--since[Period ending now, e.g]:value: ' '--from[Start]:value: ' '--to[End]:value: ' '--json[JSON output]' '--csv[CSV, one row per export]' '--markdown[Markdown tables]' '--html[A self-contained HTML page with a chart]' '--mail-to[Mail the report (text + HTML) through the \ SMTP settings (repeatable)]:value: ' '*: :' ;;
                 prune) _arguments '--older-than[Age past which to remove, e.g]:value: ' '(--dry-run -n)'{--dry-run,-n}'[Show what would be removed]' '--downloads-only[Keep every ledger record]' '--json[JSON output]' '*: :' ;;
-                demo) _arguments '*: :' ;;
+                demo) _arguments '--dir[Where to put the demo (empty or new folder)]:path:_files' '--json[Print the outcome as JSON]' '*: :' ;;
                 completion) _arguments '*: :' ;;
             esac ;;
     esac

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 from rich.text import Text
 
@@ -112,7 +113,7 @@ def status_command(
     else:
         if output:
             raise UsageError("--output goes with --json, --nagios or --prometheus")
-        _print_table(statuses, now)
+        print_status_table(statuses, now)
     raise typer.Exit(options(ctx).exit_code(work_failed=False))
 
 
@@ -164,38 +165,40 @@ def _when(text: str | None, now: datetime) -> str:
     return f"{format_duration(-seconds)} ago"
 
 
-def _print_table(statuses: list[MonitorStatus], now: datetime) -> None:
-    table = Table(header_style="bold", show_lines=False)
-    for column in (
-        "monitor",
-        "export",
-        "state",
-        "reason",
-        "last success",
-        "last failure",
-        "pending",
-        "files",
-        "rows",
-        "next expected",
-    ):
-        table.add_column(column, overflow="fold")
+def print_status_table(statuses: list[MonitorStatus], now: datetime) -> None:
+    """The status table as `exportmon status` shows it.
+
+    A narrow terminal gets the columns that matter most; --json has everything.
+    """
+    wide = stdout_console().width >= 120
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    # Only the reason wraps: it carries the error; the other columns stay one line.
+    for column in ("monitor", "export", "state"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("reason", overflow="fold", ratio=1, min_width=20)
+    table.add_column("last success", no_wrap=True)
+    if wide:
+        table.add_column("last failure", no_wrap=True)
+        table.add_column("pending", no_wrap=True, justify="right")
+    table.add_column("files", no_wrap=True, justify="right")
+    table.add_column("rows", no_wrap=True, justify="right")
+    if wide:
+        table.add_column("next expected", no_wrap=True)
     for status in statuses:
         for row in status.exports:
-            failure = _when(row.last_failure, now)
-            if row.last_error and row.last_failure:
-                failure += f": {row.last_error_step or '?'}: {row.last_error}"
-            table.add_row(
+            cells: list[str | Text] = [
                 status.monitor,
                 str(row.export_id) if row.export_id is not None else "-",
                 Text(row.state, style=STATE_STYLES[row.state]),
                 Text(redact(row.reason)),
                 _when(row.last_success, now),
-                Text(redact(failure)),
-                str(row.pending),
-                str(row.files_delivered),
-                str(row.rows_delivered),
-                _when(row.next_expected, now),
-            )
+            ]
+            if wide:
+                cells += [_when(row.last_failure, now), str(row.pending)]
+            cells += [str(row.files_delivered), str(row.rows_delivered)]
+            if wide:
+                cells.append(_when(row.next_expected, now))
+            table.add_row(*cells)
         for problem in status.problems:
             if problem.scope != MONITOR_SCOPE:
                 continue
@@ -204,7 +207,7 @@ def _print_table(statuses: list[MonitorStatus], now: datetime) -> None:
                 "(monitor)",
                 Text(problem.state, style=STATE_STYLES[problem.state]),
                 Text(redact(problem.summary)),
-                *[""] * 6,
+                *[""] * (len(table.columns) - 4),
             )
     console = stdout_console()
     console.print(table)

@@ -52,7 +52,10 @@ def ftp_server(home: Path) -> Iterator[FtpAccount]:
     from pyftpdlib.ioloop import IOLoop
     from pyftpdlib.servers import FTPServer
 
-    logging.getLogger("pyftpdlib").setLevel(logging.WARNING)
+    # pyftpdlib prints its own log to stderr unless its logger has a handler.
+    ftp_log = logging.getLogger("pyftpdlib")
+    ftp_log.addHandler(logging.NullHandler())
+    ftp_log.propagate = False
     home.mkdir(parents=True, exist_ok=True)
     password = secrets.token_urlsafe(12)
     authorizer = DummyAuthorizer()
@@ -64,7 +67,7 @@ def ftp_server(home: Path) -> Iterator[FtpAccount]:
 
     def serve() -> None:
         while not stop.is_set():
-            server.serve_forever(timeout=0.1, blocking=False, handle_exit=False)
+            server.ioloop.loop(timeout=0.1, blocking=False)
 
     thread = threading.Thread(target=serve, name="demo-ftp", daemon=True)
     thread.start()

@@ -284,6 +284,15 @@ def test_a_failing_value_hook_names_its_line(tmp_path):
         rewrite_csv(source, source, Dialect(value_hook="failing_hook:check"), hook_path=tmp_path)
 
 
+def test_a_value_hook_may_return_none_or_other_types(tmp_path):
+    (tmp_path / "typed_hook.py").write_text(
+        "def typed(value):\n    return {'none': None, 'int': 7, 'float': 2.5}.get(value, value)\n"
+    )
+    data = "a,b\nnone,int\nfloat,text\n"
+    dialect = Dialect(value_hook="typed_hook:typed", quoting="gem", col_sep="|")
+    assert rewritten(tmp_path, data, dialect, hook_path=tmp_path) == b'a|b\n""|7\n2.5|text\n'
+
+
 @pytest.mark.parametrize("spec", ["no_such_module:f", "json:no_such_function", "not a spec"])
 def test_a_value_hook_that_cannot_be_loaded_is_a_config_error(tmp_path, spec):
     source = write(tmp_path / "in.csv", "a\n")

@@ -493,7 +493,7 @@ def _row_formatter(
 
     def format_row(row: list[str]) -> str:
         if hook is not None:
-            row = [_call_hook(hook, value) for value in row]
+            row = _call_hook(hook, row)
         if replacement is not None:
             row = [value.replace("\r\n", replacement).replace("\n", replacement) for value in row]
         if len(row) == 1 and not row[0]:
@@ -503,12 +503,17 @@ def _row_formatter(
     return format_row
 
 
-def _call_hook(hook: Callable[[str], Any], value: str) -> str:
+def _call_hook(hook: Callable[[str], Any], row: list[str]) -> list[str]:
+    """``hook`` applied to every value of ``row`` (``None`` becomes empty, anything else
+    text). One comprehension per row, not a function call per value: the hook is the
+    only Python call made per value."""
     try:
-        result = hook(value)
+        results = [hook(value) for value in row]
     except Exception as exc:  # the user's code: any failure is reported, not a traceback
         raise _HookFailed(f"value hook failed: {type(exc).__name__}: {exc}") from None
-    return "" if result is None else str(result)
+    if all(type(result) is str for result in results):
+        return results
+    return ["" if result is None else str(result) for result in results]
 
 
 def _field_formatter(dialect: Dialect, row_sep: str) -> Callable[[str], str]:

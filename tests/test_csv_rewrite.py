@@ -289,8 +289,22 @@ def test_a_value_hook_may_return_none_or_other_types(tmp_path):
         "def typed(value):\n    return {'none': None, 'int': 7, 'float': 2.5}.get(value, value)\n"
     )
     data = "a,b\nnone,int\nfloat,text\n"
-    dialect = Dialect(value_hook="typed_hook:typed", quoting="gem", col_sep="|")
-    assert rewritten(tmp_path, data, dialect, hook_path=tmp_path) == b'a|b\n""|7\n2.5|text\n'
+    expected = {
+        "gem": b'a|b\n""|7\n2.5|text\n',
+        "minimal": b"a|b\n|7\n2.5|text\n",
+        "all": b'"a"|"b"\n""|"7"\n"2.5"|"text"\n',
+        "nonnumeric": b'"a"|"b"\n""|7\n2.5|"text"\n',
+        "none": b"a|b\n|7\n2.5|text\n",
+    }
+    for quoting, output in expected.items():
+        dialect = Dialect(value_hook="typed_hook:typed", quoting=quoting, col_sep="|")
+        assert rewritten(tmp_path, data, dialect, hook_path=tmp_path) == output, quoting
+        with_newlines = Dialect(
+            value_hook="typed_hook:typed", quoting=quoting, replace_newlines=" "
+        )
+        assert rewritten(tmp_path, data, with_newlines, hook_path=tmp_path) == output.replace(
+            b"|", b","
+        ), quoting
 
 
 @pytest.mark.parametrize("spec", ["no_such_module:f", "json:no_such_function", "not a spec"])

@@ -285,11 +285,12 @@ class _Formatter:
             replaced = _columns_holding(frame, "\n")
             column = polars.col(replaced).str.replace_all("\r\n", self.replacement, literal=True)
             frame = frame.with_columns(column.str.replace_all("\n", self.replacement, literal=True))
-        if self.empty_as_null:
+        if self.empty_as_null and (b'""' in block.data or (replaced and self.replacement == "")):
             # Quoted empty values ("") are parsed as empty strings, not nulls, and so is
-            # a value that the replacement emptied.
-            emptied = frame.columns if b'""' in block.data else []
-            emptied = emptied or (replaced if self.replacement == "" else [])
+            # a value that the replacement emptied. Finding the columns that have some
+            # reads only the value lengths.
+            empty = frame.select((polars.all().str.len_bytes() == 0).any()).row(0)
+            emptied = [name for name, has in zip(frame.columns, empty, strict=True) if has]
             if emptied:
                 column = polars.col(emptied)
                 frame = frame.with_columns(polars.when(column != "").then(column).name.keep())

@@ -193,7 +193,10 @@ class Table:
         lines = [f"**{self.title}**", ""]
         lines.append("| " + " | ".join(h or "note" for h in self._HEADERS) + " |")
         lines.append("|" + "---|" * len(self._HEADERS))
-        lines += ["| " + " | ".join(self._cells(row)) + " |" for row in self.rows]
+        lines += [
+            "| " + " | ".join(cell.replace("|", "\\|") for cell in self._cells(row)) + " |"
+            for row in self.rows
+        ]
         lines.append("")
         if self.baseline:
             lines.append(f"Ratio: {self._ratio_words()} {self.baseline}.")

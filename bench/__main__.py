@@ -1,6 +1,6 @@
 """Run exportmon's benchmarks and print a table per benchmark.
 
-    .venv/bin/python -m bench                      # all of them (about 15 minutes)
+    .venv/bin/python -m bench                      # all of them (about 10 minutes)
     .venv/bin/python -m bench --quick              # small sizes, one round: a smoke test
     .venv/bin/python -m bench csv download         # some of them
     .venv/bin/python -m bench --markdown           # tables for the README

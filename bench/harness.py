@@ -181,10 +181,8 @@ class Table:
                     for i, (cell, width) in enumerate(zip(line, widths, strict=True))
                 ).rstrip()
             )
-        if self.baseline:
-            lines.append(f"ratio: {self._ratio_words()} {self.baseline}")
-        elif any(row.versus for row in self.rows):
-            lines.append(f"ratio: {self._ratio_words()} the row named in the note")
+        if ratio := self._ratio_sentence():
+            lines.append(f"ratio: {ratio}")
         lines += [f"note: {note}" for note in self.notes]
         lines += [f"goal {'met' if met else 'NOT met'}: {text}" for text, met in self.goals]
         return "\n".join(lines)
@@ -198,18 +196,19 @@ class Table:
             for row in self.rows
         ]
         lines.append("")
-        if self.baseline:
-            lines.append(f"Ratio: {self._ratio_words()} {self.baseline}.")
-        elif any(row.versus for row in self.rows):
-            lines.append(f"Ratio: {self._ratio_words()} the row named in the note.")
+        if ratio := self._ratio_sentence():
+            lines.append(f"Ratio: {ratio}.")
         lines += [f"{note}" for note in self.notes]
         lines += [f"- {'met' if met else '**not met**'}: {text}" for text, met in self.goals]
         return "\n".join(lines)
 
-    def _ratio_words(self) -> str:
-        if self.ratio == "cost":
-            return "seconds divided by the seconds of"
-        return "speed relative to"
+    def _ratio_sentence(self) -> str | None:
+        words = "seconds divided by the seconds of" if self.ratio == "cost" else "speed relative to"
+        if self.baseline:
+            return f"{words} {self.baseline}"
+        if any(row.versus for row in self.rows):
+            return f"{words} the row named in the note"
+        return None
 
 
 def python_tool(code: str, *args: object, env: Mapping[str, str] | None = None) -> Tool:

@@ -5,10 +5,12 @@
     .venv/bin/python -m bench csv download         # some of them
     .venv/bin/python -m bench --markdown           # tables for the README
 
-Needs the benchmark tools: ``pip install -e '.[bench]'`` (csvkit, polars) and, as root,
-``apt-get install miller unzip curl``; Dovecot for ``poll`` (as the tests). Each tool runs
-in its own process; tools take turns for ``--rounds`` rounds and the tables show the best
-and the median (the machine may be busy). Not tests: the figures depend on the machine.
+Exits 1 when a goal of issue #8 is missed (not with ``--quick``, whose sizes are too
+small for them). Needs the benchmark tools: ``pip install -e '.[bench]'`` (csvkit and
+the test tools) and, as root, ``apt-get install miller unzip curl``; Dovecot for
+``poll`` (as the tests). Each tool runs in its own process; tools take turns for
+``--rounds`` rounds and the tables show the best and the median (the machine may be
+busy). Not tests: the figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
             print(table.markdown() if options.markdown else table.text(), flush=True)
             print(flush=True)
         print(f"{name}: {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if options.quick:
+        print("--quick: sizes too small for the goals (start-up dominates); a smoke test only")
+        return 0
     missed = [text for table in tables for text, met in table.goals if not met]
     return 1 if missed else 0
 

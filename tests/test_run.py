@@ -15,6 +15,8 @@ from fetchkit import config_data, export_mail, imap_table, plain_mail, write_con
 from gem_output import GEM_ZIP
 
 from cli import run_cli
+from exportmon.actions.run import RunOptions, run_once
+from exportmon.config.load import load_monitor
 from exportmon.ledger import Ledger
 from exportmon.lock import running_pid
 
@@ -391,3 +393,47 @@ def test_keep_downloads_prunes_old_downloads_of_delivered_exports(
     assert run_cli("-c", config, "run", "--once").code == 0
     assert list(downloads.rglob("*.csv")) == []
     assert (delivered / "old.csv").read_bytes() == b"id\n1\n"
+
+
+def test_an_export_is_delivered_while_the_next_downloads_in_mail_order(
+    setup, mail_user, https_server, gem_fixtures, tmp_path
+):
+    bodies = {"a.csv": b"id\n1\n", GEM_ZIP: gem_fixtures / GEM_ZIP, "broken.zip": b"no zip"}
+    bodies["d.csv"] = b"id\n4\n"
+    for number, (name, body) in enumerate(bodies.items()):
+        mail_user.append(export_mail(https_server.add("/e/" + name, body), token=f"tok-{number}"))
+    config, delivered = setup()
+    ledger_path = tmp_path / "state-777" / "ledger.sqlite"
+    in_order: list[str | None] = []
+
+    def on_delivered(_monitor, export) -> None:
+        # Called on the worker thread. Holding it here after the first export leaves
+        # the second one "new" for ever unless it downloads beside this delivery.
+        if not in_order:
+            with Ledger.open(ledger_path) as ledger:
+                second = ledger.exports()[1]
+                wait_for(lambda: ledger.export(second.id).state != "new")
+        in_order.append(export.file_name)
+
+    result = run_once(load_monitor(config), RunOptions(on_delivered=on_delivered))
+
+    assert in_order == ["a.csv", GEM_ZIP, "d.csv"]
+    assert len(result.failures) == 1 and "broken.zip" in result.failures[0]
+    assert sorted(p.name for p in delivered.iterdir()) == sorted(["a.csv", "d.csv", *ZIP_FILES])
+    # Mails are archived once their exports are delivered; the failed one stays.
+    assert len(mail_user.list_uids("Archive")) == 3
+    (left,) = mail_user.fetch_all("INBOX").values()
+    assert b"broken.zip" in left
+    with Ledger.open(ledger_path) as ledger:
+        delivered_at = [e.delivered_at for e in ledger.exports("delivered")]
+        assert delivered_at == sorted(delivered_at)
+
+
+def test_the_delivery_worker_logs_to_the_monitor_log_file(setup, mail_user, https_server, tmp_path):
+    for name in ("a.csv", "b.csv"):
+        mail_user.append(export_mail(https_server.add(f"/e/{name}", b"id\n1\n"), token=name))
+    config, _ = setup()
+    result = run_cli("-c", config, "run", "--once")
+    assert result.code == 0, result.stderr
+    log_text = (tmp_path / "state-777" / "log" / "export_monitor.777.log").read_text()
+    assert log_text.count("Copied 1 file(s)") == 2

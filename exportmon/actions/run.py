@@ -7,8 +7,8 @@ One *cycle* of a monitor:
    delivering again what is already done;
 2. fetch: archive mails whose exports are delivered, poll for new export mails,
    download each export and take it at once through unpack (and rewrite) and
-   delivery;
-3. archive the mails this cycle delivered;
+   delivery, on a worker thread while the next export downloads;
+3. archive the mails this cycle delivered (once the worker is done with them);
 4. raise and send alerts (failures, recoveries, missing exports, row counts);
 5. prune old downloads when ``keep_downloads`` is set.
 
@@ -22,9 +22,11 @@ thread per monitor and reloads the configs on SIGHUP.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,17 +186,33 @@ def run_cycle(
                 follow(export)
 
     _tell(options, monitor, "checking for new mail")
-    fetched = fetch(
-        monitor,
-        ledger,
-        source=source,
-        dry_run=options.dry_run,
-        retry_failed=options.retry_failed,
-        archive=options.archive,
-        progress=options.progress,
-        on_downloaded=follow,
-        stop=stopping,
-    )
+    # While one export is unpacked and delivered on a worker thread, the next one
+    # downloads. The worker takes exports one at a time in download order, and the
+    # next is handed over only when the one before is finished, so exports are
+    # delivered in the same order as without the worker and at most one waits.
+    with ThreadPoolExecutor(1, thread_name_prefix=f"deliver-{monitor.name}") as worker:
+        following: list[Future[None]] = []
+
+        def hand_over(export: Export) -> None:
+            if following:
+                following.pop().result()
+            # The copied context keeps the monitor's name on the worker's log records.
+            context = contextvars.copy_context()
+            following.append(worker.submit(context.run, follow, export))
+
+        fetched = fetch(
+            monitor,
+            ledger,
+            source=source,
+            dry_run=options.dry_run,
+            retry_failed=options.retry_failed,
+            archive=options.archive,
+            progress=options.progress,
+            on_downloaded=hand_over,
+            stop=stopping,
+        )
+        if following:
+            following.pop().result()
     result.new_mails = sum(1 for polled in fetched.mails if polled.outcome == "export")
     result.downloaded = len(fetched.downloaded)
     result.archived = len(fetched.archived)

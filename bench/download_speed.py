@@ -12,28 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from bench.harness import PYTHON, REPO, Row, Table, Tool, compare, require, work_dir
+from bench.serving import web_server
 from exportmon.units import parse_size
 
 NAME = "download"
-
-_SERVER = """
-import sys, time
-from pathlib import Path
-sys.path.insert(0, sys.argv[1])
-from servers.tlsca import LocalCA
-from servers.web import WebServer
-ca = LocalCA(Path(sys.argv[2]))
-server = WebServer(ca.server)
-server.start()
-print(server.add("/export.bin", Path(sys.argv[3]), chunk_size=1024 * 1024), ca.ca_file, flush=True)
-sys.stdin.read()
-server.stop()
-"""
 
 _DRIVER = """
 import os, sys
@@ -68,17 +54,8 @@ def run(options: argparse.Namespace) -> list[Table]:
     size = parse_size(options.download_size)
     source = folder / f"export-{size}.bin"
     make_file(source, size)
-    (folder / "tls").mkdir(exist_ok=True)
-    server = subprocess.Popen(
-        [PYTHON, "-c", _SERVER, REPO / "tests", folder / "tls", source],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-    )
-    try:
-        assert server.stdout is not None
-        url, ca_file = server.stdout.readline().split()
+    with web_server(folder / "tls", {"/export.bin": source}) as server:
+        url, ca_file = f"{server['base_url']}/export.bin", server["ca_file"]
         tools = {}
         if curl := require("curl", "apt-get install curl"):
             command = [curl, "-sS", "--cacert", ca_file, "-o", folder / "curl.bin", url]
@@ -98,10 +75,6 @@ def run(options: argparse.Namespace) -> list[Table]:
                 leftover.unlink(missing_ok=True)
 
         runs = compare(tools, options.rounds, after_each=clean)
-    finally:
-        if server.stdin:
-            server.stdin.close()
-        server.wait(timeout=30)
     table = Table(
         f"HTTPS download of {size / 1e6:,.0f} MB, verified TLS, written to disk "
         f"(best of {options.rounds} alternating runs)",

@@ -1,6 +1,6 @@
 """Run exportmon's benchmarks and print a table per benchmark.
 
-    .venv/bin/python -m bench                      # all of them (about 10 minutes)
+    .venv/bin/python -m bench                      # all of them (about 15 minutes)
     .venv/bin/python -m bench --quick              # small sizes, one round: a smoke test
     .venv/bin/python -m bench csv download         # some of them
     .venv/bin/python -m bench --markdown           # tables for the README
@@ -8,9 +8,9 @@
 Exits 1 when a goal of issue #8 is missed (not with ``--quick``, whose sizes are too
 small for them). Needs the benchmark tools: ``pip install -e '.[bench]'`` (csvkit and
 the test tools) and, as root, ``apt-get install miller unzip curl``; Dovecot for
-``poll`` (as the tests). Each tool runs in its own process; tools take turns for
-``--rounds`` rounds and the tables show the best and the median (the machine may be
-busy). Not tests: the figures depend on the machine.
+``poll``, ``latency`` and ``e2e`` (as the tests). Each tool runs in its own process;
+tools take turns for ``--rounds`` rounds and the tables show the best and the median
+(the machine may be busy). Not tests: the figures depend on the machine.
 """
 
 from __future__ import annotations

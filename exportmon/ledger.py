@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exportmon.crashpoints import crash_point
 from exportmon.errors import LedgerError
 
 EXPORT_STATES = ("new", "downloaded", "unpacked", "delivered")
@@ -413,6 +414,8 @@ class Ledger:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                if commit:
+                    crash_point("ledger.commit")
                 self._db.execute("COMMIT" if commit else "ROLLBACK")
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path}: {exc}") from None

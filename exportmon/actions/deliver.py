@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from exportmon.config.schema import DeliverConfig, MonitorConfig
+from exportmon.crashpoints import crash_point
 from exportmon.deliver import Destination, Outgoing, Placed, choose_target, delivery_order
 from exportmon.deliver.ftp import FtpDestination
 from exportmon.deliver.local import LocalDestination
@@ -134,6 +135,7 @@ def deliver_one(
             file_id=file.id,
             export_row=file.export_row,
         )
+    crash_point("deliver.started")
     try:
         if keep:
             log.warning(
@@ -149,6 +151,7 @@ def deliver_one(
         if discard is not None:
             discard(target)
         raise
+    crash_point("deliver.placed")
     if ledger is not None and record is not None:
         ledger.finish_delivery(
             record.id, bytes=placed.bytes, sha256=None if placed.kept else item.sha256
@@ -252,6 +255,7 @@ def deliver_export(
     if failures:
         raise failures[0]
     export = ledger.advance_export(export.id, "delivered")
+    crash_point("export.delivered")
     if export.mail_id is not None:
         ledger.settle_mail(export.mail_id)
     return export

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
+from exportmon.crashpoints import crash_point
 from exportmon.download import DownloadSettings, display_url, download, export_dir
 from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
 from exportmon.ledger import Export, Ledger, Mail
@@ -152,6 +153,7 @@ def download_export(
         progress=progress,
         description=f"{export.export_id}: {export.file_name or 'export'}",
     )
+    crash_point("download.saved")
     log.info(
         "export %s: downloaded %s (%s)%s",
         export.export_id,
@@ -197,6 +199,7 @@ def archive_mails(
             continue
         try:
             outcome = source.archive(mail)
+            crash_point("archive.moved")
         except ExportmonError as exc:
             if isinstance(exc, (ConnectionFailed, AuthError)):
                 raise

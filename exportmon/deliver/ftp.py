@@ -33,6 +33,7 @@ with warnings.catch_warnings():
     import ftputil.error
     import ftputil.session
 
+from exportmon.crashpoints import crash_point
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
 from exportmon.errors import (
     AuthError,
@@ -293,6 +294,7 @@ class FtpDestination:
                 raise _Transient(
                     f"{temporary} has {size} bytes on the server, {item.bytes} were sent"
                 )
+            crash_point("ftp.uploaded")
             self._rename(host, temporary, final)
 
         self._with_retries(f"uploading {target}", upload)

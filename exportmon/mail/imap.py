@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from exportmon.crashpoints import crash_point
 from exportmon.download import tls_error
 from exportmon.errors import (
     ArchiveError,
@@ -299,6 +300,7 @@ class ImapSource(MailSource):
                 wanted.append((uid, size or 0))
         for batch in _size_batches(wanted):
             bodies = client.fetch(batch, [b"BODY.PEEK[]"])
+            crash_point("imap.fetched")
             for uid in batch:
                 raw = (bodies.get(uid) or {}).get(b"BODY[]")
                 if raw is None:

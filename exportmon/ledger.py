@@ -594,22 +594,29 @@ class Ledger:
             )
 
     def settle_mail(self, mail_id: int) -> str:
-        """Mark the mail ``delivered`` once every one of its exports is; return its state."""
+        """Mark the mail ``delivered`` once every one of its exports is; return its state.
+
+        :meth:`advance_export` does this itself when an export becomes delivered.
+        """
         with self._transaction() as db:
-            pending = db.execute(
-                "SELECT count(*) FROM exports WHERE mail_id = ? AND state != 'delivered'",
-                (mail_id,),
-            ).fetchone()[0]
-            total = db.execute(
-                "SELECT count(*) FROM exports WHERE mail_id = ?", (mail_id,)
-            ).fetchone()[0]
-            if total and not pending:
-                db.execute(
-                    "UPDATE mails SET state = 'delivered', updated_at = ?"
-                    " WHERE id = ? AND state = 'new'",
-                    (now(), mail_id),
-                )
+            self._settle_mail(db, mail_id)
             return str(db.execute("SELECT state FROM mails WHERE id = ?", (mail_id,)).fetchone()[0])
+
+    @staticmethod
+    def _settle_mail(db: sqlite3.Connection, mail_id: int) -> None:
+        pending = db.execute(
+            "SELECT count(*) FROM exports WHERE mail_id = ? AND state != 'delivered'",
+            (mail_id,),
+        ).fetchone()[0]
+        total = db.execute("SELECT count(*) FROM exports WHERE mail_id = ?", (mail_id,)).fetchone()[
+            0
+        ]
+        if total and not pending:
+            db.execute(
+                "UPDATE mails SET state = 'delivered', updated_at = ?"
+                " WHERE id = ? AND state = 'new'",
+                (now(), mail_id),
+            )
 
     # --- exports ---------------------------------------------------------------------
 
@@ -713,7 +720,10 @@ class Ledger:
         """Record that an export completed the step leading to ``state``.
 
         Clears any earlier error. ``fields`` sets other columns (``download_path``,
-        ``bytes``, ``sha256``, ``files``, ``rows``, ``file_name``).
+        ``bytes``, ``sha256``, ``files``, ``rows``, ``file_name``). An export becoming
+        ``delivered`` settles its mail (:meth:`settle_mail`) in the same transaction,
+        so no crash can leave a mail whose exports are all delivered unsettled, and
+        so never archived.
         """
         _check(state, EXPORT_STATES, "export")
         allowed = {"download_path", "bytes", "sha256", "files", "rows", "file_name", "link"}
@@ -750,6 +760,12 @@ class Ledger:
             db.execute(
                 f"UPDATE exports SET {', '.join(assignments)} WHERE id = ?", (*params, row_id)
             )
+            if state == "delivered":
+                mail_id = db.execute(
+                    "SELECT mail_id FROM exports WHERE id = ?", (row_id,)
+                ).fetchone()[0]
+                if mail_id is not None:
+                    self._settle_mail(db, mail_id)
         export = self.export(row_id)
         assert export is not None
         return export

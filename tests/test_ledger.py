@@ -70,6 +70,8 @@ def test_export_progresses_and_a_failure_keeps_its_progress(ledger):
         ledger.advance_export(export.id, "downloaded")
     assert ledger.settle_mail(mail.id) == "new"
     ledger.advance_export(export.id, "delivered")
+    # Settled by the same transaction: no crash can leave the mail behind.
+    assert ledger.mail(mail.id).state == "delivered"
     assert ledger.settle_mail(mail.id) == "delivered"
     ledger.set_mail_state(mail.id, "archived")
     assert ledger.mail(mail.id).archived_at is not None

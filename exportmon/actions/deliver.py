@@ -206,7 +206,7 @@ def deliver_export(
     """Deliver the files of an unpacked export to every configured destination.
 
     Once every file reached every destination the export becomes ``delivered`` and
-    its mail is settled (:meth:`Ledger.settle_mail`); one log line per destination
+    its mail is settled (:meth:`Ledger.advance_export`); one log line per destination
     says ``Copied N file(s) from '<download>' to '<destination>'``. Without a
     destination a warning is logged and the export stays ``unpacked``. Raises the
     first delivery error (others are logged); what was delivered stays recorded.
@@ -254,10 +254,9 @@ def deliver_export(
         )
     if failures:
         raise failures[0]
+    # Settles the mail too, in the same transaction.
     export = ledger.advance_export(export.id, "delivered")
     crash_point("export.delivered")
-    if export.mail_id is not None:
-        ledger.settle_mail(export.mail_id)
     return export
 
 
@@ -275,8 +274,5 @@ def settle_exports(ledger: Ledger, export_rows: set[int]) -> list[Export]:
         files = ledger.files(row)
         if not files or any(not ledger.deliveries(file_id=f.id, state="done") for f in files):
             continue
-        export = ledger.advance_export(row, "delivered")
-        if export.mail_id is not None:
-            ledger.settle_mail(export.mail_id)
-        settled.append(export)
+        settled.append(ledger.advance_export(row, "delivered"))
     return settled

@@ -346,6 +346,8 @@ class Ledger:
         self.path = path
         self._db = connection
         self._lock = threading.RLock()
+        #: Open transactions of the thread holding the lock (more than one inside atomic()).
+        self._depth = 0
 
     # --- opening -------------------------------------------------------------------
 
@@ -405,8 +407,22 @@ class Ledger:
                 db.execute(f"PRAGMA user_version = {number}")
 
     @contextlib.contextmanager
+    def atomic(self) -> Iterator[Ledger]:
+        """Make the changes made in the block one transaction: after a crash either all
+        of them are in the ledger or none is (e.g. a mail and all of its exports)."""
+        with self._transaction():
+            yield self
+
+    @contextlib.contextmanager
     def _transaction(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._depth:
+                # Inside atomic(): part of the transaction already open.
+                if not commit:
+                    raise LedgerError("a rolled-back transaction cannot be nested")
+                yield self._db
+                return
+            self._depth += 1
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -419,6 +435,8 @@ class Ledger:
                 self._db.execute("COMMIT" if commit else "ROLLBACK")
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path}: {exc}") from None
+            finally:
+                self._depth -= 1
 
     def _all(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:

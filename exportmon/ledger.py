@@ -960,6 +960,17 @@ class Ledger:
             (file_id, destination),
         )
 
+    def unfinished_delivery(self, file_id: int, destination: str) -> Delivery | None:
+        """The latest delivery of a file to a destination that did not complete: cut short
+        by a crash (``started``) or ``failed``. A retry goes to its target, so that it
+        neither delivers the file twice nor leaves a partial upload behind."""
+        return self._one(
+            Delivery,
+            "SELECT * FROM deliveries WHERE file_id = ? AND destination = ?"
+            " AND state IN ('started', 'failed') ORDER BY id DESC LIMIT 1",
+            (file_id, destination),
+        )
+
     def interrupted_deliveries(self, destination: str | None = None) -> list[Delivery]:
         """Deliveries started but never finished or failed: a crash happened mid-way."""
         if destination is None:

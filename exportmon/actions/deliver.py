@@ -9,10 +9,11 @@ moves (:meth:`Ledger.start_delivery`) and when its rename is done
 reached where:
 
 * a file already delivered to a destination is skipped;
-* a delivery cut short by a crash is checked at its recorded target: a complete
-  file there (same size, and same SHA-256 where the destination can tell) counts
-  as delivered, otherwise the file is delivered again to the *same* target, so
-  nothing is delivered twice, also with ``overwrite = "timestamp"``.
+* a delivery cut short by a crash, or one that failed, is checked at its recorded
+  target: a complete file there (same size and same SHA-256) counts as delivered,
+  otherwise the file is delivered again to the *same* target, so nothing is
+  delivered twice and no partial upload is left behind, also with
+  ``overwrite = "timestamp"``.
 
 When a file fails at a destination, the other files are still delivered there,
 unless ``deliver.order`` is set: then the files after it wait for the retry at
@@ -107,19 +108,15 @@ def deliver_one(
         if done is not None and (done.sha256 is None or done.sha256 == item.sha256):
             placed = Placed(done.target, destination.location(done.target), done.bytes or 0)
             return Delivered(item, destination.label, placed, earlier=True)
-        for started in ledger.interrupted_deliveries(destination.label):
-            if started.file_id != file.id:
-                continue
-            if destination.holds(started.target, item.bytes, item.sha256):
-                ledger.finish_delivery(started.id, bytes=item.bytes, sha256=item.sha256)
-                log.info(
-                    "%s was complete at %s after an interruption",
-                    started.target,
-                    destination.display,
-                )
-                placed = Placed(started.target, destination.location(started.target), item.bytes)
+        unfinished = ledger.unfinished_delivery(file.id, destination.label)
+        if unfinished is not None:
+            target = unfinished.target
+            if destination.holds(target, item.bytes, item.sha256):
+                ledger.finish_delivery(unfinished.id, bytes=item.bytes, sha256=item.sha256)
+                log.info("%s was complete at %s after an interruption", target, destination.display)
+                placed = Placed(target, destination.location(target), item.bytes)
                 return Delivered(item, destination.label, placed, earlier=True)
-            resumed = started
+            resumed = unfinished
     if resumed is not None:
         target = resumed.target
         keep = destination.overwrite == "keep" and destination.exists(target)

@@ -23,6 +23,7 @@ Other destinations go on either way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -238,9 +239,11 @@ def deliver_export(
             keep_order=bool(monitor.deliver.order),
         )
         if failed:
-            # The first failure is raised (and logged by the caller), later ones logged here.
+            # The first failure is raised (and logged by the caller), later ones logged
+            # here: as errors the first time, as notes while a retry still fails.
+            level = logging.INFO if export.error_step == "deliver" else logging.ERROR
             for failure in failed if failures else failed[1:]:
-                log.error("delivery to %s failed: %s", destination.display, failure.one_line())
+                log.log(level, "delivery to %s failed: %s", destination.display, failure.one_line())
             failures.extend(failed)
             continue
         log.info(

@@ -1,118 +1,122 @@
-"""Download throughput and peak memory of exportmon's downloader, next to curl.
+"""Download throughput and peak memory over HTTPS with certificate verification, next to curl.
 
-Run from the repository root:
-
-    .venv/bin/python bench/download_speed.py              # 1 GB over HTTP and HTTPS
-    .venv/bin/python bench/download_speed.py --size 200MB
-
-Serves one file of random bytes from the test suite's web server on 127.0.0.1
-(plain HTTP uses sendfile; HTTPS uses the trustme test CA), downloads it with
-``curl -o`` and with ``exportmon.download.download`` (each in its own child
-process, so peak RSS is measured per download), alternating over ``--rounds``
-rounds and keeping each tool's best (the machine may be busy), and prints
-seconds, MB/s, the exportmon/curl throughput ratio, CPU seconds and peak RSS.
-Both write to the same disk. The test server runs in this process, so on a
-2-CPU machine it takes one core and the client gets the other.
+A file of random bytes (``--download-size``, default 1 GB) is served over HTTPS by the test
+suite's web server (trustme CA, 1 MiB writes) running in a process of its own, so that it
+does not take CPU from the client's process. ``curl --cacert CA -o FILE`` and exportmon's
+:func:`~exportmon.download.download` (a small driver process: verifying TLS, SHA-256 of
+the body, fsync and rename) download it in turns; both write to the same disk. The
+machine has 2 cores: the server takes one, the client the other.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests"))
+from bench.harness import PYTHON, REPO, Row, Table, Tool, compare, require, work_dir
+from exportmon.units import parse_size
 
-from exportmon.units import parse_size  # noqa: E402
-from servers.tlsca import LocalCA  # noqa: E402
-from servers.web import WebServer  # noqa: E402
+NAME = "download"
 
-CHILD = """
-import sys
+_SERVER = """
+import sys, time
 from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from servers.tlsca import LocalCA
+from servers.web import WebServer
+ca = LocalCA(Path(sys.argv[2]))
+server = WebServer(ca.server)
+server.start()
+print(server.add("/export.bin", Path(sys.argv[3]), chunk_size=1024 * 1024), ca.ca_file, flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+_DRIVER = """
+import os, sys
+from pathlib import Path
+from exportmon import download as module
 from exportmon.download import DownloadSettings, download
-settings = DownloadSettings(ca_file=sys.argv[3] or None, allow_hosts=("127.0.0.1",), max_bytes=None)
-download(sys.argv[1], Path(sys.argv[2]), file_name="export.bin", settings=settings)
+if sys.argv[4] == "no-fsync":  # for comparison only: what durability costs
+    module.os = type("NoSync", (), {"__getattr__": lambda _, name: getattr(os, name)})()
+    module.os.fsync = module._sync_quietly = module.fsync_dir = lambda fd: None
+settings = DownloadSettings(ca_file=sys.argv[3], allow_hosts=("127.0.0.1",), max_bytes=None)
+result = download(sys.argv[1], Path(sys.argv[2]), file_name="export.bin", settings=settings)
+print(result.sha256)
 """
 
 
-#: Runs a command and reports its own peak RSS and CPU time (a forked child would
-#: otherwise inherit this process's high-water mark).
-MEASURE = """
-import os, resource, subprocess, sys, time
-started = time.perf_counter()
-subprocess.run(sys.argv[1:], check=True)
-usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-print(time.perf_counter() - started, usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime)
-"""
-
-
-def timed(command: list[str]) -> tuple[float, int, float]:
-    """Wall seconds, peak RSS (bytes) and CPU seconds of ``command``."""
-    output = subprocess.run(
-        [sys.executable, "-c", MEASURE, *command], check=True, capture_output=True, text=True
-    ).stdout.split()
-    return float(output[0]), int(output[1]), float(output[2])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--download-size", default="1GB", help="file size (default 1GB)")
 
 
 def make_file(path: Path, size: int) -> None:
+    if path.exists() and path.stat().st_size == size:
+        return
     block = os.urandom(4 * 1024 * 1024)
     with open(path, "wb") as handle:
         written = 0
         while written < size:
-            handle.write(block[: min(len(block), size - written)])
-            written += min(len(block), size - written)
+            written += handle.write(block[: min(len(block), size - written)])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", default="1GB")
-    parser.add_argument("--rounds", type=int, default=3, help="best of this many, alternating")
-    args = parser.parse_args()
-    size = parse_size(args.size)
-    work = Path(tempfile.mkdtemp(prefix="exportmon-speed-"))
+def run(options: argparse.Namespace) -> list[Table]:
+    folder = work_dir(options, "download")
+    size = parse_size(options.download_size)
+    source = folder / f"export-{size}.bin"
+    make_file(source, size)
+    (folder / "tls").mkdir(exist_ok=True)
+    server = subprocess.Popen(
+        [PYTHON, "-c", _SERVER, REPO / "tests", folder / "tls", source],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
     try:
-        source = work / "export.bin"
-        make_file(source, size)
-        (work / "tls").mkdir()
-        ca = LocalCA(work / "tls")
-        print(f"{'':18}{'seconds':>9}{'MB/s':>8}{'vs curl':>9}{'CPU s':>8}{'peak RSS':>10}")
-        for scheme, server in (("http", WebServer()), ("https", WebServer(ca.server))):
-            server.start()
-            try:
-                url = server.add("/export.bin", source)
-                ca_file = str(ca.ca_file) if scheme == "https" else ""
-                curl = ["curl", "-sS", "-o", str(work / "curl.bin"), url]
-                if ca_file:
-                    curl[2:2] = ["--cacert", ca_file]
-                commands = {
-                    "curl": curl,
-                    "exportmon": [sys.executable, "-c", CHILD, url, str(work / "x"), ca_file],
-                }
-                best: dict[str, tuple[float, int, float]] = {}
-                for _ in range(args.rounds):  # alternate, keep the best: the box may be busy
-                    for tool, command in commands.items():
-                        figures = timed(command)
-                        if tool not in best or figures[0] < best[tool][0]:
-                            best[tool] = figures
-                        for leftover in (work / "curl.bin", work / "x" / "export.bin"):
-                            leftover.unlink(missing_ok=True)
-                for tool, (seconds, peak, cpu) in best.items():
-                    ratio = best["curl"][0] / seconds
-                    print(
-                        f"{scheme + ' ' + tool:18}{seconds:>9.2f}{size / seconds / 1e6:>8.0f}"
-                        f"{ratio:>8.2f}x{cpu:>8.2f}{peak / 1e6:>8.0f}MB"
-                    )
-            finally:
-                server.stop()
+        assert server.stdout is not None
+        url, ca_file = server.stdout.readline().split()
+        tools = {}
+        if curl := require("curl", "apt-get install curl"):
+            command = [curl, "-sS", "--cacert", ca_file, "-o", folder / "curl.bin", url]
+            tools["curl --cacert -o"] = Tool(command)
+            tools["curl, then sync FILE"] = Tool(
+                ["sh", "-c", '"$@" && sync "$0"', folder / "curl.bin", *command]
+            )
+        for name, mode in (("exportmon download", "fsync"), ("exportmon, fsync off", "no-fsync")):
+            tools[name] = Tool(
+                [PYTHON, "-c", _DRIVER, url, folder / "exportmon", ca_file, mode],
+                stdout=folder / "exportmon.sha256",
+                env={"PYTHONPATH": str(REPO)},
+            )
+
+        def clean(_: str) -> None:
+            for leftover in (folder / "curl.bin", folder / "exportmon" / "export.bin"):
+                leftover.unlink(missing_ok=True)
+
+        runs = compare(tools, options.rounds, after_each=clean)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    main()
+        if server.stdin:
+            server.stdin.close()
+        server.wait(timeout=30)
+    table = Table(
+        f"HTTPS download of {size / 1e6:,.0f} MB, verified TLS, written to disk "
+        f"(best of {options.rounds} alternating runs)",
+        [Row(name, tool_runs, size) for name, tool_runs in runs.items()],
+        baseline="curl --cacert -o" if "curl --cacert -o" in tools else None,
+        notes=[
+            "exportmon also hashes (SHA-256) and fsyncs what it downloads; curl does not. "
+            "'curl, then sync FILE' and 'exportmon, fsync off' (comparison only) show what "
+            "durability costs on this disk",
+        ],
+    )
+    row = table.row("exportmon download")
+    if table.baseline:
+        ratio = table.ratio_of("exportmon download")
+        table.goal(f"exportmon >= 0.8x curl ({ratio:.2f}x)", ratio >= 0.8)
+    table.goal(f"exportmon peak RSS < 100 MB ({row.peak_rss / 1e6:.0f} MB)", row.peak_rss < 100e6)
+    print(f"  served from {url}", file=sys.stderr)
+    return [table]

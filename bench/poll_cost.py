@@ -1,31 +1,27 @@
-"""What a no-new-mail IMAP poll costs with 10 and with 20,000 old mails in the mailbox.
+"""What a no-new-mail IMAP poll costs with 100 and with 50,000 old mails in the mailbox.
 
-Run as root (Dovecot drops to nobody), from the repository root:
+Runs as root (Dovecot drops to nobody). It starts the test suite's real Dovecot (IMAPS)
+on 127.0.0.1, fills two accounts with old mails (``--small``, default 100, and
+``--big``, default 50,000; half of them ITRP export mails for an export id that is not
+monitored, so the server-side search matches them, half ordinary mails), runs a first
+fetch on each (which reads them all once and records them), and then measures:
 
-    .venv/bin/python bench/poll_cost.py            # 10 vs 20,000 mails
-    .venv/bin/python bench/poll_cost.py --big 100000
+* ``poll``: the library call ``fetch(monitor, ledger)`` with nothing new (connect, log
+  in, EXAMINE, archive check, due-export check, logout), ``--polls`` times;
+* ``one new``: the same with one new (unmonitored) export mail each time (appended
+  before the clock starts), which adds one ``UID SEARCH`` limited to UIDs above the last
+  one seen and the reading of that mail;
+* ``exportmon fetch``: ``exportmon -c <config> fetch`` as a child process (mostly Python
+  start-up and imports), with its peak RSS;
+* ``first fetch``: reading the whole mailbox once (expected to grow with it).
 
-It starts the test suite's real Dovecot (IMAPS) on 127.0.0.1, fills two accounts
-with old mails (half of them ITRP export mails for an export id that is not
-monitored, so the server-side search matches them; half ordinary mails), runs a
-first fetch on each (which reads them all once and records them), and then times:
-
-* ``poll``: the library call ``fetch(monitor, ledger)`` with nothing new (connect,
-  log in, EXAMINE, archive check, due-export check, logout), median of N runs;
-* ``one new``: the same with one new (unmonitored) export mail each time, which
-  adds one ``UID SEARCH`` limited to UIDs above the last one seen;
-* ``cli``: ``exportmon -c <config> fetch`` as a child process, median of N runs
-  (mostly Python start-up and imports).
-
-It prints the figures and the ratio big/small for each.
+The ratio of each big-mailbox row is taken against the same row for the small one.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,14 +30,17 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.harness import PYTHON, REPO, Row, Run, Table, Tool, compare
+
 sys.path.insert(0, str(REPO / "tests"))
 
-from exportmon.actions.fetch import fetch  # noqa: E402
-from exportmon.config.load import load_monitor  # noqa: E402
-from exportmon.ledger import Ledger  # noqa: E402
-from servers.dovecot import DovecotServer, MailUser  # noqa: E402
-from servers.tlsca import LocalCA  # noqa: E402
+from exportmon.actions.fetch import fetch
+from exportmon.config.load import load_monitor
+from exportmon.ledger import Ledger
+from servers.dovecot import DovecotServer, MailUser
+from servers.tlsca import LocalCA
+
+NAME = "poll"
 
 
 def old_mail(number: int) -> bytes:
@@ -74,16 +73,20 @@ def write_config(directory: Path, user: MailUser, name: str) -> Path:
     return path
 
 
-def median_seconds(action: Callable[[], object], runs: int) -> float:
+def timed(
+    action: Callable[[], object], runs: int, prepare: Callable[[], object] = list
+) -> list[Run]:
+    """``action`` timed ``runs`` times, each after an untimed ``prepare``."""
     times = []
     for _ in range(runs):
+        prepare()
         started = time.perf_counter()
         action()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+        times.append(Run(time.perf_counter() - started, 0, 0.0))
+    return times
 
 
-def measure(user: MailUser, config_path: Path, runs: int) -> dict[str, float]:
+def measure(user: MailUser, config_path: Path, options: argparse.Namespace) -> dict[str, list[Run]]:
     monitor = load_monitor(config_path)
     monitor.dirs.create()
     with Ledger.open(monitor.dirs.ledger) as ledger:
@@ -97,27 +100,31 @@ def measure(user: MailUser, config_path: Path, runs: int) -> dict[str, float]:
             assert not result.mails and not result.failed
 
         def poll_one_new() -> None:
-            user.append(old_mail(1))
             result = fetch(monitor, ledger)
             assert len(result.mails) == 1 and not result.failed
 
         figures = {
-            "first": first_seconds,
-            "poll": median_seconds(poll, runs),
-            "one new": median_seconds(poll_one_new, runs),
+            "first fetch (reads all)": [Run(first_seconds, 0, 0.0)],
+            "no-new-mail poll (library)": timed(poll, options.polls),
+            "poll with one new mail": timed(
+                poll_one_new, options.polls, lambda: user.append(old_mail(1))
+            ),
         }
-    command = [sys.executable, "-m", "exportmon", "-q", "-c", str(config_path), "fetch"]
-    figures["cli"] = median_seconds(lambda: subprocess.run(command, check=True), max(3, runs // 4))
+    command = [PYTHON, "-m", "exportmon", "-q", "-c", config_path, "fetch"]
+    cli = Tool(command, env={"PYTHONPATH": str(REPO)})
+    figures["exportmon fetch (process)"] = compare(
+        {"cli": cli}, max(3, options.polls // 4), progress=False
+    )["cli"]
     return figures
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", type=int, default=10)
-    parser.add_argument("--big", type=int, default=20_000)
-    parser.add_argument("--runs", type=int, default=20)
-    args = parser.parse_args()
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--small", type=int, default=100, help="mails in the small mailbox")
+    parser.add_argument("--big", type=int, default=50_000, help="mails in the big mailbox")
+    parser.add_argument("--polls", type=int, default=20, help="polls measured per mailbox")
 
+
+def run(options: argparse.Namespace) -> list[Table]:
     workdir = Path(tempfile.mkdtemp(prefix="exportmon-bench-"))
     workdir.chmod(0o755)
     (workdir / "tls").mkdir(mode=0o755)
@@ -126,27 +133,39 @@ def main() -> None:
     server.start()
     try:
         results = {}
-        for label, count in (("small", args.small), ("big", args.big)):
+        for label, count in (("small", options.small), ("big", options.big)):
             user = server.add_user()
+            started = time.perf_counter()
             user.bulk_append(old_mail(n) for n in range(count))
+            print(
+                f"  {count} mails appended in {time.perf_counter() - started:.1f} s",
+                file=sys.stderr,
+            )
             config = write_config(workdir, user, label)
-            results[label] = measure(user, config, args.runs)
-            print(f"{label}: {count} mails in the mailbox", file=sys.stderr)
+            results[label] = measure(user, config, options)
     finally:
         server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    small, big = results["small"], results["big"]
-    print(f"{'':28}{args.small:>12,} mails{args.big:>12,} mails{'ratio':>9}")
-    for key, label in (
-        ("poll", "no-new-mail poll (library)"),
-        ("one new", "poll with one new mail"),
-        ("cli", "exportmon fetch (process)"),
-        ("first", "first fetch (reads all)"),
-    ):
-        ratio = big[key] / small[key]
-        print(f"{label:28}{small[key] * 1000:>15.1f} ms{big[key] * 1000:>15.1f} ms{ratio:>8.2f}x")
+    table = Table(
+        f"IMAPS poll cost, {options.small:,} vs {options.big:,} mails in the mailbox "
+        f"(median of {options.polls} polls; process rows best/median of several)",
+        [],
+        ratio="cost",
+    )
+    for key in results["small"]:
+        small = f"{key}, {options.small:,} mails"
+        table.rows.append(Row(small, results["small"][key]))
+        table.rows.append(Row(f"{key}, {options.big:,} mails", results["big"][key], versus=small))
+        table.rows[-1].note = f"vs {options.small:,} mails"
+    for key in ("no-new-mail poll (library)", "exportmon fetch (process)"):
+        big = f"{key}, {options.big:,} mails"
+        ratio = median_ratio(table, big)
+        table.goal(f"{big} costs <= 1.5x the small mailbox (median {ratio:.2f}x)", ratio <= 1.5)
+    return [table]
 
 
-if __name__ == "__main__":
-    main()
+def median_ratio(table: Table, tool: str) -> float:
+    row = table.row(tool)
+    assert row.versus is not None
+    return row.median / table.row(row.versus).median

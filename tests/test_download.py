@@ -62,6 +62,8 @@ def test_a_broken_connection_is_resumed_with_a_range_request(
     assert result.path.read_bytes() == body
     assert result.resumed and result.attempts == 2
     assert [r.range for r in https_server.requests_for("/x.zip")] == [None, "bytes=1000000-"]
+    # Hashing runs beside the network reads: what a retry resumes from was hashed whole.
+    assert result.sha256 == hashlib.sha256(body).hexdigest()
 
 
 def test_a_reset_connection_is_resumed_too(https_server, settings, body, tmp_path):
@@ -357,3 +359,20 @@ def test_each_export_gets_its_own_folder(tmp_path):
     hostile = export_dir(tmp_path, 5, "../../etc", "k", None)
     assert hostile.parent == tmp_path / "5" and hostile.name not in ("..", ".")
     assert isinstance(hostile, Path)
+
+
+def test_a_failed_write_in_the_background_is_a_download_error(tmp_path):
+    from exportmon.download import _BackgroundWriter
+
+    part = tmp_path / "x.part"
+    part.write_bytes(b"")
+    fd = os.open(part, os.O_RDONLY)  # writing to it fails (EBADF)
+    try:
+        with pytest.raises(DownloadError, match="cannot write"):  # noqa: SIM117
+            with _BackgroundWriter(fd, hashlib.sha256(), part) as writer:
+                for _ in range(5):
+                    view = writer.free_buffer()
+                    view[:3] = b"abc"
+                    writer.write(view[:3])
+    finally:
+        os.close(fd)

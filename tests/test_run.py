@@ -353,3 +353,41 @@ def test_unrelated_mail_is_not_touched_while_watching(
     assert mail_user.flags("INBOX") and all(
         b"\\Seen" not in f for f in mail_user.flags("INBOX").values()
     )
+
+
+def test_an_alert_mail_in_the_monitored_mailbox_is_never_processed(
+    setup, mail_user, https_server, smtp_server, tls_ca
+):
+    # Alerts often go to the same mailbox the monitor reads.
+    mail_user.append(export_mail(https_server.url("/e/missing.csv"), token="tok-missing"))
+    alerts = {
+        "smtp_url": f"smtp://127.0.0.1:{smtp_server.port}",
+        "smtp_user": smtp_server.user,
+        "smtp_password_env": "SMTP_PASS",
+        "smtp_ca_file": str(tls_ca.ca_file),
+        "from": "exportmon@example.com",
+        "to": [f"{mail_user.name}@example.com"],
+    }
+    config, _ = setup(alerts=alerts)
+    env = {"SMTP_PASS": smtp_server.password}
+    assert run_cli("-c", config, "run", "--once", env=env).code == 1
+    (alert,) = smtp_server.wait_for_messages(1)
+    mail_user.append(alert.data)
+    again = run_cli("-c", config, "run", "--once", env=env)
+    assert again.code == 0, again.stderr
+    assert len(mail_user.list_uids("INBOX")) == 2 and "Archive" not in mail_user.mailboxes()
+    assert len(smtp_server.messages) == 1
+
+
+def test_keep_downloads_prunes_old_downloads_of_delivered_exports(
+    setup, mail_user, https_server, tmp_path
+):
+    mail_user.append(export_mail(https_server.add("/e/old.csv", b"id\n1\n"), token="tok-old"))
+    config, delivered = setup(keep_downloads="1s")
+    assert run_cli("-c", config, "run", "--once").code == 0
+    downloads = tmp_path / "state-777" / "downloads"
+    assert [p.name for p in downloads.rglob("*.csv")] == ["old.csv"]
+    time.sleep(1.5)
+    assert run_cli("-c", config, "run", "--once").code == 0
+    assert list(downloads.rglob("*.csv")) == []
+    assert (delivered / "old.csv").read_bytes() == b"id\n1\n"

@@ -30,13 +30,12 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
 from exportmon.files.names import EXPORT_SUFFIXES, UnsafeName, name_from_link, safe_file_name
+from exportmon.hooks.alerts import ALERT_HEADER
 from exportmon.ledger import to_text
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig, RecognizerConfig
 
-#: The header that marks exportmon's own alert mails (set by the alerts module).
-ALERT_HEADER = "X-Exportmon-Alert"
 ITRP_ID_HEADER = "X-ITRP-ExportID"
 ITRP_TOKEN_HEADER = "X-ITRP-Export"
 #: Only this much of a text part is searched for a link.

@@ -1,0 +1,1 @@
+"""exportmon's benchmarks: ``python -m bench`` (see ``bench/__main__.py`` and the README)."""

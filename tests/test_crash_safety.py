@@ -1,5 +1,10 @@
-"""Crash safety: exportmon killed (SIGKILL) at named crash points, then restarted, loses
-nothing and does nothing twice."""
+"""Crash safety: `exportmon run --once` killed (SIGKILL) at random moments and at named
+crash points, then restarted, delivers every export exactly once.
+
+The quick version of the full-size run (``python -m tests.stress crash --runs 200
+--mails 36``; the world and its invariants are described in tests/stress/crash.py),
+plus one test for each moment at which a kill once did harm.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +13,57 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from fetchkit import config_data, export_mail, imap_table, write_config
+from stress.crash import CrashWorld, Figures, crash_loop
 
 from cli import run_cli
 from exportmon.crashpoints import ENVIRONMENT
 from exportmon.ledger import Ledger
+
+
+@pytest.fixture
+def world(tmp_path, mail_user, https_server, ftps_server, tls_ca):
+    return CrashWorld(tmp_path / "world", mail_user, https_server, ftps_server, tls_ca, seed=7)
+
+
+@pytest.mark.slow
+def test_killed_runs_deliver_every_export_exactly_once(world):
+    figures = crash_loop(world, kills=20, mails=8, seed=7, report=print)
+    print(figures.table())
+    print(figures.details())
+    assert figures.problems == []
+    assert figures.kills >= 20 and figures.mails >= 8
+    assert figures.lost == figures.duplicated == figures.partial == 0
+    assert figures.archived == figures.export_mails
+
+
+def killed_then_finished(world: CrashWorld, kill_at: str, mails: int = 1) -> Figures:
+    """Append ``mails`` mails, run once killed at ``kill_at``, run again to the end."""
+    world.add_mails(mails)
+    killed = world.run(kill_at=kill_at)
+    assert killed.killed == "point", killed.log
+    finished = world.run()
+    assert finished.code == 0, finished.log
+    figures = Figures()
+    assert world.check(figures, final=True) == []
+    return figures
+
+
+def test_a_kill_right_after_the_last_delivery_still_archives_the_mail(world):
+    # The export was recorded delivered, its mail not yet: it stayed "new" for ever.
+    killed_then_finished(world, "export.delivered")
+    with Ledger.open(world.state / "ledger.sqlite") as ledger:
+        assert [m.state for m in ledger.mails()] == ["archived"]
+
+
+def test_a_kill_right_after_the_archive_move_records_the_mail_archived(world):
+    # The mail was gone from the inbox, so it was recorded as "kept", not "archived".
+    killed_then_finished(world, "archive.moved")
+    with Ledger.open(world.state / "ledger.sqlite") as ledger:
+        assert [m.state for m in ledger.mails()] == ["archived"]
+    assert "already in Archive (moved before an interruption)" in world.run_logs()[-1]
+
 
 POLL = """
 import sys

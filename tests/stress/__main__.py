@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 # The suites import the test helpers (fetchkit, servers) as pytest does: from tests/.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+# Said by aiosmtpd, the test SMTP server, on every AUTH; pytest hides it too.
+warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
 
 
 def main() -> int:

@@ -61,7 +61,7 @@ def test_an_upload_cut_by_a_server_stop_is_finished_under_the_same_name(
         stderr=subprocess.PIPE,
     )
     folder = ftps_server.home / "in"
-    wait_for(lambda: any(p.stat().st_size for p in folder.glob("*.in_progress")), timeout=30)
+    wait_for(lambda: faults.uploading(folder), timeout=30)
     ftps_server.stop()
     _, err = first.communicate(timeout=60)
     assert first.returncode == 1, err.decode()

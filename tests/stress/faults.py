@@ -269,18 +269,8 @@ def _csv(size: int, seed: int) -> bytes:
 def imap_server_restarted(world: FaultWorld) -> FaultResult:
     """Dovecot stopped while an export is delivered (its mail cannot be archived), and
     started again a few seconds later."""
-    result = FaultResult("IMAP server stopped and restarted while watching")
-    world.ftps.slow_uploads(100_000)
-    world.watch()
-    name = world.add_export(300_000)
-    wait_for(lambda: list((world.ftps.home / "in").glob("*.in_progress")), timeout=30)
-    world.dovecot.stop()
-    time.sleep(4.0)
-    world.ftps.slow_uploads(None)
-    world.dovecot.start()
-    result.recovered = world.wait_delivered()
-    del name
-    return result
+    scenario = "IMAP server stopped and restarted while watching"
+    return _stopped_mid_upload(world, scenario, world.dovecot, 300_000)
 
 
 def fetch_connection_dropped(world: FaultWorld) -> FaultResult:
@@ -312,30 +302,40 @@ def idle_connection_dropped(world: FaultWorld) -> FaultResult:
 
 def ftp_server_restarted(world: FaultWorld) -> FaultResult:
     """The FTPS server stops in the middle of an upload and comes back a few seconds later."""
-    result = FaultResult("FTPS server stopped mid-upload and restarted")
+    return _stopped_mid_upload(world, "FTPS server stopped mid-upload and restarted", world.ftps)
+
+
+def _stopped_mid_upload(
+    world: FaultWorld, scenario: str, server: Any, size: int = 400_000
+) -> FaultResult:
+    """``server`` stopped for 4 s while an export of ``size`` bytes is uploaded (slowly)."""
+    result = FaultResult(scenario)
     world.ftps.slow_uploads(100_000)
     world.watch()
-    world.add_export(400_000)
-    folder = world.ftps.home / "in"
-    wait_for(lambda: any(p.stat().st_size for p in folder.glob("*.in_progress")), timeout=30)
-    world.ftps.stop()
+    world.add_export(size)
+    wait_for(lambda: uploading(world.ftps.home / "in"), timeout=30)
+    server.stop()
     time.sleep(4.0)
     world.ftps.slow_uploads(None)
-    world.ftps.start()
+    server.start()
     result.recovered = world.wait_delivered()
     return result
+
+
+def uploading(folder: Path) -> bool:
+    """Whether an upload into ``folder`` has begun and not yet been renamed into place."""
+    for path in folder.glob("*.in_progress"):
+        try:
+            if path.stat().st_size:
+                return True
+        except FileNotFoundError:  # renamed in the meantime
+            pass
+    return False
 
 
 def https_stalls(world: FaultWorld) -> FaultResult:
     """The export server sends the headers, then nothing, until it is fixed."""
-    result = FaultResult("HTTPS server stalls")
-    world.watch()
-    name = world.add_export(100_000, stall=True, stall_after=10_000)
-    wait_for(lambda: world.lines("ERROR"), timeout=60)
-    time.sleep(3.0)
-    world.fix_route(name)
-    result.recovered = world.wait_delivered()
-    return result
+    return _broken_until_fixed(world, "HTTPS server stalls", stall=True, stall_after=10_000)
 
 
 def https_resets(world: FaultWorld) -> FaultResult:
@@ -349,9 +349,17 @@ def https_resets(world: FaultWorld) -> FaultResult:
 
 def https_short_body(world: FaultWorld) -> FaultResult:
     """The export server promises more bytes than it sends, until it is fixed."""
-    result = FaultResult("HTTPS server sends fewer bytes than promised")
+    return _broken_until_fixed(
+        world, "HTTPS server sends fewer bytes than promised", wrong_length=150_000
+    )
+
+
+def _broken_until_fixed(world: FaultWorld, scenario: str, **route: Any) -> FaultResult:
+    """An export served broken (``route`` as for ``WebServer.add``) until the download has
+    failed and a retry or two went by, then served plainly."""
+    result = FaultResult(scenario)
     world.watch()
-    name = world.add_export(100_000, wrong_length=150_000)
+    name = world.add_export(100_000, **route)
     wait_for(lambda: world.lines("ERROR"), timeout=60)
     time.sleep(3.0)
     world.fix_route(name)

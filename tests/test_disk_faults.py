@@ -180,6 +180,14 @@ def final_files(folder: Path) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
 
 
+def failing_run(config: Path, disk: SmallDisk) -> str:
+    """A `run --once` meeting the fault: exit code 1 and exactly one ERROR line (returned)."""
+    result = run_cli("-c", config, "run", "--once", env=disk.env())
+    assert result.code == 1, result.stderr
+    (line,) = errors(result)
+    return line
+
+
 def retried(config: Path, **kwargs) -> CliResult:
     """The next `run --once` after retry_after (1 s) has passed: the automatic retry."""
     time.sleep(1.2)
@@ -192,9 +200,7 @@ def test_disk_full_while_downloading(tmp_path, mail_user, https_server, monitor_
     data = body(3_000_000)
     mail_export(mail_user, https_server, "big.csv", data)
     disk = small_disk(tmp_path / "state" / "downloads", "1m")
-    full = run_cli("-c", config, "run", "--once", env=disk.env())
-    assert full.code == 1
-    (line,) = errors(full)
+    line = failing_run(config, disk)
     assert re.search(r"failed at download: disk full while writing .*big\.csv\.part", line)
     assert "free some space in" in line
     assert not out.exists() and len(mail_user.list_uids("INBOX")) == 1
@@ -211,9 +217,7 @@ def test_disk_full_while_rewriting(tmp_path, mail_user, https_server, monitor_fo
     data = body(1_200_000)
     mail_export(mail_user, https_server, "wide.csv", data)
     disk = small_disk(tmp_path / "state" / "downloads", "2m")
-    full = run_cli("-c", config, "run", "--once", env=disk.env())
-    assert full.code == 1
-    (line,) = errors(full)
+    line = failing_run(config, disk)
     assert "failed at unpack: cannot rewrite" in line
     assert "No space left on device" in line
     assert not out.exists()
@@ -232,9 +236,7 @@ def test_disk_full_at_the_destination(tmp_path, mail_user, https_server, monitor
     config = monitor_for(out)
     data = body(1_500_000)
     mail_export(mail_user, https_server, "large.csv", data)
-    full = run_cli("-c", config, "run", "--once", env=disk.env())
-    assert full.code == 1
-    (line,) = errors(full)
+    line = failing_run(config, disk)
     assert "failed at deliver: cannot copy" in line and "No space left on device" in line
     assert final_files(out) == []  # no partial file, not even the .in_progress one
     assert len(mail_user.list_uids("INBOX")) == 1
@@ -253,9 +255,7 @@ def test_read_only_destination(tmp_path, mail_user, https_server, monitor_for, s
     config = monitor_for(out, sub_dirs=True)
     data = body(50_000)
     mail_export(mail_user, https_server, "777-1-people.csv", data)
-    refused = run_cli("-c", config, "run", "--once", env=disk.env())
-    assert refused.code == 1
-    (line,) = errors(refused)
+    line = failing_run(config, disk)
     assert "failed at deliver" in line and "Read-only file system" in line
     assert len(mail_user.list_uids("INBOX")) == 1
     disk.writable()
@@ -297,9 +297,7 @@ def test_disk_full_while_saving_an_attachment(tmp_path, mail_user, monitor_for, 
     data = body(1_500_000)
     mail_user.append(export_mail(None, token="tok-att", attachments=[("777-1-cis.csv", data)]))
     disk = small_disk(tmp_path / "state" / "downloads", "1m")
-    full = run_cli("-c", config, "run", "--once", env=disk.env())
-    assert full.code == 1
-    (line,) = errors(full)
+    line = failing_run(config, disk)
     assert "cannot save attachment 777-1-cis.csv" in line
     assert "No space left on device" in line
     assert [p for p in disk.path.rglob("*") if p.is_file()] == []

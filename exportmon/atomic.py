@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from exportmon.crashpoints import crash_point
+
 #: Copy buffer size; large enough that syscalls do not dominate.
 COPY_BUFFER = 1024 * 1024
 
@@ -46,6 +48,7 @@ def atomic_write(final: Path, *, suffix: str = ".part") -> Iterator[BinaryIO]:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
+        crash_point("atomic.rename")
         os.replace(temp, final)
     except BaseException:
         with contextlib.suppress(OSError):

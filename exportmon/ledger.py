@@ -31,6 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from exportmon.crashpoints import crash_point
 from exportmon.errors import LedgerError
 
 EXPORT_STATES = ("new", "downloaded", "unpacked", "delivered")
@@ -345,6 +346,8 @@ class Ledger:
         self.path = path
         self._db = connection
         self._lock = threading.RLock()
+        #: Open transactions of the thread holding the lock (more than one inside atomic()).
+        self._depth = 0
 
     # --- opening -------------------------------------------------------------------
 
@@ -404,8 +407,22 @@ class Ledger:
                 db.execute(f"PRAGMA user_version = {number}")
 
     @contextlib.contextmanager
+    def atomic(self) -> Iterator[Ledger]:
+        """Make the changes made in the block one transaction: after a crash either all
+        of them are in the ledger or none is (e.g. a mail and all of its exports)."""
+        with self._transaction():
+            yield self
+
+    @contextlib.contextmanager
     def _transaction(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
         with self._lock:
+            if self._depth:
+                # Inside atomic(): part of the transaction already open.
+                if not commit:
+                    raise LedgerError("a rolled-back transaction cannot be nested")
+                yield self._db
+                return
+            self._depth += 1
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -413,9 +430,13 @@ class Ledger:
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
+                if commit:
+                    crash_point("ledger.commit")
                 self._db.execute("COMMIT" if commit else "ROLLBACK")
             except sqlite3.Error as exc:
                 raise LedgerError(f"ledger {self.path}: {exc}") from None
+            finally:
+                self._depth -= 1
 
     def _all(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
@@ -591,22 +612,29 @@ class Ledger:
             )
 
     def settle_mail(self, mail_id: int) -> str:
-        """Mark the mail ``delivered`` once every one of its exports is; return its state."""
+        """Mark the mail ``delivered`` once every one of its exports is; return its state.
+
+        :meth:`advance_export` does this itself when an export becomes delivered.
+        """
         with self._transaction() as db:
-            pending = db.execute(
-                "SELECT count(*) FROM exports WHERE mail_id = ? AND state != 'delivered'",
-                (mail_id,),
-            ).fetchone()[0]
-            total = db.execute(
-                "SELECT count(*) FROM exports WHERE mail_id = ?", (mail_id,)
-            ).fetchone()[0]
-            if total and not pending:
-                db.execute(
-                    "UPDATE mails SET state = 'delivered', updated_at = ?"
-                    " WHERE id = ? AND state = 'new'",
-                    (now(), mail_id),
-                )
+            self._settle_mail(db, mail_id)
             return str(db.execute("SELECT state FROM mails WHERE id = ?", (mail_id,)).fetchone()[0])
+
+    @staticmethod
+    def _settle_mail(db: sqlite3.Connection, mail_id: int) -> None:
+        pending = db.execute(
+            "SELECT count(*) FROM exports WHERE mail_id = ? AND state != 'delivered'",
+            (mail_id,),
+        ).fetchone()[0]
+        total = db.execute("SELECT count(*) FROM exports WHERE mail_id = ?", (mail_id,)).fetchone()[
+            0
+        ]
+        if total and not pending:
+            db.execute(
+                "UPDATE mails SET state = 'delivered', updated_at = ?"
+                " WHERE id = ? AND state = 'new'",
+                (now(), mail_id),
+            )
 
     # --- exports ---------------------------------------------------------------------
 
@@ -710,7 +738,10 @@ class Ledger:
         """Record that an export completed the step leading to ``state``.
 
         Clears any earlier error. ``fields`` sets other columns (``download_path``,
-        ``bytes``, ``sha256``, ``files``, ``rows``, ``file_name``).
+        ``bytes``, ``sha256``, ``files``, ``rows``, ``file_name``). An export becoming
+        ``delivered`` settles its mail (:meth:`settle_mail`) in the same transaction,
+        so no crash can leave a mail whose exports are all delivered unsettled, and
+        so never archived.
         """
         _check(state, EXPORT_STATES, "export")
         allowed = {"download_path", "bytes", "sha256", "files", "rows", "file_name", "link"}
@@ -747,6 +778,12 @@ class Ledger:
             db.execute(
                 f"UPDATE exports SET {', '.join(assignments)} WHERE id = ?", (*params, row_id)
             )
+            if state == "delivered":
+                mail_id = db.execute(
+                    "SELECT mail_id FROM exports WHERE id = ?", (row_id,)
+                ).fetchone()[0]
+                if mail_id is not None:
+                    self._settle_mail(db, mail_id)
         export = self.export(row_id)
         assert export is not None
         return export
@@ -920,6 +957,17 @@ class Ledger:
             Delivery,
             "SELECT * FROM deliveries WHERE file_id = ? AND destination = ? AND state = 'done'"
             " ORDER BY id DESC LIMIT 1",
+            (file_id, destination),
+        )
+
+    def unfinished_delivery(self, file_id: int, destination: str) -> Delivery | None:
+        """The latest delivery of a file to a destination that did not complete: cut short
+        by a crash (``started``) or ``failed``. A retry goes to its target, so that it
+        neither delivers the file twice nor leaves a partial upload behind."""
+        return self._one(
+            Delivery,
+            "SELECT * FROM deliveries WHERE file_id = ? AND destination = ?"
+            " AND state IN ('started', 'failed') ORDER BY id DESC LIMIT 1",
             (file_id, destination),
         )
 

@@ -70,6 +70,8 @@ def test_export_progresses_and_a_failure_keeps_its_progress(ledger):
         ledger.advance_export(export.id, "downloaded")
     assert ledger.settle_mail(mail.id) == "new"
     ledger.advance_export(export.id, "delivered")
+    # Settled by the same transaction: no crash can leave the mail behind.
+    assert ledger.mail(mail.id).state == "delivered"
     assert ledger.settle_mail(mail.id) == "delivered"
     ledger.set_mail_state(mail.id, "archived")
     assert ledger.mail(mail.id).archived_at is not None
@@ -155,3 +157,17 @@ def test_bad_states_are_programming_errors(ledger):
     export = ledger.add_export(key="k", kind="link")
     with pytest.raises(ValueError):
         ledger.advance_export(export.id, "delivered", colour="red")
+
+
+def test_atomic_keeps_all_changes_of_the_block_or_none(ledger):
+    with ledger.atomic():
+        mail = ledger.add_mail(source="imap", uid="1", subject="a")
+        ledger.add_export(key="k1", kind="attachment", mail_id=mail.id)
+        ledger.add_export(key="k2", kind="attachment", mail_id=mail.id)
+    assert len(ledger.exports(mail_id=mail.id)) == 2
+    with pytest.raises(RuntimeError), ledger.atomic():
+        other = ledger.add_mail(source="imap", uid="2", subject="b")
+        ledger.add_export(key="k3", kind="attachment", mail_id=other.id)
+        raise RuntimeError("killed half-way")
+    assert [m.uid for m in ledger.mails()] == ["1"]
+    assert ledger.find_export("k3") is None

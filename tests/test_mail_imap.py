@@ -132,6 +132,22 @@ def test_archive_without_move_copies_and_expunges_only_that_mail(tmp_path, mail_
     assert len(mail_user.list_uids("Archive")) == 1
 
 
+def test_a_mail_a_killed_run_copied_is_not_copied_again(tmp_path, mail_user, ledger):
+    mail_user.append(export_mail("https://files.example/a.zip", message_id="<a@itrp.example>"))
+    config = make_monitor(tmp_path, mail_user)
+    with ImapSource(config, use_move=False) as source:
+        (polled,) = source.poll(ledger)
+    # A process killed between COPY and EXPUNGE (crash point imap.copied) left this.
+    mail_user.create_mailbox("Archive")
+    with mail_user.imap() as client:
+        client.select_folder("INBOX")
+        client.copy([1], "Archive")
+    with ImapSource(config, use_move=False) as source:
+        assert source.archive(polled.mail) == "archived"
+    assert mail_user.list_uids("INBOX") == []
+    assert len(mail_user.list_uids("Archive")) == 1
+
+
 def test_archive_finds_a_mail_by_message_id_when_its_uid_changed(tmp_path, mail_user, ledger):
     mail_user.append(export_mail("https://files.example/a.zip", message_id="<a@itrp.example>"))
     config = make_monitor(tmp_path, mail_user)
@@ -147,8 +163,10 @@ def test_archive_finds_a_mail_by_message_id_when_its_uid_changed(tmp_path, mail_
     assert mail_user.list_uids("INBOX") == [2]
     with open_source(config) as source:
         assert source.archive(polled.mail) == "archived"
-        assert source.archive(polled.mail) == "gone"
+        # Asked again (a process killed before recording the move): found where it went.
+        assert source.archive(polled.mail) == "archived"
     assert mail_user.list_uids("INBOX") == []
+    assert len(mail_user.list_uids("Archive")) == 1
 
 
 def test_wait_for_change_returns_when_a_mail_arrives(tmp_path, mail_user, ledger):

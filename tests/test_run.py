@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from fetchkit import config_data, export_mail, imap_table, plain_mail, write_config
 from gem_output import GEM_ZIP
+from watching import Watcher, wait_for
 
 from cli import run_cli
 from exportmon.actions.run import RunOptions, run_once
@@ -35,16 +33,6 @@ def gem_mail(gem_fixtures: Path, name: str, base_url: str) -> bytes:
     mail = (gem_fixtures / name).read_bytes()
     mail = mail.replace(b"https://itrp.amazonaws.com", base_url.encode())
     return mail.replace(b"Expires=1379102146", b"Expires=4102444800")
-
-
-def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"not within {timeout} s: {condition}")
 
 
 @pytest.fixture
@@ -218,32 +206,6 @@ def test_json_summary(setup, mail_user, https_server):
     assert summary["delivered_exports"][0]["rows"] == 1
 
 
-class Watcher:
-    """`exportmon run` as a long-running child process."""
-
-    def __init__(self, *configs: Path, env: dict[str, str] | None = None) -> None:
-        args = [a for c in configs for a in ("-c", str(c))]
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "exportmon", *args, "run"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, **(env or {})},
-        )
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> tuple[int, str]:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        try:
-            _, err = self.process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            _, err = self.process.communicate()
-            raise AssertionError("exportmon run did not stop: " + err.decode()) from None
-        text = err.decode()
-        assert "Traceback" not in text, text
-        return self.process.returncode, text
-
-
 @pytest.fixture
 def watchers():
     started: list[Watcher] = []
@@ -255,9 +217,7 @@ def watchers():
 
     yield start
     for watcher in started:
-        if watcher.process.poll() is None:
-            watcher.process.kill()
-            watcher.process.communicate()
+        watcher.kill()
 
 
 def test_watching_delivers_a_new_mail_within_seconds_and_stops_cleanly(

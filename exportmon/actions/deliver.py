@@ -9,10 +9,11 @@ moves (:meth:`Ledger.start_delivery`) and when its rename is done
 reached where:
 
 * a file already delivered to a destination is skipped;
-* a delivery cut short by a crash is checked at its recorded target: a complete
-  file there (same size, and same SHA-256 where the destination can tell) counts
-  as delivered, otherwise the file is delivered again to the *same* target, so
-  nothing is delivered twice, also with ``overwrite = "timestamp"``.
+* a delivery cut short by a crash, or one that failed, is checked at its recorded
+  target: a complete file there (same size and same SHA-256) counts as delivered,
+  otherwise the file is delivered again to the *same* target, so nothing is
+  delivered twice and no partial upload is left behind, also with
+  ``overwrite = "timestamp"``.
 
 When a file fails at a destination, the other files are still delivered there,
 unless ``deliver.order`` is set: then the files after it wait for the retry at
@@ -22,12 +23,14 @@ Other destinations go on either way.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from exportmon.config.schema import DeliverConfig, MonitorConfig
+from exportmon.crashpoints import crash_point
 from exportmon.deliver import Destination, Outgoing, Placed, choose_target, delivery_order
 from exportmon.deliver.ftp import FtpDestination
 from exportmon.deliver.local import LocalDestination
@@ -106,19 +109,15 @@ def deliver_one(
         if done is not None and (done.sha256 is None or done.sha256 == item.sha256):
             placed = Placed(done.target, destination.location(done.target), done.bytes or 0)
             return Delivered(item, destination.label, placed, earlier=True)
-        for started in ledger.interrupted_deliveries(destination.label):
-            if started.file_id != file.id:
-                continue
-            if destination.holds(started.target, item.bytes, item.sha256):
-                ledger.finish_delivery(started.id, bytes=item.bytes, sha256=item.sha256)
-                log.info(
-                    "%s was complete at %s after an interruption",
-                    started.target,
-                    destination.display,
-                )
-                placed = Placed(started.target, destination.location(started.target), item.bytes)
+        unfinished = ledger.unfinished_delivery(file.id, destination.label)
+        if unfinished is not None:
+            target = unfinished.target
+            if destination.holds(target, item.bytes, item.sha256):
+                ledger.finish_delivery(unfinished.id, bytes=item.bytes, sha256=item.sha256)
+                log.info("%s was complete at %s after an interruption", target, destination.display)
+                placed = Placed(target, destination.location(target), item.bytes)
                 return Delivered(item, destination.label, placed, earlier=True)
-            resumed = started
+            resumed = unfinished
     if resumed is not None:
         target = resumed.target
         keep = destination.overwrite == "keep" and destination.exists(target)
@@ -134,6 +133,7 @@ def deliver_one(
             file_id=file.id,
             export_row=file.export_row,
         )
+    crash_point("deliver.started")
     try:
         if keep:
             log.warning(
@@ -149,6 +149,7 @@ def deliver_one(
         if discard is not None:
             discard(target)
         raise
+    crash_point("deliver.placed")
     if ledger is not None and record is not None:
         ledger.finish_delivery(
             record.id, bytes=placed.bytes, sha256=None if placed.kept else item.sha256
@@ -203,7 +204,7 @@ def deliver_export(
     """Deliver the files of an unpacked export to every configured destination.
 
     Once every file reached every destination the export becomes ``delivered`` and
-    its mail is settled (:meth:`Ledger.settle_mail`); one log line per destination
+    its mail is settled (:meth:`Ledger.advance_export`); one log line per destination
     says ``Copied N file(s) from '<download>' to '<destination>'``. Without a
     destination a warning is logged and the export stays ``unpacked``. Raises the
     first delivery error (others are logged); what was delivered stays recorded.
@@ -238,9 +239,11 @@ def deliver_export(
             keep_order=bool(monitor.deliver.order),
         )
         if failed:
-            # The first failure is raised (and logged by the caller), later ones logged here.
+            # The first failure is raised (and logged by the caller), later ones logged
+            # here: as errors the first time, as notes while a retry still fails.
+            level = logging.INFO if export.error_step == "deliver" else logging.ERROR
             for failure in failed if failures else failed[1:]:
-                log.error("delivery to %s failed: %s", destination.display, failure.one_line())
+                log.log(level, "delivery to %s failed: %s", destination.display, failure.one_line())
             failures.extend(failed)
             continue
         log.info(
@@ -251,9 +254,9 @@ def deliver_export(
         )
     if failures:
         raise failures[0]
+    # Settles the mail too, in the same transaction.
     export = ledger.advance_export(export.id, "delivered")
-    if export.mail_id is not None:
-        ledger.settle_mail(export.mail_id)
+    crash_point("export.delivered")
     return export
 
 
@@ -271,8 +274,5 @@ def settle_exports(ledger: Ledger, export_rows: set[int]) -> list[Export]:
         files = ledger.files(row)
         if not files or any(not ledger.deliveries(file_id=f.id, state="done") for f in files):
             continue
-        export = ledger.advance_export(row, "delivered")
-        if export.mail_id is not None:
-            ledger.settle_mail(export.mail_id)
-        settled.append(export)
+        settled.append(ledger.advance_export(row, "delivered"))
     return settled

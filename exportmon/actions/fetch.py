@@ -7,9 +7,10 @@
    ``kept`` where nothing is to be moved. A mail is never archived earlier.
 2. ``source.poll``: new mails are screened, recognised and recorded with their
    exports (see :mod:`exportmon.mail.source`).
-   A mailbox that cannot be read is recorded as the failing step ``fetch``
-   (``Ledger.record_step_failure``, for status and alerts) until a poll works
-   again; mails that cannot be archived likewise as step ``archive``.
+   A mailbox that cannot be reached (for reading or archiving) is recorded as the
+   failing step ``fetch`` (``Ledger.record_step_failure``, for status and alerts)
+   until a poll works again, and reported once (:func:`report_unreachable`);
+   mails that cannot be archived likewise as step ``archive``.
 3. :func:`download_export` for every export still ``new`` that is due: just
    recorded, due for a retry (``retry_after`` passed), or any failed one with
    ``retry_failed``. Each failure is recorded once in the ledger
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
+from exportmon.crashpoints import crash_point
 from exportmon.download import DownloadSettings, display_url, download, export_dir
 from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
 from exportmon.ledger import Export, Ledger, Mail
@@ -152,6 +154,7 @@ def download_export(
         progress=progress,
         description=f"{export.export_id}: {export.file_name or 'export'}",
     )
+    crash_point("download.saved")
     log.info(
         "export %s: downloaded %s (%s)%s",
         export.export_id,
@@ -167,6 +170,22 @@ def download_export(
         sha256=result.sha256,
         file_name=result.path.name,
     )
+
+
+def report_unreachable(ledger: Ledger, error: ExportmonError, *, record: bool = True) -> int:
+    """Record that the mailbox cannot be reached (the failing step ``fetch``) and log it
+    once per outage: ERROR the first time, INFO "still failing" while it lasts.
+
+    Reading, archiving and waiting for mail all meet the same outage; whichever meets
+    it first reports it. ``record=False`` (a dry run) logs without recording. Returns
+    how many times in a row it failed.
+    """
+    repeats = ledger.record_step_failure(FETCH_STEP, error.one_line()).count if record else 1
+    if repeats == 1:
+        log.error("%s", error.one_line())
+    else:
+        log.info("still failing (%d attempts): %s", repeats, error.one_line())
+    return repeats
 
 
 def archive_mails(
@@ -197,6 +216,7 @@ def archive_mails(
             continue
         try:
             outcome = source.archive(mail)
+            crash_point("archive.moved")
         except ExportmonError as exc:
             if isinstance(exc, (ConnectionFailed, AuthError)):
                 raise
@@ -246,17 +266,12 @@ def fetch(
             _archive_step(monitor, ledger, mail_source, result, dry_run)
         try:
             result.mails = mail_source.poll(ledger, dry_run=dry_run)
-        except ExportmonError as exc:
-            repeats = 1
+        except ConfigError as exc:
             if not dry_run:
-                repeats = ledger.record_step_failure(FETCH_STEP, exc.one_line()).count
-            if isinstance(exc, ConfigError):
-                raise
-            # An outage is reported once; while it lasts, each retry is only noted.
-            if repeats == 1:
-                log.error("%s", exc.one_line())
-            else:
-                log.info("still failing (%d attempts): %s", repeats, exc.one_line())
+                ledger.record_step_failure(FETCH_STEP, exc.one_line())
+            raise
+        except ExportmonError as exc:
+            report_unreachable(ledger, exc, record=not dry_run)
             result.failures.append(Failure("source", exc.one_line()))
         else:
             if not dry_run and ledger.clear_step_failure(FETCH_STEP):
@@ -306,8 +321,10 @@ def _archive_step(
     except ConfigError:
         raise
     except ExportmonError as exc:
-        log.error("%s", exc.one_line())
-        failures.append(Failure("archive", exc.one_line()))
+        # The mailbox cannot be reached at all: the same outage the poll meets.
+        report_unreachable(ledger, exc, record=not dry_run)
+        result.failures.append(Failure("source", exc.one_line()))
+        return
     result.failures.extend(failures)
     if not dry_run:
         if failures:

@@ -32,7 +32,7 @@ from typing import Any
 
 from exportmon.actions.alerts import process_alerts
 from exportmon.actions.deliver import deliver_export
-from exportmon.actions.fetch import archive_mails, download_export, fetch
+from exportmon.actions.fetch import archive_mails, download_export, fetch, report_unreachable
 from exportmon.actions.prune import prune
 from exportmon.actions.steps import attempt, monitor_ledger
 from exportmon.actions.unzip import unpack_export
@@ -236,8 +236,10 @@ def run_cycle(
         except ConfigError:
             raise
         except ExportmonError as exc:
-            log.error("%s", exc.one_line())
+            # The mailbox went away: reported once per outage, and reconnected.
+            report_unreachable(ledger, exc)
             result.failures.append(exc.one_line())
+            result.source_failed = True
         else:
             result.archived += len(archived)
             result.failures += [f.message for f in archive_failures]
@@ -408,11 +410,7 @@ def _watch_loop(
             except ConfigError:
                 raise
             except ExportmonError as exc:
-                failure = ledger.record_step_failure("fetch", exc.one_line())
-                if failure.count == 1:
-                    log.error("%s", exc.one_line())
-                else:
-                    log.info("still failing (%d attempts): %s", failure.count, exc.one_line())
+                report_unreachable(ledger, exc)
                 source.close()
                 source = None
                 _tell(options, monitor, f"reconnecting in {format_duration(backoff)}")

@@ -31,16 +31,30 @@ def attempt(
 ) -> T | None:
     """Run ``work`` (one step of ``export``); on an exportmon error record it and return None.
 
-    The error is logged once here, with the export it concerns; the caller goes on
-    with other exports. Other exceptions are bugs and propagate.
+    The error is logged here, with the export it concerns, once per problem: at
+    ERROR when the export fails at this step for the first time, at INFO ("still
+    failing") when a retry of an export already failing there fails again. The
+    caller goes on with other exports. Other exceptions are bugs and propagate.
     """
     try:
         return work()
     except ExportmonError as error:
         message = error.one_line()
-        ledger.fail_export(export.id, step, message, retry_time(monitor, error))
+        again = export.error is not None and export.error_step == step
+        failed = ledger.fail_export(export.id, step, message, retry_time(monitor, error))
         label = f"export {export.export_id}" if export.export_id else "export"
-        log.error("%s (%s) failed at %s: %s", label, export.file_name or export.key, step, message)
+        what = export.file_name or export.key
+        if again:
+            log.info(
+                "%s (%s) still failing at %s (%d attempts): %s",
+                label,
+                what,
+                step,
+                failed.attempts,
+                message,
+            )
+        else:
+            log.error("%s (%s) failed at %s: %s", label, what, step, message)
         return None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from exportmon.atomic import atomic_directory, sha256_file
 from exportmon.config.schema import MonitorConfig
+from exportmon.crashpoints import crash_point
 from exportmon.errors import CsvError, ExtractError
 from exportmon.files.csv_rewrite import Dialect, count_rows, is_csv, rewrite_csv
 from exportmon.files.names import export_type, relative_target
@@ -74,6 +75,7 @@ def unpack(
                 _prepared(e.path, e.name, e.bytes, e.sha256, dialect, hook_path, progress)
                 for e in extracted
             ]
+            crash_point("unpack.staged")
         return [replace(f, path=folder / f.name) for f in files]
     name = relative_target(download.name, sub_dirs=sub_dirs and unzip)
     if dialect is not None and unzip and is_csv(download):
@@ -82,6 +84,7 @@ def unpack(
             result = rewrite_csv(
                 download, stage / name, dialect, progress=progress, hook_path=hook_path
             )
+            crash_point("unpack.staged")
         return [
             UnpackedFile(
                 path=folder / name,
@@ -151,6 +154,7 @@ def unpack_export(
         hook_path=monitor.path.parent if monitor.path else None,
         progress=progress,
     )
+    crash_point("unpack.placed")
     return record_unpacked(ledger, export, files)
 
 

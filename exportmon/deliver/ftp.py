@@ -17,6 +17,7 @@ connection for commands and one reused child connection for the transfers.
 from __future__ import annotations
 
 import ftplib
+import hashlib
 import posixpath
 import re
 import ssl
@@ -33,6 +34,8 @@ with warnings.catch_warnings():
     import ftputil.error
     import ftputil.session
 
+from exportmon.atomic import COPY_BUFFER
+from exportmon.crashpoints import crash_point
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
 from exportmon.errors import (
     AuthError,
@@ -260,11 +263,22 @@ class FtpDestination:
         return bool(self._with_retries(f"checking {target}", lambda host: host.path.exists(path)))
 
     def holds(self, target: str, size: int, sha256: str | None) -> bool:
-        """Whether ``target`` is a file of ``size`` bytes (FTP offers no checksum)."""
+        """Whether ``target`` is a file of ``size`` bytes and, when ``sha256`` is given,
+        of those very bytes: FTP has no standard checksum command, so the file is read
+        back. Only deliveries cut short by a crash or a failure are checked, and a file of
+        the same name and size (yesterday's export) must not pass for today's."""
         path = self.remote_path(target)
 
         def check(host: Any) -> bool:
-            return bool(host.path.isfile(path) and host.path.getsize(path) == size)
+            if not (host.path.isfile(path) and host.path.getsize(path) == size):
+                return False
+            if sha256 is None:
+                return True
+            digest = hashlib.sha256()
+            with host.open(path, "rb") as remote:
+                while block := remote.read(COPY_BUFFER):
+                    digest.update(block)
+            return digest.hexdigest() == sha256
 
         return bool(self._with_retries(f"checking {target}", check))
 
@@ -293,6 +307,7 @@ class FtpDestination:
                 raise _Transient(
                     f"{temporary} has {size} bytes on the server, {item.bytes} were sent"
                 )
+            crash_point("ftp.uploaded")
             self._rename(host, temporary, final)
 
         self._with_retries(f"uploading {target}", upload)

@@ -15,7 +15,9 @@ before are recognised by Message-ID or export token and not processed twice.
 Archiving selects the mailbox read-write and moves one delivered mail (by UID,
 checked against its Message-ID) with MOVE where the server has it, else COPY,
 ``\\Deleted`` and ``UID EXPUNGE`` of that UID alone (without UIDPLUS the original
-is only flagged, never expunged with others). Nothing else is ever changed.
+is only flagged, never expunged with others). Nothing else is ever changed. A mail
+that a killed process already moved (or copied) is found in the archive folder by
+its Message-ID and not moved (or copied) again.
 
 :meth:`ImapSource.wait_for_change` uses IDLE where the server offers it, renewed
 before the 29-minute limit of RFC 2177, and returns as soon as the server reports
@@ -34,6 +36,7 @@ from typing import TYPE_CHECKING
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
+from exportmon.crashpoints import crash_point
 from exportmon.download import tls_error
 from exportmon.errors import (
     ArchiveError,
@@ -299,6 +302,7 @@ class ImapSource(MailSource):
                 wanted.append((uid, size or 0))
         for batch in _size_batches(wanted):
             bodies = client.fetch(batch, [b"BODY.PEEK[]"])
+            crash_point("imap.fetched")
             for uid in batch:
                 raw = (bodies.get(uid) or {}).get(b"BODY[]")
                 if raw is None:
@@ -316,13 +320,20 @@ class ImapSource(MailSource):
             uidvalidity = int(info[b"UIDVALIDITY"])  # type: ignore[call-overload]
             uid = self._locate(client, mail, uidvalidity)
             if uid is None:
+                if self._archived_before(client, mail):
+                    log.info(
+                        "mail %r is already in %s (moved before an interruption)",
+                        mail.subject,
+                        self.archive_folder,
+                    )
+                    return "archived"
                 return "gone"
             self._ensure_archive_folder(client)
             try:
                 if self.use_move and client.has_capability("MOVE"):
                     client.move([uid], self.archive_folder)
                 else:
-                    self._copy_delete(client, uid)
+                    self._copy_delete(client, uid, mail)
             except imaplib.IMAP4.abort:
                 raise
             except imaplib.IMAP4.error as exc:
@@ -334,8 +345,14 @@ class ImapSource(MailSource):
             log.info("moved mail %r to %s", mail.subject, self.archive_folder)
             return "archived"
 
-    def _copy_delete(self, client: IMAPClient, uid: int) -> None:
-        client.copy([uid], self.archive_folder)
+    def _copy_delete(self, client: IMAPClient, uid: int, mail: Mail) -> None:
+        # A copy made by a process killed before it could delete the original is not
+        # made twice.
+        copied = self._archived_before(client, mail)
+        self._select(client, self.mailbox, readonly=False)
+        if not copied:
+            client.copy([uid], self.archive_folder)
+            crash_point("imap.copied")
         client.add_flags([uid], [b"\\Deleted"], silent=True)
         if client.has_capability("UIDPLUS"):
             client.uid_expunge([uid])
@@ -375,15 +392,27 @@ class ImapSource(MailSource):
                 block = next((v for k, v in data.items() if k.startswith(b"BODY[")), b"")
                 if mail.message_id is None or _message_id(block) == mail.message_id:
                     return uid
-        if not mail.message_id or not mail.message_id.isascii():
+        return self._find_message_id(client, mail.message_id)
+
+    def _archived_before(self, client: IMAPClient, mail: Mail) -> bool:
+        """Whether ``mail`` is in the archive folder already: a process killed between the
+        move and the ledger's record of it left it there."""
+        if not mail.message_id or not client.folder_exists(self.archive_folder):
+            return False
+        self._select(client, self.archive_folder, readonly=True)
+        return self._find_message_id(client, mail.message_id) is not None
+
+    def _find_message_id(self, client: IMAPClient, message_id: str | None) -> int | None:
+        """The UID of the mail with exactly this Message-ID in the selected folder."""
+        if not message_id or not message_id.isascii():
             return None
-        candidates = client.search(["HEADER", "Message-ID", mail.message_id])
+        candidates = client.search(["HEADER", "Message-ID", message_id])
         if not candidates:
             return None
         found = client.fetch(candidates, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
         for uid in sorted(found):
             block = next((v for k, v in found[uid].items() if k.startswith(b"BODY[")), b"")
-            if _message_id(block) == mail.message_id:
+            if _message_id(block) == message_id:
                 return int(uid)
         return None
 

@@ -477,21 +477,24 @@ class Intake:
             self._save_attachment(item, key, info) if item.attachment is not None else None
             for item, key in zip(found, keys, strict=True)
         ]
-        mail = recorded or self._add_mail(location, info, "new", recognition.problem)
-        assert mail is not None
-        exports = [
-            self.ledger.add_export(
-                key=key,
-                kind=item.kind,
-                mail_id=mail.id,
-                export_id=item.export_id,
-                token=item.token,
-                link=item.link,
-                file_name=item.file_name,
-                download_path=str(path) if path else None,
-            )
-            for item, key, path in zip(found, keys, paths, strict=True)
-        ]
+        # One transaction: a mail is never recorded with only some of its exports (it
+        # would be archived once those are delivered, and the others lost).
+        with self.ledger.atomic():
+            mail = recorded or self._add_mail(location, info, "new", recognition.problem)
+            assert mail is not None
+            exports = [
+                self.ledger.add_export(
+                    key=key,
+                    kind=item.kind,
+                    mail_id=mail.id,
+                    export_id=item.export_id,
+                    token=item.token,
+                    link=item.link,
+                    file_name=item.file_name,
+                    download_path=str(path) if path else None,
+                )
+                for item, key, path in zip(found, keys, paths, strict=True)
+            ]
         return self._add(PolledMail(location, "export", info, None, mail, exports, found))
 
     def _save_attachment(self, item: FoundExport, key: str, info: MailInfo) -> Path:

@@ -148,6 +148,23 @@ def test_a_mail_a_killed_run_copied_is_not_copied_again(tmp_path, mail_user, led
     assert len(mail_user.list_uids("Archive")) == 1
 
 
+def test_another_mail_reusing_an_archived_message_id_is_still_copied(tmp_path, mail_user, ledger):
+    # Last month's export mail, archived, and a different mail that reuses its Message-ID:
+    # without MOVE the new one must be copied before its original is deleted.
+    mail_user.create_mailbox("Archive")
+    old = export_mail("https://files.example/old.zip", message_id="<same@itrp.example>")
+    mail_user.append(old, mailbox="Archive")
+    mail_user.append(export_mail("https://files.example/new.zip", message_id="<same@itrp.example>"))
+    config = make_monitor(tmp_path, mail_user)
+    with ImapSource(config, use_move=False) as source:
+        (polled,) = source.poll(ledger)
+        assert source.archive(polled.mail) == "archived"
+    assert mail_user.list_uids("INBOX") == []
+    archived = list(mail_user.fetch_all("Archive").values())
+    assert len(archived) == 2
+    assert any(b"files.example/new.zip" in raw for raw in archived)
+
+
 def test_archive_finds_a_mail_by_message_id_when_its_uid_changed(tmp_path, mail_user, ledger):
     mail_user.append(export_mail("https://files.example/a.zip", message_id="<a@itrp.example>"))
     config = make_monitor(tmp_path, mail_user)

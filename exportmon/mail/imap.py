@@ -27,6 +27,7 @@ a new message.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import imaplib
 import ssl
 import time
@@ -347,8 +348,11 @@ class ImapSource(MailSource):
 
     def _copy_delete(self, client: IMAPClient, uid: int, mail: Mail) -> None:
         # A copy made by a process killed before it could delete the original is not
-        # made twice.
-        copied = self._archived_before(client, mail)
+        # made twice. It is recognised by its bytes (COPY keeps them), not only by its
+        # Message-ID, so another mail that merely reuses the Message-ID is still copied
+        # before its original is deleted. This path is taken only without MOVE.
+        original = client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
+        copied = self._archived_before(client, mail, _identity(original))
         self._select(client, self.mailbox, readonly=False)
         if not copied:
             client.copy([uid], self.archive_folder)
@@ -394,16 +398,23 @@ class ImapSource(MailSource):
                     return uid
         return self._find_message_id(client, mail.message_id)
 
-    def _archived_before(self, client: IMAPClient, mail: Mail) -> bool:
+    def _archived_before(self, client: IMAPClient, mail: Mail, identity: str | None = None) -> bool:
         """Whether ``mail`` is in the archive folder already: a process killed between the
-        move and the ledger's record of it left it there."""
+        move and the ledger's record of it left it there. With ``identity`` (the digest of
+        the original's bytes) only a copy of that very mail counts."""
         if not mail.message_id or not client.folder_exists(self.archive_folder):
             return False
         self._select(client, self.archive_folder, readonly=True)
-        return self._find_message_id(client, mail.message_id) is not None
+        return self._find_message_id(client, mail.message_id, identity) is not None
 
-    def _find_message_id(self, client: IMAPClient, message_id: str | None) -> int | None:
-        """The UID of the mail with exactly this Message-ID in the selected folder."""
+    def _find_message_id(
+        self,
+        client: IMAPClient,
+        message_id: str | None,
+        identity: str | None = None,
+    ) -> int | None:
+        """The UID of the mail with exactly this Message-ID (and ``identity``, when given)
+        in the selected folder."""
         if not message_id or not message_id.isascii():
             return None
         candidates = client.search(["HEADER", "Message-ID", message_id])
@@ -412,7 +423,12 @@ class ImapSource(MailSource):
         found = client.fetch(candidates, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
         for uid in sorted(found):
             block = next((v for k, v in found[uid].items() if k.startswith(b"BODY[")), b"")
-            if _message_id(block) == message_id:
+            if _message_id(block) != message_id:
+                continue
+            if identity is None:
+                return int(uid)
+            whole = client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
+            if _identity(whole) == identity:
                 return int(uid)
         return None
 
@@ -494,6 +510,12 @@ def _new_mail(responses: list[tuple[object, ...]]) -> bool:
 def _incomplete(ledger: Ledger, mail: Mail) -> bool:
     """A mail recorded as new but without exports: a crash cut its intake short."""
     return mail.state == "new" and not ledger.exports(mail_id=mail.id)
+
+
+def _identity(data: dict[bytes, object]) -> str:
+    """The digest of a mail fetched with ``BODY.PEEK[]``: a COPY has the same bytes."""
+    raw = data.get(b"BODY[]")
+    return hashlib.sha256(bytes(raw) if isinstance(raw, bytes | bytearray) else b"").hexdigest()
 
 
 def _message_id(block: bytes) -> str | None:

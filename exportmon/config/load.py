@@ -311,7 +311,6 @@ def _check_semantics(config: MonitorConfig, path: Path) -> None:
         ("download.max_redirects", config.download.max_redirects, 0),
         ("zip.max_entries", config.zip.max_entries, 1),
         ("zip.max_ratio", config.zip.max_ratio, 1),
-        ("deliver.ftp_retries", config.deliver.ftp_retries, 0),
     ):
         if value < least:
             fail(key, f"must be at least {least}, got {value}")
@@ -453,6 +452,12 @@ def _check_deliver(config: MonitorConfig, fail: Any) -> None:
             "ftp_password_command": deliver.ftp_password_command,
         }
         _check_one_secret("deliver", secret_values, fail, required=bool(deliver.ftp_user))
+        if match.group(1) == "ftp":
+            log.warning(
+                "%s: deliver.ftp_url is ftp://, not ftps://: the FTP password and the files "
+                "travel unencrypted",
+                config.path,
+            )
     elif deliver.ftp_user or deliver.ftp_password or deliver.ftp_dir != ".":
         fail("deliver.ftp_url", "FTP options are set but ftp_url is missing")
     if deliver.ftp_retries < 0:

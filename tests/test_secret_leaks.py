@@ -183,5 +183,6 @@ def test_no_secret_in_any_output_log_ledger_report_alert_or_command_line(
             found[f"{ledger} dump"] = leaks(dump)
     searched = len(found)
     hits = {where: which for where, which in found.items() if which}
+    print(f"secret search: {len(SECRETS)} secrets, {searched} places, {len(hits)} with a hit")
     assert hits == {}, hits
     assert searched > 20

@@ -18,7 +18,9 @@ class _Tally:
         self.passed = 0
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if "test_hostile_case[" not in report.nodeid:
+        if not any(
+            f"{name}[" in report.nodeid for name in ("test_hostile_case", "test_wrong_type")
+        ):
             return
         if report.when == "call" or (report.when == "setup" and not report.passed):
             self.tried += 1

@@ -291,9 +291,16 @@ def tls_error(where: str, exc: ssl.SSLError, ca_key: str) -> TLSError:
     if isinstance(exc, ssl.SSLCertVerificationError):
         code = getattr(exc, "verify_code", None)
         if code == 10:
-            return TLSError(f"{where}: the server's certificate has expired")
+            return TLSError(
+                f"{where}: the server's certificate has expired",
+                hint=f"the server must renew it; {ca_key} cannot make an expired one trusted",
+            )
         if code in (62, 64):
-            return TLSError(f"{where}: the server's certificate is for another host name")
+            return TLSError(
+                f"{where}: the server's certificate is for another host name",
+                hint="connect by the name the certificate is for, or set "
+                f"{ca_key} to the CA of a certificate issued for this name",
+            )
         reason = getattr(exc, "verify_message", None) or "not trusted"
         return TLSError(
             f"{where}: certificate not trusted ({reason})",

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import platformdirs
 
+from exportmon.errors import ConfigError
+
 APP_NAME = "exportmon"
 HOME_ENV = "EXPORTMON_HOME"
 
@@ -74,7 +76,14 @@ class MonitorDirs:
     def create(self) -> None:
         """Create the state directory and its sub-directories (owner-only access)."""
         for directory in (self.root, self.downloads, self.log, self.pids, self.tmp):
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            try:
+                directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the state folder {directory}: {exc.strerror}",
+                    key="root",
+                    hint="set root to a folder exportmon may create and write",
+                ) from None
 
 
 def find_monitor_root(path: Path) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d|w)?\s*$", re.IGNORECASE)
@@ -22,9 +23,11 @@ def parse_duration(value: str | int | float) -> float:
 
     Raises :class:`ValueError` with a message fit for the user.
     """
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError('expected a duration such as "30s", "15m", "2h" or "1d"')
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a duration")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -37,7 +40,7 @@ def parse_duration(value: str | int | float) -> float:
 
 def parse_size(value: str | int) -> int:
     """Bytes in ``value``: a number of bytes or a string such as ``"500MB"`` or ``"2GiB"``."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ValueError('expected a size such as "500MB" or "2GiB"')
     if isinstance(value, int):
         if value < 0:

@@ -243,7 +243,7 @@ def test_an_untrusted_certificate_is_refused_before_login(tmp_path, tls_ca, star
     )
     source = tmp_path / "x.csv"
     source.write_text("x")
-    with pytest.raises(TLSError, match="certificate is not trusted") as raised:
+    with pytest.raises(TLSError, match="certificate not trusted") as raised:
         target.put(Outgoing.from_path(source, "x.csv"), "x.csv")
     assert "ftp_ca_file" in raised.value.one_line()
     assert wrong.commands_named("USER", "PASS", "STOR") == []

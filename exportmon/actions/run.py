@@ -268,6 +268,8 @@ def run_once(
     :class:`ConfigError` when a secret cannot be had.
     """
     dry_run = options.dry_run
+    if not dry_run:
+        monitor.dirs.create()
     log_dir = None if dry_run and not monitor.dirs.root.exists() else monitor.dirs.log
     # A dry run changes nothing, so it needs no lock and may run beside a watcher.
     lock = contextlib.nullcontext() if dry_run else monitor_lock(monitor.dirs.pids, monitor.name)
@@ -330,7 +332,13 @@ def watch_monitor(monitor: MonitorConfig, options: RunOptions, shutdown: Shutdow
     5 min) when the server goes away, without ever giving up.
     """
     outcome = WatchOutcome(monitor.name)
-    monitor.dirs.create()
+    with monitor_context(monitor.name, None, options.log_format):
+        try:
+            monitor.dirs.create()
+        except ConfigError as exc:
+            log.error("%s", exc.one_line())
+            outcome.reason = "config"
+            return outcome
     with monitor_context(monitor.name, monitor.dirs.log, options.log_format):
         try:
             with (

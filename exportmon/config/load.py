@@ -12,6 +12,7 @@ import codecs
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import re
 import stat
@@ -130,6 +131,8 @@ def load_monitor(path: Path, *, strict: bool = False) -> MonitorConfig:
         raise ConfigError("file is not UTF-8 text", path=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", path=path) from None
+    except RecursionError:
+        raise ConfigError("invalid TOML: arrays or tables nested too deeply", path=path) from None
     config = parse(data, path=path)
     _check_permissions(config, path, strict=strict)
     return config
@@ -238,6 +241,9 @@ def _convert(value: Any, tp: Any, meta: typing.Mapping, path: Path, key: str) ->
         return _build(tp, value, path, key + ".")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                # TOML allows nan and inf; a limit compared with nan is never exceeded.
+                raise ConfigError(f"expected a number, got {value}", path=path, key=key)
             return float(value)
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
@@ -299,6 +305,17 @@ def _check_semantics(config: MonitorConfig, path: Path) -> None:
             fail(f"exports.{export_id}", "export id is not in ids", f"add {export_id} to ids")
     if config.exit_when_idle < 0:
         fail("exit_when_idle", "must be 0 (never) or a number of minutes")
+    for key, value, least in (
+        ("source.port", config.source.port, 0),
+        ("download.retries", config.download.retries, 0),
+        ("download.max_redirects", config.download.max_redirects, 0),
+        ("zip.max_entries", config.zip.max_entries, 1),
+        ("zip.max_ratio", config.zip.max_ratio, 1),
+    ):
+        if value < least:
+            fail(key, f"must be at least {least}, got {value}")
+    if config.source.port > 65535:
+        fail("source.port", f"not a port number: {config.source.port}")
 
     _check_source(config, fail)
     _check_csv(config, fail)
@@ -435,6 +452,12 @@ def _check_deliver(config: MonitorConfig, fail: Any) -> None:
             "ftp_password_command": deliver.ftp_password_command,
         }
         _check_one_secret("deliver", secret_values, fail, required=bool(deliver.ftp_user))
+        if match.group(1) == "ftp":
+            log.warning(
+                "%s: deliver.ftp_url is ftp://, not ftps://: the FTP password and the files "
+                "travel unencrypted",
+                config.path,
+            )
     elif deliver.ftp_user or deliver.ftp_password or deliver.ftp_dir != ".":
         fail("deliver.ftp_url", "FTP options are set but ftp_url is missing")
     if deliver.ftp_retries < 0:

@@ -37,6 +37,7 @@ with warnings.catch_warnings():
 from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
+from exportmon.download import tls_error
 from exportmon.errors import (
     AuthError,
     ConnectionFailed,
@@ -217,11 +218,7 @@ class FtpDestination:
         """A permanent error for ``exc``, or ``None`` when retrying may help."""
         for cause in _causes(exc):
             if isinstance(cause, ssl.SSLCertVerificationError):
-                return TLSError(
-                    f"{self.display}: the server certificate is not trusted "
-                    f"({cause.verify_message or cause.reason})",
-                    hint="set ftp_ca_file (--ca-file) to the CA that signed it",
-                )
+                return tls_error(self.display, cause, "ftp_ca_file (--ca-file)")
         # Other TLS errors (an EOF without close_notify) are connection losses: retried.
         if isinstance(exc, _Transient | ftputil.error.TemporaryError | EOFError):
             return None

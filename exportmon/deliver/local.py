@@ -40,7 +40,7 @@ class LocalDestination:
     def path(self, target: str) -> Path:
         """The absolute path of ``target``; targets never leave the folder."""
         relative = PurePosixPath(target)
-        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts or "\0" in target:
             raise DeliveryError(f"refusing target {target!r}: outside {self.directory}")
         return self.directory.joinpath(*relative.parts)
 

@@ -61,7 +61,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from exportmon.atomic import atomic_write
 from exportmon.config.schema import CsvConfig
@@ -604,8 +604,21 @@ def _preview(value: str, limit: int = 40) -> str:
 # --- reading and writing ----------------------------------------------------------------
 
 
-def _text_reader(raw: BinaryIO, encoding: str) -> IO[str]:
-    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+def _text_reader(raw: BinaryIO, encoding: str) -> Iterator[str]:
+    """The lines of ``raw`` decoded, each at most :data:`FIELD_LIMIT` characters.
+
+    A longer line (a whole file without line breaks, say) raises :class:`csv.Error`
+    instead of being read into memory whole.
+    """
+    text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
+    try:
+        while line := text.readline(FIELD_LIMIT + 1):
+            if len(line) > FIELD_LIMIT:
+                raise csv.Error(f"line longer than {FIELD_LIMIT // (1024 * 1024)} MiB")
+            yield line
+    finally:
+        with contextlib.suppress(ValueError):  # the caller reads ``raw`` on and closes it
+            text.detach()
 
 
 def _batches(reader: Iterator[list[str]]) -> Iterator[list[list[str]]]:

@@ -31,7 +31,8 @@ def safe_file_name(name: str) -> str:
     files, no ``..``); over-long names are shortened keeping their suffix.
     """
     name = unicodedata.normalize("NFC", name).strip()
-    name = _UNSAFE.sub("_", name).lstrip(".").strip()
+    # Dots and spaces together: ". .csv" must not become the hidden ".csv".
+    name = _UNSAFE.sub("_", name).lstrip(". ").rstrip()
     if not name or set(name) <= {"_", " "}:
         raise UnsafeName("empty file name")
     encoded = name.encode("utf-8")
@@ -55,9 +56,11 @@ def name_from_link(link: str) -> str | None:
         segment = unquote(segment)
         if segment.lower().endswith(EXPORT_SUFFIXES):
             try:
-                return safe_file_name(segment)
+                name = safe_file_name(segment)
             except UnsafeName:
                 return None
+            # ".csv" alone becomes "csv": no name, and no longer a CSV file.
+            return name if name.lower().endswith(EXPORT_SUFFIXES) else None
     return None
 
 

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from exportmon import redact
 from exportmon.config.schema import AlertsConfig, MonitorConfig
+from exportmon.download import tls_error
 from exportmon.errors import AlertError, AuthError, ConnectionFailed, TLSError
 from exportmon.hooks import credentials
 
@@ -147,10 +148,7 @@ def send_mail(alerts: AlertsConfig, message: EmailMessage) -> None:
                     retryable=False,
                 )
     except ssl.SSLCertVerificationError as exc:
-        raise TLSError(
-            f"{where}: certificate not trusted ({exc.verify_message})",
-            hint="set alerts.smtp_ca_file to the CA that issued the server's certificate",
-        ) from None
+        raise tls_error(where, exc, "alerts.smtp_ca_file") from None
     except ssl.SSLError as exc:
         raise TLSError(f"{where}: TLS failed: {exc.reason or exc}") from None
     except smtplib.SMTPAuthenticationError as exc:

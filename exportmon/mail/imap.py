@@ -123,6 +123,9 @@ class ImapSource(MailSource):
     def _connect(self) -> IMAPClient:
         config = self.monitor.source
         timeout = config.timeout or 60.0
+        # Before connecting, as for POP3: a missing or failing secret is a config error,
+        # not a connection problem, and leaves nothing open.
+        secret = login_secret(config)
         context = client_tls_context(config)
         try:
             if config.security == "ssl":
@@ -143,7 +146,7 @@ class ImapSource(MailSource):
         except imaplib.IMAP4.error as exc:
             raise ConnectionFailed(f"IMAP server {self.where}: {redact(str(exc))}") from None
         try:
-            self._login(client)
+            self._login(client, secret)
         except BaseException:
             with contextlib.suppress(Exception):
                 client.shutdown()
@@ -164,10 +167,9 @@ class ImapSource(MailSource):
                 ) from None
             raise
 
-    def _login(self, client: IMAPClient) -> None:
+    def _login(self, client: IMAPClient, secret: str) -> None:
         config = self.monitor.source
         try:
-            secret = login_secret(config)
             if config.auth == "password":
                 client.login(config.user, secret)
             elif config.auth == "xoauth2":

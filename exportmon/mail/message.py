@@ -167,13 +167,32 @@ def header(message: Message, name: str) -> str | None:
     return " ".join(text.split())
 
 
+def header_values(message: Message, name: str) -> list[str]:
+    """Every ``name`` header of ``message`` as text (a header may be repeated); never raises."""
+    try:
+        values = message.get_all(name) or []
+    except Exception:
+        return [value] if (value := header(message, name)) is not None else []
+    found = []
+    for value in values:
+        try:
+            found.append(" ".join(str(value).split()))
+        except Exception:
+            continue
+    return found
+
+
 def mail_info(message: Message) -> MailInfo:
-    """Message-ID, senders, subject and date of ``message``."""
+    """Message-ID, senders, subject and date of ``message``.
+
+    ``senders`` holds the addresses of every ``From`` header: a mail with a second
+    ``From`` cannot hide a sender from ``allowed_senders`` behind the first.
+    """
     sender = header(message, "From")
     senders: tuple[str, ...] = ()
     if sender:
         try:
-            pairs = email.utils.getaddresses([sender])
+            pairs = email.utils.getaddresses(header_values(message, "From") or [sender])
         except Exception:
             pairs = []
         senders = tuple(address.lower() for _, address in pairs if address)
@@ -267,7 +286,14 @@ def _identify(message: Message, recognizer: Recognizer) -> _Identity | None:
     raw_id = header(message, recognizer.id_header) if recognizer.id_header else None
     token = header(message, recognizer.token_header) if recognizer.token_header else None
     token = token.strip() or None if token else None
-    if raw_id is not None:
+    if raw_id is not None and recognizer.id_header:
+        if len({v.strip() for v in header_values(message, recognizer.id_header)}) > 1:
+            return _Identity(
+                recognizer,
+                None,
+                token,
+                f"header {recognizer.id_header} appears more than once with different values",
+            )
         if not re.fullmatch(r"\s*\d{1,18}\s*", raw_id):
             return _Identity(
                 recognizer, None, token, f"header {recognizer.id_header} is not a number"
@@ -431,6 +457,8 @@ def find_attachments(message: Message) -> list[Attachment]:
             safe = safe_file_name(base)
             content = part.get_payload(decode=True)
         except (UnsafeName, Exception):
+            continue
+        if not safe.lower().endswith(EXPORT_SUFFIXES):  # "...csv" is only a suffix
             continue
         if isinstance(content, bytes) and safe not in found:
             found[safe] = Attachment(safe, content)

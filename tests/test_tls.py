@@ -41,15 +41,19 @@ CA_KEYS = {
 
 @pytest.fixture(scope="module")
 def bad_dovecots(tls_ca):
-    """A Dovecot serving a certificate of an untrusted CA, with one mail account."""
+    """A Dovecot serving each bad certificate, with one mail account each."""
     servers: dict[str, tuple[DovecotServer, object]] = {}
     try:
-        # The harness checks a Dovecot is up with a verified TLS connection, so only the
-        # certificate of the untrusted CA can be served (checked with that CA's file).
-        for name in ("wrong_ca",):
+        for name in BAD_CERTS:
             workdir = Path(tempfile.mkdtemp(prefix=f"em-tls-{name}-"))
             workdir.chmod(0o755)
-            server = DovecotServer(workdir, getattr(tls_ca, name), tls_ca.wrong_ca_file)
+            server = DovecotServer(
+                workdir,
+                getattr(tls_ca, name),
+                tls_ca.wrong_ca_file if name == "wrong_ca" else tls_ca.ca_file,
+                # Readiness is checked with a verified connection where it can be.
+                verify_ready=name == "wrong_ca",
+            )
             try:
                 server.start()
             except ServerStartError as exc:
@@ -130,12 +134,7 @@ def scenario(protocol, cert_name, tmp_path, tls_ca, request, trust_ca: bool):
     return ["-c", config, "run", "--once"], {"SMTP_PASS": server.password}
 
 
-BAD_CASES = [
-    (protocol, cert_name)
-    for protocol in PROTOCOLS
-    for cert_name in BAD_CERTS
-    if cert_name == "wrong_ca" or not protocol.startswith(("imap", "pop3"))
-]
+BAD_CASES = [(protocol, cert_name) for protocol in PROTOCOLS for cert_name in BAD_CERTS]
 
 
 @pytest.mark.parametrize(("protocol", "cert_name"), BAD_CASES)

@@ -61,7 +61,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from exportmon.atomic import atomic_write
 from exportmon.config.schema import CsvConfig
@@ -604,21 +604,43 @@ def _preview(value: str, limit: int = 40) -> str:
 # --- reading and writing ----------------------------------------------------------------
 
 
-def _text_reader(raw: BinaryIO, encoding: str) -> Iterator[str]:
-    """The lines of ``raw`` decoded, each at most :data:`FIELD_LIMIT` characters.
+def _text_reader(raw: BinaryIO, encoding: str) -> IO[str]:
+    """The text of ``raw`` decoded, for ``csv.reader``; closing it leaves ``raw`` open.
 
-    A longer line (a whole file without line breaks, say) raises :class:`csv.Error`
-    instead of being read into memory whole.
+    A line longer than :data:`FIELD_LIMIT` bytes (a whole file without line breaks,
+    say) raises :class:`csv.Error` instead of being read into memory whole. The check
+    is made on the blocks read, so the lines are still split and iterated in C.
     """
-    text = io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline="")
-    try:
-        while line := text.readline(FIELD_LIMIT + 1):
-            if len(line) > FIELD_LIMIT:
-                raise csv.Error(f"line longer than {FIELD_LIMIT // (1024 * 1024)} MiB")
-            yield line
-    finally:
-        with contextlib.suppress(ValueError):  # the caller reads ``raw`` on and closes it
-            text.detach()
+    return io.TextIOWrapper(_LineBound(raw), encoding=encoding, errors="strict", newline="")
+
+
+class _LineBound(io.BufferedIOBase):
+    """``raw`` read through, raising :class:`csv.Error` once more than
+    :data:`FIELD_LIMIT` bytes have come without a line break."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        super().__init__()
+        self._raw = raw
+        self._since_break = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read1(self, size: int = -1) -> bytes:
+        return self._checked(self._raw.read1(size if size > 0 else 1024 * 1024))  # type: ignore[attr-defined]
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._checked(self._raw.read(size))
+
+    def _checked(self, data: bytes) -> bytes:
+        last_break = max(data.rfind(b"\n"), data.rfind(b"\r"))
+        if last_break < 0:
+            self._since_break += len(data)
+        else:
+            self._since_break = len(data) - last_break - 1
+        if self._since_break > FIELD_LIMIT:
+            raise csv.Error(f"line longer than {FIELD_LIMIT // (1024 * 1024)} MiB")
+        return data
 
 
 def _batches(reader: Iterator[list[str]]) -> Iterator[list[list[str]]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timezone
@@ -212,11 +213,13 @@ def oauth_dovecot_server(tls_ca: Any, token_server: Any) -> Iterator[DovecotServ
     try:
         server.start()
     except ServerStartError as exc:
+        shutil.rmtree(workdir, ignore_errors=True)
         pytest.fail(f"OAuth2 Dovecot could not be started:\n{exc}", pytrace=False)
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def grant_token(token_server: Any, user: Any) -> str:

@@ -9,6 +9,7 @@ HTTPS against the web fixture, FTPS against pyftpdlib and alerts against aiosmtp
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -63,6 +64,7 @@ def bad_dovecots(tls_ca):
     finally:
         for server, _ in servers.values():
             server.stop()
+            shutil.rmtree(server.workdir, ignore_errors=True)
 
 
 def scenario(protocol, cert_name, tmp_path, tls_ca, request, trust_ca: bool):

@@ -352,10 +352,16 @@ class ImapSource(MailSource):
         # A copy made by a process killed before it could delete the original is not
         # made twice. It is recognised by its bytes (COPY keeps them), not only by its
         # Message-ID, so another mail that merely reuses the Message-ID is still copied
-        # before its original is deleted. This path is taken only without MOVE.
-        original = client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
-        copied = self._archived_before(client, mail, _identity(original))
+        # before its original is deleted. Bodies are read only when the archive holds a
+        # mail with the same Message-ID. This path is taken only without MOVE.
+        same_id = self._archive_copies(client, mail)
+        copies: set[str] = set()
+        if same_id:
+            copies = {_digest(data) for data in client.fetch(same_id, [b"BODY.PEEK[]"]).values()}
         self._select(client, self.mailbox, readonly=False)
+        copied = bool(copies) and (
+            _digest(client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})) in copies
+        )
         if not copied:
             client.copy([uid], self.archive_folder)
             crash_point("imap.copied")
@@ -400,39 +406,39 @@ class ImapSource(MailSource):
                     return uid
         return self._find_message_id(client, mail.message_id)
 
-    def _archived_before(self, client: IMAPClient, mail: Mail, identity: str | None = None) -> bool:
+    def _archived_before(self, client: IMAPClient, mail: Mail) -> bool:
         """Whether ``mail`` is in the archive folder already: a process killed between the
-        move and the ledger's record of it left it there. With ``identity`` (the digest of
-        the original's bytes) only a copy of that very mail counts."""
-        if not mail.message_id or not client.folder_exists(self.archive_folder):
-            return False
-        self._select(client, self.archive_folder, readonly=True)
-        return self._find_message_id(client, mail.message_id, identity) is not None
+        move and the ledger's record of it left it there."""
+        return bool(self._archive_copies(client, mail))
 
-    def _find_message_id(
-        self,
-        client: IMAPClient,
-        message_id: str | None,
-        identity: str | None = None,
-    ) -> int | None:
-        """The UID of the mail with exactly this Message-ID (and ``identity``, when given)
-        in the selected folder."""
+    def _archive_copies(self, client: IMAPClient, mail: Mail) -> list[int]:
+        """The UIDs of the mails in the archive folder with exactly ``mail``'s Message-ID
+        (the archive folder is left selected read-only when it exists)."""
+        if not mail.message_id or not client.folder_exists(self.archive_folder):
+            return []
+        self._select(client, self.archive_folder, readonly=True)
+        return self._uids_with_message_id(client, mail.message_id)
+
+    def _find_message_id(self, client: IMAPClient, message_id: str | None) -> int | None:
+        """The UID of the mail with exactly this Message-ID in the selected folder."""
+        uids = self._uids_with_message_id(client, message_id)
+        return uids[0] if uids else None
+
+    def _uids_with_message_id(self, client: IMAPClient, message_id: str | None) -> list[int]:
+        """The UIDs of the mails with exactly this Message-ID in the selected folder, in
+        order (SEARCH HEADER matches substrings, so each is checked)."""
         if not message_id or not message_id.isascii():
-            return None
+            return []
         candidates = client.search(["HEADER", "Message-ID", message_id])
         if not candidates:
-            return None
+            return []
         found = client.fetch(candidates, [b"BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        uids = []
         for uid in sorted(found):
             block = next((v for k, v in found[uid].items() if k.startswith(b"BODY[")), b"")
-            if _message_id(block) != message_id:
-                continue
-            if identity is None:
-                return int(uid)
-            whole = client.fetch([uid], [b"BODY.PEEK[]"]).get(uid, {})
-            if _identity(whole) == identity:
-                return int(uid)
-        return None
+            if _message_id(block) == message_id:
+                uids.append(int(uid))
+        return uids
 
     # -- waiting ------------------------------------------------------------------------
 
@@ -514,7 +520,7 @@ def _incomplete(ledger: Ledger, mail: Mail) -> bool:
     return mail.state == "new" and not ledger.exports(mail_id=mail.id)
 
 
-def _identity(data: dict[bytes, object]) -> str:
+def _digest(data: dict[bytes, object]) -> str:
     """The digest of a mail fetched with ``BODY.PEEK[]``: a COPY has the same bytes."""
     raw = data.get(b"BODY[]")
     return hashlib.sha256(bytes(raw) if isinstance(raw, bytes | bytearray) else b"").hexdigest()

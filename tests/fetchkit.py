@@ -228,3 +228,23 @@ def grant_token(token_server: Any, user: Any) -> str:
     body = json.dumps({"username": user.name, "active": True}).encode()
     token_server.add(f"/tokeninfo/{token}", body, content_type="application/json")
     return token
+
+
+def ftp_monitor(tmp_path, mail_user, ftps_server, tls_ca, **deliver):
+    """A monitor delivering to the FTPS fixture only; returns (config, env)."""
+    data = config_data(
+        tmp_path / "state",
+        imap_table(mail_user),
+        ca_file=tls_ca.ca_file,
+        retry_after="1s",
+        deliver={
+            "ftp_url": f"ftps://127.0.0.1:{ftps_server.port}",
+            "ftp_dir": "in",
+            "ftp_user": ftps_server.user,
+            "ftp_password_env": "FTP_PASS",
+            "ftp_ca_file": str(tls_ca.ca_file),
+            "ftp_retries": 0,
+            **deliver,
+        },
+    )
+    return write_config(tmp_path / "monitors", data), {"FTP_PASS": ftps_server.password}

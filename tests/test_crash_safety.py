@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from fetchkit import config_data, export_mail, imap_table, write_config
+from fetchkit import config_data, export_mail, ftp_monitor, imap_table, write_config
 from stress.crash import CrashWorld, Figures, crash_loop
 
 from cli import run_cli
@@ -106,26 +106,6 @@ def test_a_mail_is_never_recorded_with_only_some_of_its_exports(tmp_path, mail_u
     else:
         raise AssertionError("the poll was killed at every one of 39 commits")
     assert commit > 3  # the loop did reach the commits of the intake
-
-
-def ftp_monitor(tmp_path, mail_user, ftps_server, tls_ca, **deliver):
-    """A monitor delivering to the FTPS fixture only; returns (config, env)."""
-    data = config_data(
-        tmp_path / "state",
-        imap_table(mail_user),
-        ca_file=tls_ca.ca_file,
-        retry_after="1s",
-        deliver={
-            "ftp_url": f"ftps://127.0.0.1:{ftps_server.port}",
-            "ftp_dir": "in",
-            "ftp_user": ftps_server.user,
-            "ftp_password_env": "FTP_PASS",
-            "ftp_ca_file": str(tls_ca.ca_file),
-            "ftp_retries": 0,
-            **deliver,
-        },
-    )
-    return write_config(tmp_path / "monitors", data), {"FTP_PASS": ftps_server.password}
 
 
 def test_an_interrupted_ftp_delivery_is_checked_by_its_bytes_not_only_its_size(

@@ -22,14 +22,16 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
 import pytest
 from fetchkit import config_data, export_mail, imap_table, write_config
+from watching import wait_for
 
 from cli import CliResult, run_cli
+from exportmon.config.load import load_monitor
+from exportmon.ledger import Ledger, now
 
 DISK_FAULT = Path(__file__).parent / "diskfault"
 #: The size a small disk grows to when "space is freed".
@@ -188,9 +190,20 @@ def failing_run(config: Path, disk: SmallDisk) -> str:
     return line
 
 
+def wait_until_due(config: Path) -> None:
+    """Wait until every failed export of the monitor is due for its automatic retry."""
+    with Ledger.open(load_monitor(config).dirs.ledger) as ledger:
+        wait_for(
+            lambda: all(
+                export.retry_at is None or export.retry_at <= now()
+                for export in ledger.unfinished_exports()
+            )
+        )
+
+
 def retried(config: Path, **kwargs) -> CliResult:
-    """The next `run --once` after retry_after (1 s) has passed: the automatic retry."""
-    time.sleep(1.2)
+    """The next `run --once` once retry_after (1 s) has passed: the automatic retry."""
+    wait_until_due(config)
     return run_cli("-c", config, "run", "--once", **kwargs)
 
 
@@ -284,7 +297,7 @@ def test_permission_denied_at_the_destination(tmp_path, mail_user, https_server,
     assert "failed at deliver" in line and "Permission denied" in line
     assert final_files(out) == []
     out.chmod(0o755)
-    time.sleep(1.2)
+    wait_until_due(config)
     again = subprocess.run(command, capture_output=True, text=True, env=dict(os.environ))
     assert again.returncode == 0, again.stderr
     assert (out / "p.csv").read_bytes() == data

@@ -15,6 +15,7 @@ from fetchkit import (
     oauth_dovecot_server,
     plain_mail,
 )
+from watching import wait_for
 
 from exportmon.errors import AuthError, ConfigError, ConnectionFailed, MailError, TLSError
 from exportmon.ledger import Ledger
@@ -93,10 +94,12 @@ def test_a_changed_uidvalidity_rereads_without_duplicates(tmp_path, mail_user, l
     with open_source(config) as source:
         assert len(source.poll(ledger)) == 2
         before = ledger.mailbox_state(source.key, "Exports").uidvalidity
+    # Dovecot derives UIDVALIDITY from the clock (seconds): the folder made again must
+    # be made in a later second to get a new one.
+    wait_for(lambda: time.time() >= before + 1, timeout=5)
     with mail_user.imap() as client:
         client.delete_folder("Exports")
         client.create_folder("Exports")
-    time.sleep(1.1)  # Dovecot derives UIDVALIDITY from the clock (seconds)
     for raw in (first, second, export_mail("https://files.example/c.zip", token="tok-c")):
         mail_user.append(raw, mailbox="Exports")
     with open_source(config) as source:

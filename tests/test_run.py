@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
+import sqlite3
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fetchkit import config_data, export_mail, imap_table, plain_mail, write_config
 from gem_output import GEM_ZIP
-from watching import Watcher, wait_for
+from watching import Watcher, wait_for, wait_for_cycles
 
 from cli import run_cli
 from exportmon.actions.run import RunOptions, run_once
 from exportmon.config.load import load_monitor
-from exportmon.ledger import Ledger
+from exportmon.ledger import Ledger, from_text, to_text
 from exportmon.lock import running_pid
 
 GEM_CSV_PATH = "/exports/20130911/wdc/20130911-195545-affected_slas.csv"
@@ -206,6 +210,22 @@ def test_json_summary(setup, mail_user, https_server):
     assert summary["delivered_exports"][0]["rows"] == 1
 
 
+def age_by(state: Path, hours: float) -> None:
+    """Make everything of a monitor's delivered exports ``hours`` older: the ledger's
+    delivery times and the downloaded files' modification times."""
+    ledger_path = state / "ledger.sqlite"
+    with contextlib.closing(sqlite3.connect(ledger_path)) as db, db:
+        for row_id, delivered_at in db.execute(
+            "SELECT id, delivered_at FROM exports WHERE delivered_at IS NOT NULL"
+        ).fetchall():
+            moved = from_text(delivered_at) - timedelta(hours=hours)
+            db.execute("UPDATE exports SET delivered_at = ? WHERE id = ?", (to_text(moved), row_id))
+    for path in (state / "downloads").rglob("*"):
+        info = path.lstat()
+        shift = hours * 3600
+        os.utime(path, (info.st_atime - shift, info.st_mtime - shift), follow_symlinks=False)
+
+
 @pytest.fixture
 def watchers():
     started: list[Watcher] = []
@@ -227,7 +247,7 @@ def test_watching_delivers_a_new_mail_within_seconds_and_stops_cleanly(
     watcher = watchers(config)
     pids = tmp_path / "state-777" / "pids"
     wait_for(lambda: running_pid(pids, "777") == watcher.process.pid)
-    time.sleep(1.0)  # let it reach IDLE
+    wait_for_cycles(tmp_path / "state-777" / "log" / "export_monitor.777.log")
     appended = time.monotonic()
     mail_user.append(export_mail(https_server.add("/e/new.csv", b"id\n7\n"), token="tok-new"))
     wait_for(lambda: (delivered / "new.csv").exists())
@@ -255,7 +275,7 @@ def test_sighup_reloads_the_config(setup, mail_user, https_server, watchers, tmp
     second_dir = tmp_path / "elsewhere"
     config.write_text(config.read_text().replace(str(first_dir), str(second_dir)))
     watcher.process.send_signal(signal.SIGHUP)
-    time.sleep(2.0)
+    wait_for(lambda: "configuration reloaded" in watcher.output())
     mail_user.append(export_mail(https_server.add("/e/r.csv", b"r\n"), token="tok-r"))
     wait_for(lambda: (second_dir / "r.csv").exists())
     assert not first_dir.exists()
@@ -291,7 +311,7 @@ def test_watching_survives_a_mail_server_restart(
     config, delivered = setup(poll_interval="2s")
     watcher = watchers(config)
     wait_for(lambda: running_pid(tmp_path / "state-777" / "pids", "777") == watcher.process.pid)
-    time.sleep(1.0)
+    wait_for_cycles(tmp_path / "state-777" / "log" / "export_monitor.777.log")
     dovecot.restart()
     mail_user.append(export_mail(https_server.add("/e/after.csv", b"a\n"), token="tok-after"))
     wait_for(lambda: (delivered / "after.csv").exists(), timeout=60)
@@ -345,11 +365,11 @@ def test_keep_downloads_prunes_old_downloads_of_delivered_exports(
     setup, mail_user, https_server, tmp_path
 ):
     mail_user.append(export_mail(https_server.add("/e/old.csv", b"id\n1\n"), token="tok-old"))
-    config, delivered = setup(keep_downloads="1s")
+    config, delivered = setup(keep_downloads="1h")
     assert run_cli("-c", config, "run", "--once").code == 0
     downloads = tmp_path / "state-777" / "downloads"
     assert [p.name for p in downloads.rglob("*.csv")] == ["old.csv"]
-    time.sleep(1.5)
+    age_by(tmp_path / "state-777", hours=2)  # two hours pass
     assert run_cli("-c", config, "run", "--once").code == 0
     assert list(downloads.rglob("*.csv")) == []
     assert (delivered / "old.csv").read_bytes() == b"id\n1\n"

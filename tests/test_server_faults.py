@@ -13,9 +13,8 @@ import subprocess
 import sys
 
 import pytest
-from fetchkit import export_mail
+from fetchkit import export_mail, ftp_monitor
 from stress import faults
-from test_crash_safety import ftp_monitor
 from watching import wait_for
 
 from cli import run_cli

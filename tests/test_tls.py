@@ -146,7 +146,8 @@ def test_a_bad_certificate_is_refused_with_the_ca_file_way_out(
     words, trust_ca = BAD_CERTS[cert_name]
     args, env = scenario(protocol, cert_name, tmp_path, tls_ca, request, trust_ca)
     result = run_cli(*args, env=env)
-    assert result.code in (1, 2), result.stderr
+    # A refused certificate is that connection's failure (exit 1), never a config error.
+    assert result.code == 1, result.stderr
     lines = [line for line in result.stderr.splitlines() if words in line]
     assert lines, f"no line says {words!r}:\n{result.stderr}"
     assert any(CA_KEYS[protocol] in line or "--ca-file" in line for line in lines), lines
@@ -209,4 +210,8 @@ def test_plain_imap_and_ftp_work_only_when_configured_and_warn(
         "strict",
     )
     refused = run_cli("-c", strict, "fetch", env={"MAIL_PASS": mail_user.password})
-    assert refused.code != 0 and "unencrypted" not in refused.stderr
+    # A TLS handshake with a plain-text port fails as that connection's error (exit 1).
+    assert refused.code == 1, refused.stderr
+    (error,) = [line for line in refused.stderr.splitlines() if line.startswith("ERROR")]
+    assert "IMAP server 127.0.0.1" in error and "TLS" in error, error
+    assert "unencrypted" not in refused.stderr

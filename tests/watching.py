@@ -22,6 +22,24 @@ def wait_for(condition, timeout: float = 20.0, interval: float = 0.05):
     raise AssertionError(f"not within {timeout} s: {condition}")
 
 
+def log_count(path: Path, text: str) -> int:
+    """How many lines of the log file ``path`` contain ``text`` (0 before it exists)."""
+    try:
+        return sum(text in line for line in path.read_text(errors="replace").splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def wait_for_cycles(path: Path, more: int = 1, timeout: float = 30.0) -> None:
+    """Wait until the watcher logging to ``path`` has finished ``more`` further cycles."""
+    seen = log_count(path, CYCLE_DONE)
+    wait_for(lambda: log_count(path, CYCLE_DONE) >= seen + more, timeout=timeout)
+
+
+#: What the watcher writes to the monitor's log file at the end of each cycle.
+CYCLE_DONE = "waiting for new mail"
+
+
 class Watcher:
     """`exportmon run` as a long-running child process.
 

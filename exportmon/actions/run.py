@@ -407,6 +407,8 @@ def _watch_loop(
                 outcome.reason = "idle"
                 return
             _tell(options, monitor, "waiting for new mail")
+            # The end of a cycle, in the log file: what tests and people wait on.
+            log.debug("cycle %d done; waiting for new mail", outcome.cycles)
             deadline = time.monotonic() + interval
             if idle_limit:
                 deadline = min(deadline, last_seen + idle_limit)

@@ -58,14 +58,3 @@ def select_monitors(ctx: typer.Context) -> list[MonitorConfig]:
             raise typer.Exit(ExitCode.USAGE)
         raise ConfigError("no monitor to work on")
     return monitors
-
-
-#: Lets a command that is not built yet accept any arguments and explain itself.
-PLACEHOLDER_SETTINGS = {"ignore_unknown_options": True, "allow_extra_args": True}
-
-
-def not_built(name: str, issue: int) -> None:
-    """Stop a command that a later issue fills in: one line, exit 2."""
-    from exportmon.errors import UsageError
-
-    raise UsageError(f"`exportmon {name}` is not built yet", hint=f"it arrives with issue #{issue}")

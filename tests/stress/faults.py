@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fetchkit import config_data, export_mail, imap_table, write_config
-from watching import Watcher, wait_for
+from watching import Watcher, wait_for, wait_for_cycles
 
 from servers.proxy import TcpProxy
 
@@ -126,7 +126,7 @@ class FaultWorld:
         """Start ``exportmon run`` and give it time to finish its first (empty) cycle."""
         self.watcher = Watcher(self.config, env=self.env)
         wait_for(lambda: "watching" in self.log(), timeout=30)
-        time.sleep(2.0)
+        wait_for_cycles(self.log_file)
         return self.watcher
 
     def close(self) -> None:
@@ -315,7 +315,8 @@ def _stopped_mid_upload(
     world.add_export(size)
     wait_for(lambda: uploading(world.ftps.home / "in"), timeout=30)
     server.stop()
-    time.sleep(4.0)
+    # The server stays down until the watcher has reported the failed upload.
+    wait_for(lambda: world.lines("ERROR"), timeout=60)
     world.ftps.slow_uploads(None)
     server.start()
     result.recovered = world.wait_delivered()
@@ -361,7 +362,8 @@ def _broken_until_fixed(world: FaultWorld, scenario: str, **route: Any) -> Fault
     world.watch()
     name = world.add_export(100_000, **route)
     wait_for(lambda: world.lines("ERROR"), timeout=60)
-    time.sleep(3.0)
+    # Broken until an automatic retry has failed too.
+    wait_for(lambda: "still failing" in world.log(), timeout=60)
     world.fix_route(name)
     result.recovered = world.wait_delivered()
     return result
@@ -377,7 +379,7 @@ def smtp_down_for_an_alert(world: FaultWorld) -> FaultResult:
     link = world.https.url(f"/exports/{world.tokens}/777-missing-requests.csv")
     world.mail_user.append(export_mail(link, token=f"tok-{world.tokens}"))
     wait_for(lambda: any("not sent" in line for line in world.lines("WARNING")), timeout=60)
-    time.sleep(3.0)
+    wait_for_cycles(world.log_file)  # down for one more cycle
     world.smtp.start()
     try:
         world.smtp.wait_for_messages(1, timeout=RECOVERY_TIMEOUT)
@@ -385,7 +387,7 @@ def smtp_down_for_an_alert(world: FaultWorld) -> FaultResult:
         result.problems.append("the alert was never sent")
     else:
         result.recovered = world.alive()
-    time.sleep(2.0)
+    wait_for_cycles(world.log_file)  # a cycle later, a second alert would be there
     alerts = [m for m in world.smtp.messages if "777" in str(m.message["Subject"])]
     if len(alerts) != 1:
         result.duplicated += max(0, len(alerts) - 1)

@@ -47,21 +47,18 @@ def snapshot(top: Path, allowed: list[Path]) -> dict[str, tuple[str, int]]:
 def ledger_outcome(scene: Scene, name: str) -> str:
     """What the ledger says became of the mail file ``name``."""
     with Ledger.open(scene.root / "ledger.sqlite") as ledger:
-        rows = ledger.query("select id, state from mails where uid = ?", (name,))
-        assert rows, f"mail {name} is not in the ledger"
-        mail = rows[0]
-        if mail["state"] in ("ignored", "failed"):
-            return {"ignored": "ignored", "failed": "failed-mail"}[mail["state"]]
-        exports = ledger.query("select state, error from exports where mail_id = ?", (mail["id"],))
-    assert exports, f"mail {name} is {mail['state']} without exports"
-    if all(e["state"] == "delivered" for e in exports) and mail["state"] in (
-        "delivered",
-        "archived",
-    ):
+        found = [mail for mail in ledger.mails() if mail.uid == name]
+        assert found, f"mail {name} is not in the ledger"
+        mail = found[0]
+        if mail.state in ("ignored", "failed"):
+            return {"ignored": "ignored", "failed": "failed-mail"}[mail.state]
+        exports = ledger.exports(mail_id=mail.id)
+    assert exports, f"mail {name} is {mail.state} without exports"
+    if all(e.state == "delivered" for e in exports) and mail.state in ("delivered", "archived"):
         return "delivered"
-    if all(e["error"] for e in exports if e["state"] != "delivered"):
+    if all(e.error for e in exports if e.state != "delivered"):
         return "failed-export"
-    return f"unfinished ({mail['state']}, {[e['state'] for e in exports]})"
+    return f"unfinished ({mail.state}, {[e.state for e in exports]})"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])

@@ -21,7 +21,7 @@ def test_new_ledger_is_private_wal_and_at_the_latest_schema(tmp_path):
     path = tmp_path / "state" / "ledger.sqlite"
     with Ledger.open(path) as ledger:
         assert ledger.schema_version == len(MIGRATIONS)
-        assert ledger.query("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+        assert ledger.journal_mode == "wal"
         assert ledger.integrity_check() == "ok"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     with Ledger.open(path) as again:  # reopening migrates nothing and keeps the version

@@ -68,7 +68,7 @@ def test_reading_never_sets_seen_and_non_exports_are_untouched(tmp_path, mail_us
         ("ignored", "export id 5 is not monitored"),
     ]
     assert all(b"\\Seen" not in flags for flags in mail_user.flags("INBOX").values())
-    assert ledger.query("SELECT count(*) AS n FROM notices WHERE key = 'unmonitored:5'")[0]["n"]
+    assert ledger.notice_count("unmonitored:5") == 1
 
 
 def test_the_gem_search_finds_the_gem_mails(tmp_path, mail_user, ledger, gem_fixtures):

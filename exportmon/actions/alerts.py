@@ -148,11 +148,7 @@ def _awaiting_outcome(ledger: Ledger, alert: Alert) -> bool:
     export = ledger.export(int(row))
     if export is None or export.state == "delivered":
         return False
-    later = ledger.query(
-        "SELECT 1 FROM exports WHERE state = 'delivered' AND export_id IS ? AND id > ? LIMIT 1",
-        (export.export_id, export.id),
-    )
-    return not later
+    return not ledger.superseded(export)
 
 
 def _repeat_due(monitor: MonitorConfig, previous: Alert, moment: datetime) -> bool:

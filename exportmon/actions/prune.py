@@ -111,15 +111,8 @@ def _referenced(ledger: Ledger, cutoff: str) -> tuple[set[str], set[str]]:
     """Paths of exports that may go (delivered before ``cutoff``) and of those that stay."""
     old: set[str] = set()
     keep: set[str] = set()
-    rows = ledger.query(
-        "SELECT e.state = 'delivered' AND e.delivered_at < ? AS old, e.download_path AS path"
-        " FROM exports e WHERE e.download_path IS NOT NULL"
-        " UNION ALL SELECT e.state = 'delivered' AND e.delivered_at < ?, f.path"
-        " FROM files f JOIN exports e ON f.export_row = e.id",
-        (cutoff, cutoff),
-    )
-    for row in rows:
-        (old if row["old"] else keep).add(_normal(row["path"]))
+    for stored in ledger.stored_paths(cutoff):
+        (old if stored.prunable else keep).add(_normal(stored.path))
     # A path shared with an export that stays, stays.
     return old - keep, keep
 

@@ -221,24 +221,16 @@ def _exports(monitor: MonitorConfig, ledger: Ledger, start: str, end: str) -> li
 def _destinations(
     monitor: MonitorConfig, ledger: Ledger, start: str, end: str
 ) -> list[DestinationTotal]:
-    rows = ledger.query(
-        "SELECT destination, sum(state = 'done') AS files,"
-        " coalesce(sum(CASE WHEN state = 'done' THEN bytes END), 0) AS bytes,"
-        " sum(state = 'failed') AS failed, max(finished_at) AS last_at"
-        " FROM deliveries WHERE started_at >= ? AND started_at < ?"
-        " GROUP BY destination ORDER BY destination",
-        (start, end),
-    )
     return [
         DestinationTotal(
             monitor=monitor.name,
-            destination=_clean(row["destination"]) or "",
-            files=row["files"] or 0,
-            bytes=row["bytes"] or 0,
-            failed=row["failed"] or 0,
-            last_at=row["last_at"],
+            destination=_clean(row.destination) or "",
+            files=row.files,
+            bytes=row.bytes,
+            failed=row.failed,
+            last_at=row.last_at,
         )
-        for row in rows
+        for row in ledger.destination_totals(start, end)
     ]
 
 

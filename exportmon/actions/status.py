@@ -24,7 +24,6 @@ The worst state wins (error, then warning, then unknown). Nagios exit codes are
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -32,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from exportmon.config.schema import ExportExpectation, MonitorConfig
-from exportmon.ledger import Export, Ledger, from_text, to_text
+from exportmon.ledger import Export, ExportFigures, Ledger, from_text, to_text
 from exportmon.redact import redact
 from exportmon.redact import register as register_secret
 from exportmon.schedule import lateness, parse_schedule
@@ -172,26 +171,6 @@ def _export_details(monitor: MonitorConfig, export: Export) -> dict[str, Any]:
     }
 
 
-def _failing_exports(ledger: Ledger) -> list[Export]:
-    """Failed exports that no later delivered export of the same id has made moot."""
-    rows = ledger.query(
-        "SELECT e.id FROM exports e WHERE e.error IS NOT NULL AND e.state != 'delivered'"
-        " AND NOT EXISTS (SELECT 1 FROM exports d WHERE d.state = 'delivered'"
-        " AND d.export_id IS e.export_id AND d.id > e.id) ORDER BY e.id"
-    )
-    found = [ledger.export(row["id"]) for row in rows]
-    return [export for export in found if export is not None]
-
-
-def _watch_started(ledger: Ledger) -> datetime | None:
-    """When this monitor began watching: its first run, or else the first mail it saw."""
-    row = ledger.query(
-        "SELECT min(t) AS t FROM (SELECT min(started_at) AS t FROM runs"
-        " UNION ALL SELECT min(first_seen_at) FROM mails)"
-    )
-    return _time(row[0]["t"] if row else None)
-
-
 def find_problems(
     monitor: MonitorConfig, ledger: Ledger, *, now: datetime | None = None
 ) -> list[Problem]:
@@ -199,7 +178,7 @@ def find_problems(
     moment = _now(now)
     problems: list[Problem] = []
 
-    for export in _failing_exports(ledger):
+    for export in ledger.failing_exports():
         step = export.error_step or "?"
         problems.append(
             Problem(
@@ -213,26 +192,21 @@ def find_problems(
             )
         )
 
-    last_delivery = ledger.query("SELECT max(delivered_at) AS t FROM exports")[0]["t"]
-    for mail in ledger.query(
-        "SELECT id, subject, sender, note, updated_at FROM mails WHERE state = 'failed'"
-        " AND (? IS NULL OR updated_at > ?) ORDER BY id",
-        (last_delivery, last_delivery),
-    ):
+    for mail in ledger.failed_mails(changed_after=ledger.last_delivered_at()):
         problems.append(
             Problem(
-                key=f"mail:{mail['id']}",
+                key=f"mail:{mail.id}",
                 kind="failure",
                 scope=MONITOR_SCOPE,
                 state="error",
-                summary=f"a mail could not be processed: {_short(mail['note'] or 'unreadable')}",
+                summary=f"a mail could not be processed: {_short(mail.note or 'unreadable')}",
                 details={
                     "monitor": monitor.name,
-                    "mail_subject": _short(mail["subject"]),
-                    "mail_from": _short(mail["sender"]),
-                    "error": _short(mail["note"], 2000),
+                    "mail_subject": _short(mail.subject),
+                    "mail_from": _short(mail.sender),
+                    "error": _short(mail.note, 2000),
                     "step": "mail",
-                    "failed_at": mail["updated_at"],
+                    "failed_at": mail.updated_at,
                 },
             )
         )
@@ -256,44 +230,37 @@ def find_problems(
             )
         )
 
-    started = _watch_started(ledger)
+    started = _time(ledger.watch_started())
     for export_id, expectation in sorted(monitor.exports.items()):
         problems.extend(
             _expectation_problems(monitor, ledger, export_id, expectation, started, moment)
         )
 
-    for row in ledger.query(
-        "SELECT export_id, count(*) AS n, min(created_at) AS oldest FROM exports"
-        " WHERE state != 'delivered' AND error IS NULL AND created_at < ?"
-        " GROUP BY export_id ORDER BY export_id",
-        (to_text(moment - timedelta(seconds=PENDING_WARNING_AFTER)),),
-    ):
-        age = (moment - from_text(row["oldest"])).total_seconds()
+    stalled_before = to_text(moment - timedelta(seconds=PENDING_WARNING_AFTER))
+    for stalled in ledger.stalled_exports(stalled_before):
+        age = (moment - from_text(stalled.oldest)).total_seconds()
         problems.append(
             Problem(
-                key=f"pending:{row['export_id']}",
+                key=f"pending:{stalled.export_id}",
                 kind="pending",
-                scope=export_scope(row["export_id"]),
+                scope=export_scope(stalled.export_id),
                 state="warning",
-                summary=f"{row['n']} export(s) unfinished for {format_duration(age)}:"
+                summary=f"{stalled.count} export(s) unfinished for {format_duration(age)}:"
                 " is `exportmon run` running?",
                 alert=False,
-                export_id=row["export_id"],
+                export_id=stalled.export_id,
             )
         )
 
-    unsent = ledger.query(
-        "SELECT count(*) AS n, max(error) AS error FROM alerts"
-        " WHERE state = 'pending' AND attempts > 0"
-    )[0]
-    if unsent["n"]:
+    unsent = ledger.unsent_alerts()
+    if unsent.count:
         problems.append(
             Problem(
                 key="unsent",
                 kind="unsent",
                 scope=MONITOR_SCOPE,
                 state="warning",
-                summary=f"{unsent['n']} alert(s) could not be sent: {_short(unsent['error'])}",
+                summary=f"{unsent.count} alert(s) could not be sent: {_short(unsent.error)}",
                 alert=False,
             )
         )
@@ -312,9 +279,7 @@ def _expectation_problems(
     scope = export_scope(export_id)
     if expectation.expect_every:
         schedule = parse_schedule(expectation.expect_every)
-        last = ledger.query(
-            "SELECT max(created_at) AS t FROM exports WHERE export_id = ?", (export_id,)
-        )[0]["t"]
+        last = ledger.last_received_at(export_id)
         anchor = _time(last) or started
         verdict = lateness(schedule, anchor, expectation.grace, moment)
         if verdict.verdict in ("late", "missing") and verdict.expected_at is not None:
@@ -349,22 +314,9 @@ def _expectation_problems(
 def _row_problems(
     monitor: MonitorConfig, ledger: Ledger, export_id: int, expectation: ExportExpectation
 ) -> list[Problem]:
-    latest = ledger.query(
-        "SELECT max(e.id) AS id FROM exports e JOIN files f ON f.export_row = e.id"
-        " WHERE e.export_id = ? AND f.rows IS NOT NULL",
-        (export_id,),
-    )[0]["id"]
-    if latest is None:
+    export, counts = ledger.latest_row_counts(export_id)
+    if export is None:
         return []
-    counts = {
-        row["export_type"]: row["rows"]
-        for row in ledger.query(
-            "SELECT coalesce(export_type, name) AS export_type, sum(rows) AS rows FROM files"
-            " WHERE export_row = ? AND rows IS NOT NULL GROUP BY 1",
-            (latest,),
-        )
-    }
-    export = ledger.export(latest)
     problems = []
     for export_type in sorted(set(expectation.min_rows) | set(expectation.max_rows)):
         rows = counts.get(export_type, 0)
@@ -378,7 +330,7 @@ def _row_problems(
             continue
         problems.append(
             Problem(
-                key=f"rows:{latest}:{export_type}",
+                key=f"rows:{export.id}:{export_type}",
                 kind="rows",
                 scope=export_scope(export_id),
                 state="warning",
@@ -387,12 +339,12 @@ def _row_problems(
                 details={
                     "monitor": monitor.name,
                     "export_id": export_id,
-                    "file": export.file_name if export else None,
+                    "file": export.file_name,
                     "export_type": export_type,
                     "rows": rows,
                     "min_rows": low,
                     "max_rows": high,
-                    "received_at": export.created_at if export else None,
+                    "received_at": export.created_at,
                 },
             )
         )
@@ -443,12 +395,12 @@ def status_of(
         return base
 
     problems = find_problems(monitor, ledger, now=moment)
-    figures = {row["export_id"]: row for row in _figures(ledger)}
+    figures = {row.export_id: row for row in ledger.export_figures()}
     export_ids: list[int | None] = list(monitor.ids)
     export_ids += sorted((i for i in figures if i is not None and i not in monitor.ids), key=int)
     if None in figures:
         export_ids.append(None)
-    started = _watch_started(ledger)
+    started = _time(ledger.watch_started())
     rows = [
         _export_status(monitor, ledger, export_id, figures.get(export_id), problems, started)
         for export_id in export_ids
@@ -458,12 +410,8 @@ def status_of(
     base.state = worst(states)
     base.exports = rows
     base.problems = problems
-    base.failed_mails = ledger.query("SELECT count(*) AS n FROM mails WHERE state = 'failed'")[0][
-        "n"
-    ]
-    base.alerts_pending = ledger.query("SELECT count(*) AS n FROM alerts WHERE state = 'pending'")[
-        0
-    ]["n"]
+    base.failed_mails = ledger.count_mails("failed")
+    base.alerts_pending = ledger.count_alerts("pending")
     base.reason = _reason(base.state, rows, monitor_problems)
     return base
 
@@ -484,29 +432,11 @@ def _expect_every(monitor: MonitorConfig, export_id: int | None) -> str | None:
     return expectation.expect_every if expectation else None
 
 
-def _figures(ledger: Ledger) -> list[dict[str, Any]]:
-    return ledger.query(
-        "SELECT e.export_id,"
-        " count(*) AS exports,"
-        " sum(e.state = 'delivered') AS delivered,"
-        " sum(e.state != 'delivered' AND e.error IS NULL) AS pending,"
-        " max(e.created_at) AS last_arrival,"
-        " max(e.delivered_at) AS last_success,"
-        " (SELECT count(*) FROM files f JOIN exports d ON f.export_row = d.id"
-        "   WHERE d.export_id IS e.export_id AND d.state = 'delivered') AS files_delivered,"
-        " (SELECT coalesce(sum(f.rows), 0) FROM files f JOIN exports d ON f.export_row = d.id"
-        "   WHERE d.export_id IS e.export_id AND d.state = 'delivered') AS rows_delivered,"
-        " (SELECT coalesce(sum(f.bytes), 0) FROM files f JOIN exports d ON f.export_row = d.id"
-        "   WHERE d.export_id IS e.export_id AND d.state = 'delivered') AS bytes_delivered"
-        " FROM exports e GROUP BY e.export_id"
-    )
-
-
 def _export_status(
     monitor: MonitorConfig,
     ledger: Ledger,
     export_id: int | None,
-    figures: dict[str, Any] | None,
+    figures: ExportFigures | None,
     problems: list[Problem],
     started: datetime | None,
 ) -> ExportStatus:
@@ -516,24 +446,20 @@ def _export_status(
         export_id=export_id, state="ok", reason="", expect_every=_expect_every(monitor, export_id)
     )
     if figures:
-        row.exports = figures["exports"]
-        row.delivered = figures["delivered"] or 0
-        row.pending = figures["pending"] or 0
-        row.last_arrival = figures["last_arrival"]
-        row.last_success = figures["last_success"]
-        row.files_delivered = figures["files_delivered"] or 0
-        row.rows_delivered = figures["rows_delivered"] or 0
-        row.bytes_delivered = figures["bytes_delivered"] or 0
+        row.exports = figures.exports
+        row.delivered = figures.delivered
+        row.pending = figures.pending
+        row.last_arrival = figures.last_arrival
+        row.last_success = figures.last_success
+        row.files_delivered = figures.files_delivered
+        row.rows_delivered = figures.rows_delivered
+        row.bytes_delivered = figures.bytes_delivered
     row.failing = sum(1 for p in mine if p.kind == "failure")
-    failed = ledger.query(
-        "SELECT error, error_step, error_at FROM exports WHERE export_id IS ? AND error IS NOT NULL"
-        " ORDER BY error_at DESC LIMIT 1",
-        (export_id,),
-    )
+    failed = ledger.last_failed_export(export_id)
     if failed:
-        row.last_failure = failed[0]["error_at"]
-        row.last_error = _short(failed[0]["error"], 500)
-        row.last_error_step = failed[0]["error_step"]
+        row.last_failure = failed.error_at
+        row.last_error = _short(failed.error, 500)
+        row.last_error_step = failed.error_step
     else:
         _last_failure_from_alerts(ledger, scope, row)
     expectation = monitor.exports.get(export_id) if export_id is not None else None
@@ -561,15 +487,11 @@ def _export_status(
 
 def _last_failure_from_alerts(ledger: Ledger, scope: str, row: ExportStatus) -> None:
     """A failure that has since been fixed is no longer in the exports table; alerts remember it."""
-    found = ledger.query(
-        "SELECT payload, created_at FROM alerts WHERE scope = ? AND kind = 'failure'"
-        " ORDER BY id DESC LIMIT 1",
-        (scope,),
-    )
-    if not found:
+    found = ledger.latest_alert(scope=scope, kind="failure")
+    if found is None:
         return
-    details = json.loads(found[0]["payload"]).get("details", {})
-    row.last_failure = details.get("failed_at") or found[0]["created_at"]
+    details = found.data.get("details", {})
+    row.last_failure = details.get("failed_at") or found.created_at
     row.last_error = _short(details.get("error"), 500) or None
     row.last_error_step = details.get("step")
 

@@ -228,13 +228,7 @@ def known_uids(
     with this set. A mail recorded as new but without exports (a crash cut its
     intake short) is left out, so it is taken again.
     """
-    rows = ledger.query(
-        "SELECT uid FROM mails AS m WHERE source = ? AND mailbox = ? AND uidvalidity IS ?"
-        " AND uid IS NOT NULL AND NOT (state = 'new' AND NOT EXISTS"
-        " (SELECT 1 FROM exports AS e WHERE e.mail_id = m.id))",
-        (source, mailbox, uidvalidity),
-    )
-    return {str(row["uid"]) for row in rows}
+    return ledger.known_uids(source, mailbox, uidvalidity)
 
 
 def export_key(found: FoundExport, info: MailInfo, raw_digest: str) -> str:

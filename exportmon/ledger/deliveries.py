@@ -1,0 +1,167 @@
+"""Deliveries: one file written to one destination.
+
+A delivery is recorded (``started``) before the first byte moves and finished
+(``done``) or ``failed`` afterwards, so after a crash the target can be checked
+and the delivery completed or redone, never duplicated. Destinations are keyed by
+a string that names them (``local:/srv/in``, ``ftp://host/dir``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from exportmon.ledger.db import Database, check_state, now
+
+DELIVERY_STATES = ("started", "done", "failed")
+
+
+@dataclass
+class Delivery:
+    id: int
+    file_id: int | None
+    export_row: int | None
+    destination: str
+    source_path: str
+    target: str
+    state: str
+    bytes: int | None
+    sha256: str | None
+    error: str | None
+    started_at: str
+    finished_at: str | None
+
+
+@dataclass
+class DestinationTotals:
+    """The deliveries to one destination started in a period."""
+
+    destination: str
+    #: Files delivered (``done``).
+    files: int
+    #: Bytes of the files delivered.
+    bytes: int
+    #: Deliveries that failed.
+    failed: int
+    #: When the latest delivery finished.
+    last_at: str | None
+
+
+class DeliveryRecords(Database):
+    """The ledger's deliveries."""
+
+    def start_delivery(
+        self,
+        *,
+        destination: str,
+        source_path: Path | str,
+        target: str,
+        file_id: int | None = None,
+        export_row: int | None = None,
+    ) -> Delivery:
+        """Record that a file is about to be written to ``target`` at ``destination``.
+
+        Recorded before the first byte moves, so that after a crash the target can
+        be checked and the delivery completed or redone, never duplicated.
+        """
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO deliveries (file_id, export_row, destination, source_path, target,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (file_id, export_row, destination, str(source_path), target, now()),
+            )
+            delivery_id = cursor.lastrowid
+        delivery = self.delivery(int(delivery_id or 0))
+        assert delivery is not None
+        return delivery
+
+    def finish_delivery(self, delivery_id: int, *, bytes: int, sha256: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'done', bytes = ?, sha256 = ?, error = NULL,"
+                " finished_at = ? WHERE id = ?",
+                (bytes, sha256, now(), delivery_id),
+            )
+
+    def fail_delivery(self, delivery_id: int, error: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                (error, now(), delivery_id),
+            )
+
+    def delivery(self, delivery_id: int) -> Delivery | None:
+        return self._one(Delivery, "SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
+
+    def deliveries(
+        self,
+        *,
+        file_id: int | None = None,
+        export_row: int | None = None,
+        destination: str | None = None,
+        state: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> list[Delivery]:
+        clauses, params = [], []
+        if state is not None:
+            check_state(state, DELIVERY_STATES, "delivery")
+        for column, op, value in (
+            ("file_id", "=", file_id),
+            ("export_row", "=", export_row),
+            ("destination", "=", destination),
+            ("state", "=", state),
+            ("started_at", ">=", since),
+            ("started_at", "<", until),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {op} ?")
+                params.append(value)
+        where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+        return self._all(Delivery, f"SELECT * FROM deliveries {where} ORDER BY id", params)
+
+    def delivered(self, file_id: int, destination: str) -> Delivery | None:
+        """The completed delivery of a file to a destination, if there is one."""
+        return self._one(
+            Delivery,
+            "SELECT * FROM deliveries WHERE file_id = ? AND destination = ? AND state = 'done'"
+            " ORDER BY id DESC LIMIT 1",
+            (file_id, destination),
+        )
+
+    def unfinished_delivery(self, file_id: int, destination: str) -> Delivery | None:
+        """The latest delivery of a file to a destination that did not complete: cut short
+        by a crash (``started``) or ``failed``. A retry goes to its target, so that it
+        neither delivers the file twice nor leaves a partial upload behind."""
+        return self._one(
+            Delivery,
+            "SELECT * FROM deliveries WHERE file_id = ? AND destination = ?"
+            " AND state IN ('started', 'failed') ORDER BY id DESC LIMIT 1",
+            (file_id, destination),
+        )
+
+    def interrupted_deliveries(self, destination: str | None = None) -> list[Delivery]:
+        """Deliveries started but never finished or failed: a crash happened mid-way."""
+        if destination is None:
+            return self._all(
+                Delivery, "SELECT * FROM deliveries WHERE state = 'started' ORDER BY id"
+            )
+        return self._all(
+            Delivery,
+            "SELECT * FROM deliveries WHERE state = 'started' AND destination = ? ORDER BY id",
+            (destination,),
+        )
+
+    # --- named reads for reports and metrics ------------------------------------------
+
+    def destination_totals(self, start: str, end: str) -> list[DestinationTotals]:
+        """Per destination, the deliveries started in ``[start, end)``."""
+        return self._all(
+            DestinationTotals,
+            "SELECT destination, coalesce(sum(state = 'done'), 0) AS files,"
+            " coalesce(sum(CASE WHEN state = 'done' THEN bytes END), 0) AS bytes,"
+            " coalesce(sum(state = 'failed'), 0) AS failed, max(finished_at) AS last_at"
+            " FROM deliveries WHERE started_at >= ? AND started_at < ?"
+            " GROUP BY destination ORDER BY destination",
+            (start, end),
+        )

@@ -136,7 +136,8 @@ class AlertRecords(Database):
         kind: str | None = None,
         scope: str | None = None,
     ) -> list[Alert]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         for column, value in (
             ("state", state),
             ("subject_key", subject_key),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from exportmon.ledger.db import Database, check_state, now
 
@@ -103,7 +104,8 @@ class DeliveryRecords(Database):
         since: str | None = None,
         until: str | None = None,
     ) -> list[Delivery]:
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if state is not None:
             check_state(state, DELIVERY_STATES, "delivery")
         for column, op, value in (

@@ -166,7 +166,8 @@ class ExportRecords(Database):
         until: str | None = None,
     ) -> list[Export]:
         """Exports filtered by progress state, mail, export id and creation time."""
-        clauses, params = [], []
+        clauses: list[str] = []
+        params: list[Any] = []
         if states:
             for state in states:
                 check_state(state, EXPORT_STATES, "export")

@@ -83,7 +83,7 @@ def test_a_failing_export_gives_one_alert_mail_and_later_one_recovery_mail(tmp_p
 def test_an_unresolved_failure_is_repeated_after_repeat_after_and_not_before(tmp_path, smtp_env):
     monitor, ledger = monitor_with(tmp_path, smtp_alerts(smtp_env) + 'repeat_after = "6h"\n')
     failed_export(ledger, 777, "tok-1")
-    process_alerts(monitor, ledger)
+    process_alerts(monitor, ledger, now=NOW)  # NOW is when the module was imported
     assert process_alerts(monitor, ledger, now=NOW + timedelta(hours=5)) == []
     repeated = process_alerts(monitor, ledger, now=NOW + timedelta(hours=6, minutes=1))
     assert [a.data["repeat"] for a in repeated] == [1]

@@ -20,8 +20,9 @@ from monitoring import (
     write_monitor,
 )
 
-from exportmon.actions.alerts import process_alerts, render_alert
+from exportmon.actions.alerts import process_alerts
 from exportmon.actions.status import status_of
+from exportmon.notify.message import compose
 from servers.smtp import SmtpServer
 
 
@@ -55,7 +56,7 @@ def test_a_failing_export_gives_one_alert_mail_and_later_one_recovery_mail(tmp_p
     assert message["From"] == "exportmon@example.com" and message["To"] == "ops@example.com"
     assert mail.tls and mail.auth_user == smtp_env.user
     assert mail.rcpt_tos == ("ops@example.com",)
-    body = message.get_content()
+    body = message.get_body(("plain",)).get_content()
     assert "Step            download" in body and "Attempts        1" in body
     assert f"exportmon -c {monitor.path} status" in body
     assert "export_monitor.shop.log" in body
@@ -72,7 +73,7 @@ def test_a_failing_export_gives_one_alert_mail_and_later_one_recovery_mail(tmp_p
     recovery = smtp_env.messages[1].message
     assert recovery["Subject"] == "[exportmon] shop: export 777 recovered"
     assert recovery["Auto-Submitted"] == "auto-generated"
-    assert "export 777 failed at download" in recovery.get_content()
+    assert "export 777 failed at download" in recovery.get_body(("plain",)).get_content()
 
     assert process_alerts(monitor, ledger) == []
     assert len(smtp_env.messages) == 2
@@ -291,7 +292,7 @@ def test_a_missing_export_is_alerted_once_past_grace_and_recovers_when_it_arrive
     assert alert.kind == "missing"
     subject = smtp_env.messages[0].message["Subject"]
     assert subject.startswith("[exportmon] shop: export 777 did not arrive: expected ")
-    body = smtp_env.messages[0].message.get_content()
+    body = smtp_env.messages[0].message.get_body(("plain",)).get_content()
     assert "Expected every  1d" in body and "fetch --dry-run" in body
     assert process_alerts(monitor, ledger, now=NOW + timedelta(hours=3)) == []
 
@@ -338,9 +339,10 @@ def test_render_alert_redacts_registered_secrets(tmp_path):
     redact.register("hunter2-secret")
     failed_export(ledger, 777, "tok-1", error="login failed for pw hunter2-secret")
     (alert,) = process_alerts(monitor, ledger)
-    text = render_alert(monitor, alert)
-    assert "hunter2-secret" not in text.subject + text.body + alert.payload
-    assert "***" in text.body
+    notice = compose(monitor, alert)
+    shown = notice.title + notice.line + notice.text + notice.html + str(notice.details)
+    assert "hunter2-secret" not in shown + alert.payload
+    assert "***" in notice.text and "***" in notice.html
 
 
 def test_a_reset_for_retry_is_no_recovery_until_the_export_is_delivered(tmp_path, smtp_env):
@@ -388,7 +390,7 @@ def test_a_refused_login_is_kept_and_logged_without_the_password(
     ],
 )
 def test_smtp_urls(url, expected):
-    from exportmon.hooks.alerts import parse_smtp_url
+    from exportmon.notify.smtp import parse_smtp_url
 
     target = parse_smtp_url(url)
     assert (target.scheme, target.host, target.port) == expected
@@ -396,7 +398,7 @@ def test_smtp_urls(url, expected):
 
 def test_a_bad_smtp_url_is_refused_without_its_password():
     from exportmon.errors import AlertError
-    from exportmon.hooks.alerts import parse_smtp_url
+    from exportmon.notify.smtp import parse_smtp_url
 
     with pytest.raises(AlertError) as info:
         parse_smtp_url("http://user:Pw-Leak-99@mail.example.com")

@@ -1,4 +1,4 @@
-"""The alert engine: what to tell people, when, exactly once.
+"""The alert engine: what to tell people, when, exactly once, through every channel.
 
 :func:`process_alerts` compares what is wrong now (:func:`~exportmon.actions.status.find_problems`:
 failed exports and mails, failing steps, missing exports, odd row counts) with
@@ -9,14 +9,20 @@ the alerts already recorded in the ledger's ``alerts`` table:
   more (never more often, so no alert storms);
 * an alerted problem that is gone is marked resolved, and once nothing is wrong
   any more in its scope (one export id, or the monitor as a whole) a single
-  ``recovery`` alert says so (``alerts.recovery``).
+  ``recovery`` alert says so (``alerts.recovery``);
+* with ``on`` asking for them, every export a cycle delivered gets a
+  ``success`` notice and a cycle that delivered or failed something a
+  ``summary``.
 
-Then every ``pending`` alert is sent, oldest first, through the configured
-channels (:mod:`exportmon.hooks.alerts`). An alert that cannot be sent stays
-``pending`` and is retried on the next call, so an SMTP outage loses nothing;
-a channel that already carried an alert is not used for it again. Without any
-channel configured, alerts are recorded as ``skipped`` (they still show in
-``status`` and the log).
+Kinds ``[alerts] on`` does not ask for are recorded as ``skipped`` (they still
+show in ``status`` and the log, and still lead to recoveries).
+
+Then every channel (:mod:`exportmon.notify`) sends its own queue: the pending
+alerts it has not carried yet, oldest first, each channel on its own thread. A
+channel that fails keeps its alerts queued and is retried on the next call,
+without holding back any other channel; within one channel, order is kept (a
+recovery never overtakes its failure). An alert is ``sent`` once every channel
+carried it. Without any channel configured, alerts are recorded as ``skipped``.
 
 Failures of a whole step (say the mailbox cannot be read) enter through
 :meth:`Ledger.record_step_failure` and leave through
@@ -26,64 +32,57 @@ Failures of a whole step (say the mailbox cannot be read) enter through
 from __future__ import annotations
 
 import contextlib
-import socket
-from dataclasses import dataclass
+import contextvars
+import threading
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from exportmon.actions.status import (
     MONITOR_SCOPE,
     Problem,
+    export_scope,
     find_problems,
     human_time,
     mask_configured_secrets,
 )
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExportmonError
-from exportmon.hooks import alerts as channels
 from exportmon.hooks import credentials
-from exportmon.ledger import Alert, Ledger, from_text, to_text
-from exportmon.log import get_logger, log_file_name
+from exportmon.ledger import Alert, Export, Ledger, from_text, to_text
+from exportmon.log import get_logger
+from exportmon.notify import Channel, Notice, configured_channels, wanted
+from exportmon.notify.message import compose
 from exportmon.redact import redact
-from exportmon.units import format_duration
 
 log = get_logger(__name__)
 
 SUBJECT_PREFIX = "[exportmon]"
 
 
-@dataclass(frozen=True)
-class AlertText:
-    """An alert as people read it."""
-
-    subject: str
-    body: str
-
-
-def configured_channels(monitor: MonitorConfig) -> list[str]:
-    """The channels alerts go through: ``mail`` and/or ``command``."""
-    found = []
-    if monitor.alerts.smtp_url and monitor.alerts.to:
-        found.append("mail")
-    if monitor.alerts.command:
-        found.append("command")
-    return found
-
-
 def process_alerts(
-    monitor: MonitorConfig, ledger: Ledger, *, now: datetime | None = None
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    *,
+    now: datetime | None = None,
+    delivered: Sequence[Export] = (),
+    failures: Sequence[str] = (),
 ) -> list[Alert]:
     """Record the alerts the ledger calls for, then send every pending one.
 
-    Call it after each ``run`` cycle and now and then while watching. Returns the
-    alerts created by this call, as they stand after sending.
+    Call it after each ``run`` cycle (with the exports it ``delivered`` and its
+    ``failures``, for success and summary notices) and now and then while
+    watching. Returns the alerts created by this call, as they stand after sending.
     """
     moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     stamp = to_text(moment)
     _know_secrets(monitor)
+    channels = configured_channels(monitor)
     problems = [p for p in find_problems(monitor, ledger, now=moment) if p.alert]
-    state = "pending" if configured_channels(monitor) else "skipped"
     created: list[Alert] = []
+
+    def state_for(kind: str) -> str:
+        return "pending" if channels and wanted(monitor, kind) else "skipped"
 
     latest: dict[str, Alert] = {}
     for alert in ledger.unresolved_alerts():
@@ -95,7 +94,12 @@ def process_alerts(
         repeat = (previous.data.get("repeat", 0) + 1) if previous is not None else 0
         payload = _problem_payload(monitor, problem, repeat, previous)
         alert = ledger.add_alert(
-            problem.kind, problem.key, payload, scope=problem.scope, state=state, at=stamp
+            problem.kind,
+            problem.key,
+            payload,
+            scope=problem.scope,
+            state=state_for(problem.kind),
+            at=stamp,
         )
         log.warning("alert: %s", payload["subject"])
         created.append(alert)
@@ -112,6 +116,8 @@ def process_alerts(
         for scope in dict.fromkeys(alert.scope or MONITOR_SCOPE for alert in gone):
             if scope in troubled_scopes or not monitor.alerts.recovery:
                 continue
+            if not wanted(monitor, "recovery"):
+                continue
             mine = [a for a in gone if (a.scope or MONITOR_SCOPE) == scope]
             payload = _recovery_payload(monitor, scope, mine)
             alert = ledger.add_alert(
@@ -119,14 +125,39 @@ def process_alerts(
                 f"recovery:{scope}:{stamp}",
                 payload,
                 scope=scope,
-                state=state,
+                state=state_for("recovery"),
                 at=stamp,
             )
             log.info("alert: %s", payload["subject"])
             created.append(alert)
 
-    send_pending(monitor, ledger)
+    if wanted(monitor, "success"):
+        for export in delivered:
+            key = f"success:{export.id}"
+            if ledger.alerts(subject_key=key):
+                continue
+            payload = _success_payload(monitor, ledger, export)
+            created.append(
+                _add_notice(ledger, "success", key, payload, state_for("success"), stamp)
+            )
+    if wanted(monitor, "summary") and (delivered or failures):
+        payload = _summary_payload(monitor, ledger, delivered, failures)
+        created.append(
+            _add_notice(ledger, "summary", f"summary:{stamp}", payload, state_for("summary"), stamp)
+        )
+
+    send_pending(monitor, ledger, channels)
     return [ledger.alert(alert.id) or alert for alert in created]
+
+
+def _add_notice(
+    ledger: Ledger, kind: str, key: str, payload: dict[str, Any], state: str, stamp: str
+) -> Alert:
+    """Record a notice that concerns no problem: resolved from the start."""
+    alert = ledger.add_alert(kind, key, payload, scope=payload.get("scope"), state=state, at=stamp)
+    ledger.resolve_alerts([key], at=stamp)
+    log.info("notice: %s", payload["subject"])
+    return alert
 
 
 def _know_secrets(monitor: MonitorConfig) -> None:
@@ -158,56 +189,96 @@ def _repeat_due(monitor: MonitorConfig, previous: Alert, moment: datetime) -> bo
     return age >= timedelta(seconds=monitor.alerts.repeat_after)
 
 
-def send_pending(monitor: MonitorConfig, ledger: Ledger) -> int:
-    """Send pending alerts oldest first; stop at the first that fails. Return how many went."""
-    sent = 0
-    for alert in ledger.alerts(state="pending"):
-        try:
-            send_alert(monitor, alert, ledger=ledger)
-        except ExportmonError as error:
-            message = redact(error.one_line())
-            final = not error.retryable
-            ledger.set_alert_state(alert.id, "failed" if final else "pending", message)
-            if ledger.notice_once(f"alert-not-sent:{alert.id}") or final:
-                log.warning(
-                    "alert %r not sent%s: %s",
-                    alert.data.get("subject"),
-                    "" if final else " (kept, retried on the next run)",
-                    message,
-                )
-            if not final:
-                # Keep the order: a recovery must not overtake its failure.
-                break
-            continue
-        ledger.set_alert_state(alert.id, "sent")
-        sent += 1
-    return sent
+# --- sending ------------------------------------------------------------------------------
 
 
-def send_alert(monitor: MonitorConfig, alert: Alert, *, ledger: Ledger | None = None) -> None:
-    """Send one recorded alert through every configured channel that has not yet carried it.
+def send_pending(
+    monitor: MonitorConfig, ledger: Ledger, channels: Sequence[Channel] | None = None
+) -> int:
+    """Send every channel's queue, the channels side by side; return how many sends worked.
 
-    With ``ledger``, each channel that succeeds is remembered there at once, so a
-    retry after a failure of another channel does not repeat it.
-    Raises an :class:`ExportmonError` (retryable unless it never can work).
+    Each channel takes its pending alerts oldest first and stops at the first
+    that fails in a way that may work later (the rest wait, in order, for the
+    next call); an alert that can never go through a channel is given up for
+    that channel only. Then each alert's state is settled from its channels.
     """
-    data = alert.data
-    details = alert_details(monitor, alert)
-    done = alert.sent_via
-    if "mail" in configured_channels(monitor) and "mail" not in done:
-        text = render_alert(monitor, alert)
-        message = channels.new_message(
-            monitor.alerts, monitor=monitor.name, subject=text.subject, text=text.body
+    if channels is None:
+        channels = configured_channels(monitor)
+    pending = ledger.alerts(state="pending")
+    if not pending:
+        return 0
+    if not channels:
+        for alert in pending:
+            ledger.set_alert_state(alert.id, "skipped")
+        return 0
+    notices: dict[int, Notice] = {}
+    notices_lock = threading.Lock()
+
+    def notice_of(alert: Alert) -> Notice:
+        with notices_lock:
+            if alert.id not in notices:
+                notices[alert.id] = compose(monitor, alert)
+            return notices[alert.id]
+
+    counts: dict[str, int] = {}
+    threads = []
+    for channel in channels:
+        context = contextvars.copy_context()
+        thread = threading.Thread(
+            target=context.run,
+            args=(_send_queue, monitor, ledger, channel, notice_of, counts),
+            name=f"notify-{monitor.name}-{channel.name}",
+            daemon=True,
         )
-        channels.send_mail(monitor.alerts, message)
-        log.info("alert mailed to %s: %s", ", ".join(monitor.alerts.to), data.get("subject"))
-        if ledger is not None:
-            ledger.add_alert_channel(alert.id, "mail")
-    if monitor.alerts.command and "command" not in done:
-        channels.run_command(monitor.alerts.command, details, monitor)
-        log.info("alert command ran for: %s", data.get("subject"))
-        if ledger is not None:
-            ledger.add_alert_channel(alert.id, "command")
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    names = [channel.name for channel in channels]
+    for alert in pending:
+        ledger.settle_alert(alert.id, names)
+    return sum(counts.values())
+
+
+def _send_queue(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    channel: Channel,
+    notice_of: Any,
+    counts: dict[str, int],
+) -> None:
+    sent = 0
+    try:
+        for alert in ledger.channel_queue(channel.name):
+            try:
+                notice = notice_of(alert)
+                channel.send(notice)
+            except ExportmonError as error:
+                message = redact(error.one_line())
+                final = not error.retryable
+                ledger.record_channel_attempt(
+                    alert.id, channel.name, "failed" if final else "pending", message
+                )
+                if ledger.notice_once(f"alert-not-sent:{alert.id}:{channel.name}") or final:
+                    log.warning(
+                        "%s: %r not sent%s: %s",
+                        channel.label,
+                        alert.data.get("subject"),
+                        "" if final else " (kept, retried on the next run)",
+                        message,
+                    )
+                if not final:
+                    # Keep the order: a recovery must not overtake its failure.
+                    break
+                continue
+            ledger.record_channel_attempt(alert.id, channel.name, "sent")
+            log.info("%s: sent %s", channel.label, alert.data.get("subject"))
+            sent += 1
+    except ExportmonError as error:  # the ledger itself failed
+        log.error("%s: %s", channel.label, redact(error.one_line()))
+    except Exception as error:  # a channel's library failed unexpectedly: never lose the run
+        log.error("%s: %s", channel.label, redact(f"{type(error).__name__}: {error}"))
+    counts[channel.name] = sent
 
 
 # --- what an alert says -----------------------------------------------------------------
@@ -260,123 +331,77 @@ def _int(text: str) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def alert_details(monitor: MonitorConfig, alert: Alert) -> dict[str, Any]:
-    """The flat details handed to the alert command (JSON and ``EXPORTMON_*`` variables)."""
-    data = alert.data
-    details: dict[str, Any] = {
-        "alert_id": alert.id,
-        "kind": alert.kind,
+def _success_payload(monitor: MonitorConfig, ledger: Ledger, export: Export) -> dict[str, Any]:
+    files = ledger.files(export.id)
+    deliveries = ledger.deliveries(export_row=export.id, state="done")
+    destinations = list(dict.fromkeys(d.destination for d in deliveries))
+    rows = sum(f.rows or 0 for f in files) if files else (export.rows or 0)
+    receiver_counts: dict[str, Any] = {}
+    for delivery in deliveries:
+        counts = getattr(delivery, "receiver_counts", None)
+        if counts:
+            receiver_counts[delivery.destination] = counts
+    what = f"export {export.export_id}" if export.export_id is not None else "export"
+    where = ", ".join(destinations) or "its destinations"
+    summary = f"{what} delivered: {_plural(len(files), 'file')}, {_plural(rows, 'row')} to {where}"
+    return {
+        "kind": "success",
         "monitor": monitor.name,
-        "export_id": data.get("export_id"),
-        "subject": data.get("subject"),
-        "summary": data.get("summary"),
-        "repeat": data.get("repeat", 0),
-        "since": data.get("since"),
-        "created_at": alert.created_at,
-        "config": str(monitor.path) if monitor.path else None,
-        "log_file": _log_file(monitor),
-        "hostname": socket.gethostname(),
+        "export_id": export.export_id,
+        "scope": export_scope(export.export_id),
+        "subject": _subject(monitor, summary),
+        "summary": redact(summary),
+        "repeat": 0,
+        "since": None,
+        "details": {
+            "file": export.file_name,
+            "delivered_at": export.delivered_at,
+            "rows": rows,
+            "files": [
+                {"name": f.name, "rows": f.rows, "bytes": f.bytes, "export_type": f.export_type}
+                for f in files
+            ],
+            "destinations": destinations,
+            "receiver_counts": receiver_counts,
+        },
     }
-    for key, value in (data.get("details") or {}).items():
-        details.setdefault(key, value)
-    return details
 
 
-def _log_file(monitor: MonitorConfig) -> str | None:
-    if monitor.root is None:
-        return None
-    return str(monitor.dirs.log / log_file_name(monitor.name))
-
-
-_LABELS = {
-    "export_id": "Export id",
-    "file": "File",
-    "step": "Step",
-    "error": "Error",
-    "attempts": "Attempts",
-    "received_at": "Received",
-    "failed_at": "Failed at",
-    "last_failed_at": "Last failed at",
-    "retry_at": "Next retry",
-    "state": "Progress",
-    "mail_subject": "Mail subject",
-    "mail_from": "Mail from",
-    "expected_at": "Expected by",
-    "last_arrival": "Last arrival",
-    "expect_every": "Expected every",
-    "grace_seconds": "Grace",
-    "late_by_seconds": "Late by",
-    "export_type": "Export type",
-    "rows": "Rows",
-    "min_rows": "Minimum rows",
-    "max_rows": "Maximum rows",
-}
-
-
-def _value(key: str, value: Any) -> str:
-    if key.endswith("_at") or key == "last_arrival":
-        return human_time(value, offset=True)
-    if key.endswith("_seconds") and isinstance(value, (int, float)):
-        return format_duration(value)
-    return str(value)
-
-
-def render_alert(monitor: MonitorConfig, alert: Alert) -> AlertText:
-    """The subject and plain-text body of an alert mail."""
-    data = alert.data
-    details = data.get("details") or {}
-    config = f" -c {monitor.path}" if monitor.path else ""
-    lines = [redact(data.get("summary", "")), ""]
-    lines.append(f"{'Monitor':<15} {monitor.name}")
-    for key, label in _LABELS.items():
-        value = details.get(key)
-        if value is None or value == "":
-            continue
-        lines.append(f"{label:<15} {_value(key, value)}")
-    if data.get("since"):
-        lines.append(f"{'Since':<15} {human_time(data['since'], offset=True)}")
-    if alert.kind == "recovery":
-        lines += ["", "Resolved:"] + [f"  - {item}" for item in details.get("resolved", [])]
-    lines += ["", "What to do:"]
-    lines += _advice(alert.kind, details, config)
-    lines.append(f"  - the monitor's log: {_log_file(monitor) or '(no state directory)'}")
-    lines.append(f"  - every export's state: exportmon{config} status")
-    lines += ["", _footer(monitor, alert.kind)]
-    lines += ["", "-- ", f"exportmon on {socket.gethostname()}"]
-    return AlertText(data.get("subject", ""), redact("\n".join(lines) + "\n"))
-
-
-def _advice(kind: str, details: dict[str, Any], config: str) -> list[str]:
-    if kind == "recovery":
-        return ["  - nothing: this is the all-clear for the alerts above"]
-    if kind == "missing":
-        return [
-            "  - check that the scheduled export still runs and that its mails reach the mailbox",
-            f"  - look for unprocessed export mails: exportmon{config} fetch --dry-run",
-        ]
-    if kind == "rows":
-        return [
-            "  - check the export's filter and the delivered file before the receiving system"
-            " imports it",
-            "  - adjust min_rows/max_rows in the monitor config if the new size is expected",
-        ]
-    if details.get("step") == "mail":
-        return ["  - the mail stays in the mailbox; forward or delete it after checking it"]
-    return [
-        "  - fix the cause above; the export is retried automatically"
-        + (
-            f" at {human_time(details['retry_at'], offset=True)}"
-            if details.get("retry_at")
-            else " when it can be"
-        ),
-        f"  - or retry now: exportmon{config} run --once --retry-failed",
+def _summary_payload(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    delivered: Sequence[Export],
+    failures: Sequence[str],
+) -> dict[str, Any]:
+    pending = [e for e in ledger.unfinished_exports() if not e.failed]
+    delivered_lines = [
+        f"export {e.export_id}: {e.file_name or e.key}"
+        f" ({_plural(e.files or 0, 'file')}, {_plural(e.rows or 0, 'row')})"
+        for e in delivered
     ]
+    pending_lines = [f"export {e.export_id}: {e.file_name or e.key} ({e.state})" for e in pending]
+    counts = {"delivered": len(delivered), "failed": len(failures), "pending": len(pending)}
+    summary = (
+        f"{_plural(len(delivered), 'export')} delivered, {len(failures)} failed,"
+        f" {len(pending)} pending"
+    )
+    return {
+        "kind": "summary",
+        "monitor": monitor.name,
+        "export_id": None,
+        "scope": MONITOR_SCOPE,
+        "subject": _subject(monitor, summary),
+        "summary": summary,
+        "repeat": 0,
+        "since": None,
+        "details": {
+            "counts": counts,
+            "delivered": delivered_lines,
+            "failed": [redact(line) for line in failures],
+            "pending": pending_lines,
+        },
+    }
 
 
-def _footer(monitor: MonitorConfig, kind: str) -> str:
-    if kind == "recovery":
-        return "This is the last mail about these problems."
-    repeat = monitor.alerts.repeat_after
-    again = f"repeated every {format_duration(repeat)}" if repeat else "not repeated"
-    recovery = " A notice follows when it is resolved." if monitor.alerts.recovery else ""
-    return f"This alert is sent once per problem and {again} while it lasts.{recovery}"
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}" if count == 1 else f"{count:,} {word}s"

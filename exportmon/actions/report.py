@@ -26,8 +26,8 @@ from typing import Any
 from exportmon.actions.status import human_time
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import UsageError
-from exportmon.hooks import alerts as channels
 from exportmon.ledger import Ledger, from_text, to_text
+from exportmon.notify import smtp as channels
 from exportmon.redact import redact
 from exportmon.units import format_duration, format_size
 
@@ -593,7 +593,7 @@ def mail_report(monitors: Sequence[MonitorConfig], report: Report, to: Sequence[
 
     Returns the name of the monitor whose settings were used. Raises
     :class:`UsageError` when none has any, or the SMTP errors of
-    :func:`exportmon.hooks.alerts.send_mail`.
+    :func:`exportmon.notify.smtp.send_mail`.
     """
     sender = next((m for m in monitors if m.alerts.smtp_url), None)
     if sender is None:

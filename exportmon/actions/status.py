@@ -32,6 +32,7 @@ from typing import Any
 
 from exportmon.config.schema import ExportExpectation, MonitorConfig
 from exportmon.ledger import Export, ExportFigures, Ledger, from_text, to_text
+from exportmon.notify.apprise import register_url
 from exportmon.redact import redact
 from exportmon.redact import register as register_secret
 from exportmon.schedule import lateness, parse_schedule
@@ -134,6 +135,11 @@ def mask_configured_secrets(monitor: MonitorConfig) -> None:
             register_secret(source.value)
         elif source.env:
             register_secret(os.environ.get(source.env))
+    # URLs that hold tokens: each one and each of its token-like parts.
+    for source in (monitor.alerts.notify_source(), monitor.heartbeat.url_source()):
+        text = source.value if source.value else os.environ.get(source.env or "", "")
+        for url in (text or "").replace(",", " ").split():
+            register_url(url)
 
 
 # --- gathering ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError
+from exportmon.notify import apprise as apprise_channels
 from exportmon.paths import monitors_dir, state_dir
 from exportmon.schedule import parse_schedule
 from exportmon.units import parse_duration, parse_size
@@ -321,6 +322,7 @@ def _check_semantics(config: MonitorConfig, path: Path) -> None:
     _check_csv(config, fail)
     _check_deliver(config, fail)
     _check_alerts(config, fail)
+    _check_heartbeat(config, fail)
     for export_id, expectation in config.exports.items():
         if expectation.expect_every is not None:
             _check_schedule(expectation.expect_every, f"exports.{export_id}.expect_every", fail)
@@ -483,6 +485,33 @@ def _check_alerts(config: MonitorConfig, fail: Any) -> None:
         _check_one_secret("alerts", secret_values, fail, required=bool(alerts.smtp_user))
     elif alerts.to and not alerts.command:
         fail("alerts.smtp_url", "alert recipients are set but no smtp_url to send through")
+    _check_one_secret(
+        "alerts",
+        {
+            "notify": alerts.notify or None,
+            "notify_env": alerts.notify_env,
+            "notify_command": alerts.notify_command,
+        },
+        fail,
+        required=False,
+    )
+    for index, url in enumerate(alerts.notify):
+        if "://" not in url:
+            fail(f"alerts.notify[{index}]", "not an Apprise URL (scheme://...)")
+    if alerts.notify and not apprise_channels.installed():
+        fail("alerts.notify", "needs Apprise, which is not installed", apprise_channels.EXTRA_HINT)
+
+
+def _check_heartbeat(config: MonitorConfig, fail: Any) -> None:
+    heartbeat = config.heartbeat
+    _check_one_secret(
+        "heartbeat",
+        {"url": heartbeat.url, "url_env": heartbeat.url_env, "url_command": heartbeat.url_command},
+        fail,
+        required=False,
+    )
+    if heartbeat.url and not re.match(r"https?://[^/\s]+", heartbeat.url):
+        fail("heartbeat.url", "not an http:// or https:// URL")
 
 
 def _check_schedule(value: str, key: str, fail: Any) -> None:
@@ -494,10 +523,10 @@ def _check_schedule(value: str, key: str, fail: Any) -> None:
 
 def _secret_keys(config: MonitorConfig) -> list[str]:
     found = []
-    for table_name in ("source", "deliver", "alerts"):
+    for table_name in ("source", "deliver", "alerts", "heartbeat"):
         table = getattr(config, table_name)
         for f in dataclasses.fields(table):
-            if f.metadata.get("secret") and getattr(table, f.name) is not None:
+            if f.metadata.get("secret") and getattr(table, f.name) not in (None, []):
                 found.append(f"{table_name}.{f.name}")
     return found
 

@@ -25,6 +25,8 @@ SourceKind = Literal["imap", "pop3", "maildir", "mbox", "dir"]
 Security = Literal["ssl", "starttls", "plain"]
 Quoting = Literal["minimal", "all", "nonnumeric", "none", "gem"]
 Overwrite = Literal["replace", "keep", "timestamp"]
+NoticeOn = Literal["failure", "recovery", "missing", "success", "summary"]
+HeartbeatKind = Literal["healthchecks", "uptime-kuma", "cronitor"]
 
 
 def _duration(default: float | None, doc: str) -> float | None:
@@ -203,6 +205,20 @@ class AlertsConfig:
     repeat_after: float | None = _duration(24 * 3600.0, "repeat interval of an alert")
     #: Send a notice when a failing monitor succeeds again.
     recovery: bool = True
+    #: Apprise URLs (Slack, Teams, ntfy, Matrix, json://, ...); they hold tokens.
+    notify: list[str] = field(
+        default_factory=list,
+        metadata={"secret": True, "doc": "Apprise URLs notices are sent to"},
+    )
+    #: Environment variable holding the Apprise URLs (separated by spaces, commas, new lines).
+    notify_env: str | None = None
+    #: Command printing the Apprise URLs.
+    notify_command: str | None = None
+    #: Which notices are sent: failure, recovery, missing, success, summary.
+    on: list[NoticeOn] = field(
+        default_factory=lambda: ["failure", "recovery", "missing"],
+        metadata={"doc": "notices to send: failure, recovery, missing, success, summary"},
+    )
 
     def smtp_password_source(self) -> SecretSource:
         return SecretSource(
@@ -211,6 +227,30 @@ class AlertsConfig:
             self.smtp_password_env,
             self.smtp_password_command,
         )
+
+    def notify_source(self) -> SecretSource:
+        value = "\n".join(self.notify) if self.notify else None
+        return SecretSource("alerts.notify", value, self.notify_env, self.notify_command)
+
+
+@dataclass
+class HeartbeatConfig:
+    """``[heartbeat]``: pings to an outside monitoring service (Healthchecks, Uptime Kuma,
+    Cronitor), which raises the alarm when they stop."""
+
+    #: The check's ping URL; it holds the check's key, so it is a secret.
+    url: str | None = _secret("ping URL of the check (prefer url_env or url_command)")
+    url_env: str | None = None
+    url_command: str | None = None
+    kind: HeartbeatKind = "healthchecks"
+    timeout: float | None = _duration(10.0, "how long one ping may take")
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url or self.url_env or self.url_command)
+
+    def url_source(self) -> SecretSource:
+        return SecretSource("heartbeat.url", self.url, self.url_env, self.url_command)
 
 
 @dataclass
@@ -254,6 +294,7 @@ class MonitorConfig:
     csv: CsvConfig | None = None
     deliver: DeliverConfig = field(default_factory=DeliverConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     exports: dict[int, ExportExpectation] = field(default_factory=dict)
 
     @property

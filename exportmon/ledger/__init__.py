@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from exportmon.ledger.alerts import Alert, AlertRecords, UnsentAlerts
+from exportmon.ledger.alerts import Alert, AlertChannel, AlertRecords, UnsentAlerts
 from exportmon.ledger.db import MIGRATIONS, Database, from_text, now, to_text
 from exportmon.ledger.deliveries import (
     DELIVERY_STATES,
@@ -48,6 +48,7 @@ __all__ = [
     "MAIL_STATES",
     "MIGRATIONS",
     "Alert",
+    "AlertChannel",
     "Database",
     "Delivery",
     "DestinationTotals",

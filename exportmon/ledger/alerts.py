@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exportmon.ledger.db import Database, marks, now
+from exportmon.ledger.db import Database, check_state, marks, now
 
 
 @dataclass
@@ -40,6 +40,20 @@ class Alert:
     @property
     def sent_via(self) -> set[str]:
         return set(filter(None, (self.channels or "").split(",")))
+
+
+@dataclass
+class AlertChannel:
+    """One channel's record of one alert."""
+
+    alert_id: int
+    channel: str
+    #: ``sent``, ``pending`` (retried later) or ``failed`` (never works).
+    state: str
+    attempts: int
+    error: str | None
+    last_at: str
+    sent_at: str | None
 
 
 @dataclass
@@ -109,6 +123,83 @@ class AlertRecords(Database):
             " ELSE channels || ',' || ? END WHERE id = ?",
             (channel, channel, channel, alert_id),
         )
+
+    # --- each channel's own queue ---------------------------------------------------
+
+    def record_channel_attempt(
+        self, alert_id: int, channel: str, state: str, error: str | None = None
+    ) -> None:
+        """Record one attempt of ``channel`` at the alert: ``sent``, ``pending`` or ``failed``."""
+        check_state(state, ("sent", "pending", "failed"), "alert channel")
+        stamp = now()
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO alert_channels (alert_id, channel, state, attempts, error, last_at,"
+                " sent_at) VALUES (?, ?, ?, 1, ?, ?, CASE WHEN ? = 'sent' THEN ? END)"
+                " ON CONFLICT (alert_id, channel) DO UPDATE SET state = excluded.state,"
+                " attempts = attempts + 1, error = excluded.error, last_at = excluded.last_at,"
+                " sent_at = coalesce(excluded.sent_at, sent_at)",
+                (alert_id, channel, state, error, stamp, state, stamp),
+            )
+            if state == "sent":
+                self._add_alert_channel(db, alert_id, channel)
+
+    def alert_channels(self, alert_id: int | None = None) -> list[AlertChannel]:
+        """The channels' records of one alert, or of every alert."""
+        if alert_id is None:
+            return self._all(AlertChannel, "SELECT * FROM alert_channels ORDER BY alert_id")
+        return self._all(
+            AlertChannel,
+            "SELECT * FROM alert_channels WHERE alert_id = ? ORDER BY channel",
+            (alert_id,),
+        )
+
+    def channel_queue(self, channel: str) -> list[Alert]:
+        """Pending alerts ``channel`` has neither carried nor given up on, oldest first."""
+        return self._all(
+            Alert,
+            "SELECT a.* FROM alerts a WHERE a.state = 'pending'"
+            " AND instr(',' || coalesce(a.channels, '') || ',', ',' || ? || ',') = 0"
+            " AND NOT EXISTS (SELECT 1 FROM alert_channels c WHERE c.alert_id = a.id"
+            " AND c.channel = ? AND c.state = 'failed') ORDER BY a.id",
+            (channel, channel),
+        )
+
+    def settle_alert(self, alert_id: int, channels: Sequence[str]) -> str:
+        """Set the alert's own state from its channels' records and return it.
+
+        ``sent`` once every one of ``channels`` carried it (or gave up for good;
+        ``failed`` if all gave up), ``pending`` while one is still to retry.
+        """
+        with self._transaction() as db:
+            rows = {
+                row["channel"]: row["state"]
+                for row in db.execute(
+                    "SELECT channel, state FROM alert_channels WHERE alert_id = ?", (alert_id,)
+                ).fetchall()
+            }
+            carried = db.execute("SELECT channels FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+            for name in filter(None, ((carried[0] if carried else None) or "").split(",")):
+                rows.setdefault(name, "sent")
+            states = [rows.get(name, "pending") for name in channels]
+            if any(state == "pending" for state in states):
+                state = "pending"
+            elif states and all(state == "failed" for state in states):
+                state = "failed"
+            else:
+                state = "sent"
+            error = db.execute(
+                "SELECT error FROM alert_channels WHERE alert_id = ? AND state != 'sent'"
+                " AND error IS NOT NULL ORDER BY last_at DESC LIMIT 1",
+                (alert_id,),
+            ).fetchone()
+            db.execute(
+                "UPDATE alerts SET state = ?, error = ?, attempts = attempts + 1,"
+                " sent_at = CASE WHEN ? = 'sent' THEN coalesce(sent_at, ?) ELSE sent_at END"
+                " WHERE id = ?",
+                (state, error[0] if error else None, state, now(), alert_id),
+            )
+        return state
 
     def resolve_alerts(self, subject_keys: Sequence[str], at: str | None = None) -> int:
         """Mark the unresolved alerts about ``subject_keys`` resolved; return how many."""

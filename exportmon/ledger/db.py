@@ -162,6 +162,21 @@ MIGRATIONS: tuple[str, ...] = (
         count INTEGER NOT NULL DEFAULT 1
     );
     """,
+    # 3: each channel's own record of each alert (sent, or waiting to be retried and why),
+    # so channels are sent and retried independently.
+    """
+    CREATE TABLE alert_channels (
+        alert_id INTEGER NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+        channel TEXT NOT NULL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        last_at TEXT NOT NULL,
+        sent_at TEXT,
+        PRIMARY KEY (alert_id, channel)
+    );
+    CREATE INDEX alert_channels_by_channel ON alert_channels (channel, state);
+    """,
 )
 
 

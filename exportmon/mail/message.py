@@ -30,8 +30,8 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
 from exportmon.files.names import EXPORT_SUFFIXES, UnsafeName, name_from_link, safe_file_name
-from exportmon.hooks.alerts import ALERT_HEADER
 from exportmon.ledger import to_text
+from exportmon.notify.smtp import ALERT_HEADER
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig, RecognizerConfig

@@ -28,6 +28,7 @@ import pytest
 from servers import ServerStartError
 from servers.dovecot import DovecotServer, MailUser
 from servers.ftp import FtpServer
+from servers.receiver import Receiver
 from servers.smtp import SmtpServer
 from servers.tlsca import LocalCA
 from servers.web import WebServer
@@ -169,5 +170,15 @@ def smtps_server(tls_ca: LocalCA) -> Iterator[SmtpServer]:
     server = SmtpServer(cert=tls_ca.server, implicit_tls=True, ca_file=tls_ca.ca_file)
     try:
         yield _start_or_fail(server, "SMTPS server")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An HTTP server on 127.0.0.1 recording webhook notifications and heartbeat pings."""
+    server = Receiver()
+    try:
+        yield _start_or_fail(server, "webhook receiver")
     finally:
         server.stop()

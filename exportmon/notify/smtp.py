@@ -1,6 +1,6 @@
-"""Carrying alerts to people: mail through SMTP, and a command run with the alert's details.
+"""The ``mail`` channel: notices as mails through ``[alerts] smtp_url`` to ``[alerts] to``.
 
-Both channels are configured in ``[alerts]``. How ``smtp_url`` connects:
+How ``smtp_url`` connects:
 
 * ``smtps://host[:465]`` – TLS from the first byte.
 * ``submission://host[:587]`` – STARTTLS, which the server must offer.
@@ -9,24 +9,20 @@ Both channels are configured in ``[alerts]``. How ``smtp_url`` connects:
   travels unencrypted.
 
 Certificates are always verified, against the system's CAs or ``smtp_ca_file``.
-The command runs through ``/bin/sh -c`` with the alert as JSON on stdin and as
-``EXPORTMON_*`` environment variables; it never receives a secret (the
-variables that hold the configured passwords are removed from its environment).
+Every mail has a plain-text and an HTML part and is marked as automatic
+(``Auto-Submitted: auto-generated`` and :data:`ALERT_HEADER`), so no
+auto-responder answers it and no exportmon mail source takes it for an export.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import smtplib
 import socket
 import ssl
-import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
-from typing import Any
 from urllib.parse import urlsplit
 
 from exportmon import redact
@@ -34,12 +30,42 @@ from exportmon.config.schema import AlertsConfig, MonitorConfig
 from exportmon.download import tls_error
 from exportmon.errors import AlertError, AuthError, ConnectionFailed, TLSError
 from exportmon.hooks import credentials
+from exportmon.notify import Channel, Notice
 
 #: Header that marks exportmon's own mails; the mail sources skip mails carrying it.
 ALERT_HEADER = "X-Exportmon-Alert"
 SMTP_TIMEOUT = 30.0
-COMMAND_TIMEOUT = 60.0
 DEFAULT_PORTS = {"smtp": 25, "submission": 587, "smtps": 465}
+
+
+@dataclass(frozen=True)
+class MailChannel:
+    """Mails every notice to ``[alerts] to`` through ``[alerts] smtp_url``."""
+
+    alerts: AlertsConfig
+    monitor: str
+    name: str = "mail"
+
+    @property
+    def label(self) -> str:
+        return f"mail to {', '.join(self.alerts.to)}"
+
+    def send(self, notice: Notice) -> None:
+        message = new_message(
+            self.alerts,
+            monitor=self.monitor,
+            subject=notice.title,
+            text=notice.text,
+            html=notice.html or None,
+        )
+        send_mail(self.alerts, message)
+
+
+def channels(monitor: MonitorConfig) -> list[Channel]:
+    """The mail channel, when ``smtp_url`` and ``to`` are both set."""
+    if monitor.alerts.smtp_url and monitor.alerts.to:
+        return [MailChannel(monitor.alerts, monitor.name)]
+    return []
 
 
 @dataclass(frozen=True)
@@ -202,54 +228,3 @@ def _encrypted(client: smtplib.SMTP) -> bool:
 def _reply(exc: smtplib.SMTPResponseException) -> str:
     text = exc.smtp_error.decode("utf-8", "replace") if isinstance(exc.smtp_error, bytes) else ""
     return redact.redact(f"{exc.smtp_code} {_one_line(text)}".strip())
-
-
-def command_environment(details: Mapping[str, Any], monitor: MonitorConfig) -> dict[str, str]:
-    """The child's environment: ours without the password variables, plus ``EXPORTMON_*``."""
-    secret_variables = {
-        name
-        for name in (
-            monitor.source.password_env,
-            monitor.deliver.ftp_password_env,
-            monitor.alerts.smtp_password_env,
-        )
-        if name
-    }
-    environment = {
-        name: value
-        for name, value in os.environ.items()
-        if name not in secret_variables and not name.startswith("EXPORTMON_ALERT")
-    }
-    for key, value in details.items():
-        if value is None or isinstance(value, (dict, list)):
-            continue
-        name = "EXPORTMON_" + "".join(c if c.isalnum() else "_" for c in key).upper()
-        environment[name] = redact.redact(str(value))
-    return environment
-
-
-def run_command(command: str, details: Mapping[str, Any], monitor: MonitorConfig) -> None:
-    """Run the ``[alerts] command`` with ``details`` as JSON on stdin and in the environment.
-
-    Raises :class:`AlertError` when it cannot start, times out or exits non-zero.
-    """
-    payload = redact.redact(json.dumps(details, default=str, ensure_ascii=False, indent=2))
-    try:
-        completed = subprocess.run(
-            ["/bin/sh", "-c", command],
-            input=(payload + "\n").encode("utf-8"),
-            capture_output=True,
-            env=command_environment(details, monitor),
-            timeout=COMMAND_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise AlertError(
-            f"alert command did not finish within {COMMAND_TIMEOUT:.0f} s", retryable=True
-        ) from None
-    except OSError as exc:
-        raise AlertError(f"alert command could not be started: {exc.strerror}") from None
-    if completed.returncode != 0:
-        lines = completed.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = redact.redact(lines[-1]) if lines else "no error output"
-        raise AlertError(f"alert command exited with status {completed.returncode}: {reason}")

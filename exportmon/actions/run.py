@@ -43,6 +43,7 @@ from exportmon.ledger import Export, Ledger
 from exportmon.lock import monitor_lock
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.source import MailSource, open_source
+from exportmon.notify import heartbeat
 from exportmon.progress import ProgressFactory
 from exportmon.signals import Shutdown
 from exportmon.units import format_duration
@@ -245,7 +246,9 @@ def run_cycle(
             result.failures += [f.message for f in archive_failures]
 
     try:
-        result.alerts = len(process_alerts(monitor, ledger))
+        result.alerts = len(
+            process_alerts(monitor, ledger, delivered=result.delivered, failures=result.failures)
+        )
     except ExportmonError as exc:
         log.error("alerts: %s", exc.one_line())
     if monitor.keep_downloads:
@@ -280,20 +283,33 @@ def run_once(
     ):
         run_id = None if options.dry_run else ledger.start_run("run --once")
         result = None
-        try:
-            with source if source is not None else open_source(monitor) as mail_source:
-                result = run_cycle(monitor, ledger, mail_source, options, shutdown)
-        finally:
-            if run_id is not None:
-                status = "ok" if result is not None and not result.failed else "failed"
-                if shutdown is not None and shutdown.requested:
-                    status = "interrupted"
-                ledger.finish_run(run_id, status, result.counts() if result else None)
-        _summarise(result)
+        with heartbeat.recent_lines(monitor.name) as recent:
+            if not dry_run:
+                heartbeat.send(monitor.heartbeat, "start")
+            try:
+                with source if source is not None else open_source(monitor) as mail_source:
+                    result = run_cycle(monitor, ledger, mail_source, options, shutdown)
+            finally:
+                if run_id is not None:
+                    status = "ok" if result is not None and not result.failed else "failed"
+                    if shutdown is not None and shutdown.requested:
+                        status = "interrupted"
+                    ledger.finish_run(run_id, status, result.counts() if result else None)
+                if not dry_run:
+                    _summarise(result)
+                    _beat(monitor, result, list(recent.lines))
         return result
 
 
-def _summarise(result: CycleResult) -> None:
+def _beat(monitor: MonitorConfig, result: CycleResult | None, lines: list[str]) -> None:
+    """Tell the heartbeat service how the run or cycle went (never fails the run)."""
+    failed = result is None or result.failed
+    heartbeat.send(monitor.heartbeat, "failure" if failed else "success", lines)
+
+
+def _summarise(result: CycleResult | None) -> None:
+    if result is None:
+        return
     if result.delivered or result.failures or result.downloaded:
         log.info(
             "%d export(s) delivered, %d mail(s) archived, %d failure(s)",
@@ -388,7 +404,9 @@ def _watch_loop(
         while not shutdown.requested:
             if source is None:
                 source = open_source(monitor)
-            result = run_cycle(monitor, ledger, source, options, shutdown)
+            with heartbeat.recent_lines(monitor.name) as recent:
+                result = run_cycle(monitor, ledger, source, options, shutdown)
+            _beat(monitor, result, list(recent.lines))
             outcome.cycles += 1
             outcome.delivered += len(result.delivered)
             outcome.failed_cycles += bool(result.failed)

@@ -38,6 +38,11 @@ def test_demo_delivers_locally_and_over_ftp_and_reports(tmp_path):
     assert states == {777: "error", 778: "ok"}
     alerts = (tmp_path / "demo" / "alerts.jsonl").read_text()
     assert "404" in alerts
+    # The local webhook got the failure, a success per delivered export and the summary;
+    # the heartbeat service got the run's start and its failure.
+    types = sorted(n["type"] for n in outcome["notifications"])
+    assert types == ["failure", "info", "success", "success"]
+    assert outcome["heartbeat_pings"] == ["/ping/demo/start", "/ping/demo/fail"]
     # The newsletter is still unread in the mailbox; the two delivered mails are archived.
     mailbox = tmp_path / "demo" / "mailbox"
     assert len(list((mailbox / ".Archive" / "cur").iterdir())) == 2
@@ -50,5 +55,7 @@ def test_demo_table_output_and_refusal_of_a_used_folder(tmp_path):
     assert result.code == 0, result.stderr
     assert "Delivered to the local folder" in result.stdout
     assert "status" in result.stdout and "778" in result.stdout
+    assert "A local webhook (Apprise json://) received:" in result.stdout
+    assert "serve      # status page: http://127.0.0.1:8580/" in result.stdout
     again = run_cli("demo", "--dir", tmp_path / "demo")
     assert again.code == 2 and "is not empty" in again.stderr

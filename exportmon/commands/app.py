@@ -22,6 +22,7 @@ from exportmon.commands import (
     report,
     rewrite_csv,
     run,
+    serve,
     status,
     unzip,
 )
@@ -110,6 +111,7 @@ for module in (
     rewrite_csv,
     push_ftp,
     run,
+    serve,
     status,
     report,
     prune,

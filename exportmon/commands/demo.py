@@ -73,6 +73,8 @@ def demo_command(
                 "delivered": [str(p) for p in result.delivered],
                 "uploaded": [str(p) for p in result.uploaded],
                 "status": result.status.to_dict(),
+                "notifications": result.notifications,
+                "heartbeat_pings": result.pings,
             }
         )
         return
@@ -86,11 +88,26 @@ def demo_command(
         out.print(f"  {path.relative_to(directory / 'ftp')}", highlight=False)
     if result.alerts_file.exists():
         out.print(
-            f"The broken link was alerted once, through a command: {result.alerts_file}",
+            f"Every alert and notice also went through a command: {result.alerts_file}",
             highlight=False,
         )
+    if result.notifications:
+        out.print("A local webhook (Apprise json://) received:", highlight=False)
+        for payload in result.notifications:
+            kind = {"info": "summary"}.get(str(payload.get("type")), payload.get("type"))
+            line = f"  {kind}: {payload.get('message')}"
+            out.print(line if len(line) <= 78 else line[:77] + "…", highlight=False, markup=False)
+    elif not result.webhooks:
+        out.print(
+            "Chat and webhook channels (Slack, Teams, ntfy, json://, ...) need the notify"
+            " extra: pip install 'exportmon[notify]'",
+            highlight=False,
+        )
+    if result.pings:
+        out.print(f"Heartbeat pings received: {', '.join(result.pings)}", highlight=False)
     out.print(
         f"\nEverything is in {directory}. Look around:\n"
+        f"  exportmon -c {result.config} serve      # status page: http://127.0.0.1:8580/\n"
         f"  exportmon -c {result.config} status\n"
         f"  exportmon -c {result.config} report --since 1d\n"
         f"  exportmon generate <export-id> <your address> -     # set up a real monitor",

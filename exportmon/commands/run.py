@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sys
+from collections.abc import Iterator
 from typing import Annotated
 
 import typer
@@ -65,6 +68,14 @@ def run_command(
     as_json: Annotated[
         bool, typer.Option("--json", help="With --once: print a JSON summary per monitor.")
     ] = False,
+    serve: Annotated[
+        str | None,
+        typer.Option(
+            "--serve",
+            metavar="HOST:PORT",
+            help="While watching, serve the status page there (as `exportmon serve`).",
+        ),
+    ] = None,
 ) -> None:
     """Fetch, unpack, rewrite, deliver and archive: once, or watching the mailbox.
 
@@ -81,6 +92,8 @@ def run_command(
         raise UsageError("--dry-run goes with --once")
     if as_json and not once:
         raise UsageError("--json goes with --once")
+    if serve and once:
+        raise UsageError("--serve goes with watching, not --once", hint="or run `exportmon serve`")
     monitors = select_monitors(ctx)
     shutdown = Shutdown()
     with (
@@ -98,8 +111,27 @@ def run_command(
         if once:
             code = _run_once(monitors, run_options, shutdown, as_json, opts.config_failed)
         else:
-            code = _watch(ctx, monitors, run_options, shutdown)
+            with _status_server(ctx, serve):
+                code = _watch(ctx, monitors, run_options, shutdown)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _status_server(ctx: typer.Context, listen: str | None) -> Iterator[None]:
+    """``--serve``: the status page beside the watchers (a token from EXPORTMON_SERVE_TOKEN)."""
+    if not listen:
+        yield
+        return
+    from exportmon.commands.serve import TOKEN_ENV, build_access, start_server
+
+    opts = options(ctx)
+    access = build_access(os.environ.get(TOKEN_ENV) or None, None, None, None)
+    server = start_server(opts.configs, listen, access, strict=opts.strict)
+    log.info("status page: %s", server.url)
+    try:
+        yield
+    finally:
+        server.stop()
 
 
 def _run_once(

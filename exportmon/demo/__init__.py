@@ -5,9 +5,11 @@ Nothing is needed but exportmon itself: the demo writes a Maildir with four mail
 newsletter), serves the exports from a web server on 127.0.0.1, starts an FTP
 server on 127.0.0.1, writes a monitor config for all of it, and runs one cycle of
 ``run``: fetch, unzip, rewrite (to semicolons), deliver to a local folder and over
-FTP, archive the mails, and alert (through a command writing ``alerts.jsonl``)
-about the broken link. The servers stop when the demo ends; the files stay for
-inspection.
+FTP, archive the mails, and alert about the broken link (through a command
+writing ``alerts.jsonl`` and, with the ``notify`` extra, an Apprise ``json://``
+webhook on a local receiver that also takes the run's heartbeat pings). Success
+notices and a summary are sent too. The servers stop when the demo ends; the
+files stay for inspection, and ``exportmon serve`` shows them on a page.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from exportmon.actions.status import MonitorStatus, status_of
 from exportmon.config.generate import toml_string
 from exportmon.config.load import load_monitor
 from exportmon.demo.data import demo_files, export_mail, newsletter_mail
-from exportmon.demo.servers import ftp_server, web_server
+from exportmon.demo.servers import ftp_server, receiver, web_server
 from exportmon.ledger import Ledger
+from exportmon.notify import apprise as apprise_channels
 
 FTP_PASSWORD_ENV = "EXPORTMON_DEMO_FTP_PASSWORD"
 
@@ -38,6 +41,11 @@ class DemoResult:
     delivered: list[Path]
     uploaded: list[Path]
     alerts_file: Path
+    #: What the local webhook received (Apprise ``json://`` payloads), and the pings.
+    notifications: list[dict[str, object]]
+    pings: list[str]
+    #: Whether Apprise is installed (else no webhook channel was configured).
+    webhooks: bool
 
 
 def run_demo(directory: Path, options: RunOptions | None = None) -> DemoResult:
@@ -50,10 +58,11 @@ def run_demo(directory: Path, options: RunOptions | None = None) -> DemoResult:
             target = web / file.path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(file.content)
-    with web_server(web) as base_url, ftp_server(ftp_home) as ftp:
+    webhooks = apprise_channels.installed()
+    with web_server(web) as base_url, ftp_server(ftp_home) as ftp, receiver() as got:
         mails = [export_mail(file, base_url) for file in demo_files()]
         _write_maildir(mailbox, [*mails, newsletter_mail()])
-        config = _write_config(directory, mailbox, delivered, ftp.url)
+        config = _write_config(directory, mailbox, delivered, ftp.url, got.url, webhooks)
         with _environment(FTP_PASSWORD_ENV, ftp.password):
             monitor = load_monitor(config)
             cycle = run_once(monitor, options or RunOptions())
@@ -67,6 +76,9 @@ def run_demo(directory: Path, options: RunOptions | None = None) -> DemoResult:
         delivered=sorted(p for p in delivered.rglob("*") if p.is_file()),
         uploaded=sorted(p for p in ftp_home.rglob("*") if p.is_file()),
         alerts_file=directory / "alerts.jsonl",
+        notifications=list(got.notifications),
+        pings=list(got.pings),
+        webhooks=webhooks,
     )
 
 
@@ -79,9 +91,17 @@ def _write_maildir(path: Path, messages: list[bytes]) -> None:
         os.replace(path / "tmp" / name, path / "new" / name)
 
 
-def _write_config(directory: Path, mailbox: Path, delivered: Path, ftp_url: str) -> Path:
+def _write_config(
+    directory: Path,
+    mailbox: Path,
+    delivered: Path,
+    ftp_url: str,
+    receiver_address: str,
+    webhooks: bool,
+) -> Path:
     q = toml_string
     alerts = directory / "alerts.jsonl"
+    notify = f"notify = [{q(f'json://{receiver_address}/notify')}]\n" if webhooks else ""
     text = f"""\
 # The exportmon demo monitor: a Maildir, exports on a local web server, delivery
 # to a folder and to a local FTP server. Try: exportmon -c {directory / "demo.toml"} status
@@ -113,6 +133,10 @@ order = ["organizations", "sites"]
 
 [alerts]
 command = {q(f"cat >> '{alerts}'")}
+{notify}on = ["failure", "recovery", "missing", "success", "summary"]
+
+[heartbeat]
+url = {q(f"http://{receiver_address}/ping/demo")}
 
 [exports.777]
 expect_every = "1w"

@@ -1,4 +1,5 @@
-"""The demo's in-process servers: a web server for the exports and an FTP server.
+"""The demo's in-process servers: a web server for the exports, an FTP server, and a
+receiver for webhook notifications and heartbeat pings.
 
 Both listen on 127.0.0.1 on a free port, run in daemon threads, and stop when
 their ``with`` block ends, so the demo leaves nothing running.
@@ -7,13 +8,14 @@ their ``with`` block ends, so the demo leaves nothing running.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 
@@ -77,3 +79,50 @@ def ftp_server(home: Path) -> Iterator[FtpAccount]:
         stop.set()
         thread.join()
         server.close_all()
+
+
+@dataclass
+class Receiver:
+    """What the receiver got: JSON notifications and heartbeat pings, in order."""
+
+    url: str
+    notifications: list[dict[str, object]]
+    pings: list[str]
+
+
+@contextlib.contextmanager
+def receiver() -> Iterator[Receiver]:
+    """An HTTP server on 127.0.0.1 taking Apprise ``json://`` posts (``/notify``) and
+    Healthchecks-style pings (``/ping/...``)."""
+    got = Receiver("", [], [])
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            """Quiet, like the other demo servers."""
+
+        def _take(self) -> None:
+            length = min(int(self.headers.get("Content-Length") or 0), 1_000_000)
+            body = self.rfile.read(length) if length else b""
+            with lock:
+                if self.path.startswith("/notify"):
+                    with contextlib.suppress(ValueError):
+                        got.notifications.append(json.loads(body))
+                else:
+                    got.pings.append(self.path)
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST = _take
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    got.url = f"127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, name="demo-receiver", daemon=True)
+    thread.start()
+    try:
+        yield got
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

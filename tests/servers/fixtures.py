@@ -26,6 +26,7 @@ from typing import Protocol, TypeVar
 import pytest
 
 from servers import ServerStartError
+from servers.browser import Browser
 from servers.dovecot import DovecotServer, MailUser
 from servers.ftp import FtpServer
 from servers.receiver import Receiver
@@ -182,3 +183,13 @@ def receiver() -> Iterator[Receiver]:
         yield _start_or_fail(server, "webhook receiver")
     finally:
         server.stop()
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Headless Chromium with one page, driven over the DevTools protocol."""
+    chromium = Browser()
+    try:
+        yield _start_or_fail(chromium, "headless Chromium")
+    finally:
+        chromium.stop()

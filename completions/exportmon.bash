@@ -14,7 +14,7 @@ _exportmon() {
         --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
     esac
     case "$cmd" in
-        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp run status report prune demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp run serve status report prune demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
         generate)
             case "$prev" in
                 --password) COMPREPLY=(); return ;;
@@ -69,7 +69,21 @@ _exportmon() {
             esac
             COMPREPLY=($(compgen -W "--url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout -0 --null --json" -- "$cur") $(compgen -f -- "$cur")) ;;
         run)
-            COMPREPLY=($(compgen -W "--once --retry-failed --no-archive --dry-run --json" -- "$cur")) ;;
+            case "$prev" in
+                --serve) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--once --retry-failed --no-archive --dry-run --json --serve" -- "$cur")) ;;
+        serve)
+            case "$prev" in
+                --listen) COMPREPLY=(); return ;;
+                --token) COMPREPLY=(); return ;;
+                --auth-user) COMPREPLY=(); return ;;
+                --auth-password-env) COMPREPLY=(); return ;;
+                --auth-password-command) COMPREPLY=(); return ;;
+                --refresh) COMPREPLY=(); return ;;
+                --since) COMPREPLY=(); return ;;
+            esac
+            COMPREPLY=($(compgen -W "--listen --token --auth-user --auth-password-env --auth-password-command --refresh --since" -- "$cur")) ;;
         status)
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;

@@ -20,6 +20,7 @@ COMMANDS = [
     "rewrite-csv",
     "push-ftp",
     "run",
+    "serve",
     "status",
     "report",
     "prune",

@@ -23,13 +23,17 @@ _exportmon() {
                 --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --ftp) COMPREPLY=(); return ;;
                 --name) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--password --password-command --password-env --to --ftp --name --force --list --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --password --password-command --password-env --to --ftp --name --force --list --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         fetch)
             case "$prev" in
                 --eml) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--dry-run --no-archive --retry-failed --eml -0 --null --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --dry-run --no-archive --retry-failed --eml -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         unzip)
             case "$prev" in
                 --output-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
@@ -37,8 +41,10 @@ _exportmon() {
                 --max-total-bytes) COMPREPLY=(); return ;;
                 --max-ratio) COMPREPLY=(); return ;;
                 --max-entries) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "-0 --null --json --sub-dirs --no-sub-dirs --output-dir --max-entry-bytes --max-total-bytes --max-ratio --max-entries" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " -0 --null --json --sub-dirs --no-sub-dirs --output-dir --max-entry-bytes --max-total-bytes --max-ratio --max-entries --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         rewrite-csv)
             case "$prev" in
                 --row-sep) COMPREPLY=(); return ;;
@@ -51,8 +57,10 @@ _exportmon() {
                 --value-hook) COMPREPLY=(); return ;;
                 --output-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --preset) COMPREPLY=($(compgen -W "itrp-gem" -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--row-sep --col-sep --quote-char --quoting --replace-newlines --encoding --output-encoding --value-hook --output-dir --preset -0 --null --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --row-sep --col-sep --quote-char --quoting --replace-newlines --encoding --output-encoding --value-hook --output-dir --preset -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         push-ftp)
             case "$prev" in
                 --url) COMPREPLY=(); return ;;
@@ -66,13 +74,17 @@ _exportmon() {
                 --order) COMPREPLY=(); return ;;
                 --retries) COMPREPLY=(); return ;;
                 --timeout) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout -0 --null --json" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         run)
             case "$prev" in
                 --serve) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--once --retry-failed --no-archive --dry-run --json --serve" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --once --retry-failed --no-archive --dry-run --json --serve --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         serve)
             case "$prev" in
                 --listen) COMPREPLY=(); return ;;
@@ -82,33 +94,47 @@ _exportmon() {
                 --auth-password-command) COMPREPLY=(); return ;;
                 --refresh) COMPREPLY=(); return ;;
                 --since) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--listen --token --auth-user --auth-password-env --auth-password-command --refresh --since" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --listen --token --auth-user --auth-password-env --auth-password-command --refresh --since --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         status)
             case "$prev" in
                 --output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--json --nagios --prometheus --output -o" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --json --nagios --prometheus --output -o --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         report)
             case "$prev" in
                 --since) COMPREPLY=(); return ;;
                 --from) COMPREPLY=(); return ;;
                 --to) COMPREPLY=(); return ;;
                 --mail-to) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--since --from --to --json --csv --markdown --html --mail-to" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --since --from --to --json --csv --markdown --html --mail-to --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         prune)
             case "$prev" in
                 --older-than) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--older-than --dry-run -n --downloads-only --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --older-than --dry-run -n --downloads-only --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         demo)
             case "$prev" in
                 --dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W "--dir --json" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --dir --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         completion)
-            COMPREPLY=($(compgen -W "" -- "$cur")) ;;
+            case "$prev" in
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W "bash zsh fish --install --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
     esac
 }
 complete -o filenames -F _exportmon exportmon

@@ -1,5 +1,5 @@
 """``python -m exportmon``."""
 
-from exportmon.commands.app import main
+from exportmon.commands import main
 
 main()

@@ -7,11 +7,14 @@ this is the standalone step: ``exportmon unzip | exportmon rewrite-csv ...``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from exportmon.actions.tracking import file_record
 from exportmon.files.csv_rewrite import Dialect, RewriteResult, rewrite_csv
-from exportmon.ledger import Ledger
 from exportmon.progress import ProgressFactory
+
+if TYPE_CHECKING:
+    from exportmon.ledger import Ledger
 
 
 def rewrite_file(

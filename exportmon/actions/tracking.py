@@ -13,11 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from exportmon.config.schema import MonitorConfig
-from exportmon.ledger import Export, File, Ledger
 from exportmon.paths import find_monitor_root
+
+if TYPE_CHECKING:  # the ledger is opened only for paths inside a monitor folder
+    from exportmon.config.schema import MonitorConfig
+    from exportmon.ledger import Export, File, Ledger
 
 T = TypeVar("T")
 
@@ -49,6 +51,8 @@ class Owners:
             return None
         root = root.resolve()
         if root not in self._owners:
+            from exportmon.ledger import Ledger
+
             self._owners[root] = Owner(
                 root, Ledger.open(root / "ledger.sqlite"), self._monitors.get(root)
             )

@@ -1,4 +1,11 @@
-"""The ``exportmon`` Typer application: global options, subcommands, error handling."""
+"""The ``exportmon`` command line: the commands, the global options, error handling.
+
+Each command is one line in :data:`COMMANDS`: its name, the module that
+registers it (under :mod:`exportmon.commands`) and a one-line summary for
+``exportmon --help``. The module is imported only when the command runs (see
+:mod:`exportmon.commands.registry`), so starting the CLI costs little more than
+starting Python.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +13,52 @@ import sys
 import traceback
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from exportmon import __version__
 from exportmon import log as logging_setup
-from exportmon.commands import (
-    completion,
-    demo,
-    fetch,
-    generate,
-    prune,
-    push_ftp,
-    report,
-    rewrite_csv,
-    run,
-    serve,
-    status,
-    unzip,
-)
 from exportmon.commands.common import GlobalOptions
-from exportmon.commands.console import print_error
+from exportmon.commands.registry import Command, LazyCommand, LazyGroup
 from exportmon.errors import ExitCode, ExportmonError
+
+#: Every command, in the order ``--help`` lists them.
+COMMANDS = [
+    LazyCommand("generate", "generate", "Write a monitor config for an export."),
+    LazyCommand("fetch", "fetch", "Download new exports; print their paths."),
+    LazyCommand("unzip", "unzip", "Unpack downloaded .zip exports safely."),
+    LazyCommand("rewrite-csv", "rewrite_csv", "Rewrite CSV into another dialect."),
+    LazyCommand("push-ftp", "push_ftp", "Deliver files to FTP/FTPS or a folder."),
+    LazyCommand("run", "run", "Fetch to archive: once (cron) or watching."),
+    LazyCommand("serve", "serve", "Serve the status page, /metrics and the API."),
+    LazyCommand("status", "status", "Each monitor's state (also JSON, Nagios)."),
+    LazyCommand("report", "report", "The exports of a period, per file."),
+    LazyCommand("prune", "prune", "Remove old downloads and records."),
+    LazyCommand("demo", "demo", "Try it on a built-in mailbox."),
+    LazyCommand("completion", "completion", "Shell completion for bash, zsh, fish."),
+]
+LazyGroup.lazy = {entry.name: entry for entry in COMMANDS}
 
 app = typer.Typer(
     name="exportmon",
+    cls=LazyGroup,
     help="Watch a mailbox for export-ready mails; download, unpack, rewrite and deliver the "
     "exports exactly once.",
-    epilog="Examples:  exportmon generate 777 exports@example.com -  ·  exportmon run --once  ·  "
-    "exportmon fetch | exportmon unzip | exportmon push-ftp --url ftps://host --dir in",
+    epilog="Examples:\n\n"
+    "  exportmon generate 777 exports@example.com -\n"
+    "  exportmon run --once\n"
+    "  exportmon fetch | exportmon unzip | exportmon push-ftp --url ftps://host --dir in\n\n"
+    "Global options go before or after the command. `exportmon COMMAND --help` for more.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
-    rich_markup_mode="rich",
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
+
+#: The -v count of this invocation: with -v, an error also shows its traceback.
 _verbosity = 0
 
 
@@ -71,10 +87,13 @@ def main_options(
         ),
     ] = None,
     verbose: Annotated[
-        int, typer.Option("--verbose", "-v", count=True, help="More detail; -vv adds libraries.")
+        int,
+        typer.Option(
+            "--verbose", "-v", count=True, help="More detail (repeat: -vv adds libraries)."
+        ),
     ] = 0,
     quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="Only warnings and errors; no progress bars.")
+        bool, typer.Option("--quiet", "-q", help="Only errors; no progress display.")
     ] = False,
     log_format: Annotated[
         LogFormat, typer.Option("--log-format", help="Log lines as text or JSON (one per line).")
@@ -92,8 +111,6 @@ def main_options(
 ) -> None:
     """Watch a mailbox for export-ready mails; download, unpack, rewrite and deliver the exports
     exactly once."""
-    global _verbosity
-    _verbosity = verbose
     ctx.obj = GlobalOptions(
         configs=list(config or []),
         verbosity=verbose,
@@ -101,24 +118,31 @@ def main_options(
         log_format=log_format.value,
         strict=strict,
     )
-    logging_setup.setup(verbosity=verbose, quiet=quiet, fmt=log_format.value)
+    _configure_logging(ctx.obj)
 
 
-for module in (
-    generate,
-    fetch,
-    unzip,
-    rewrite_csv,
-    push_ftp,
-    run,
-    serve,
-    status,
-    report,
-    prune,
-    demo,
-    completion,
-):
-    module.register(app)
+def _configure_logging(opts: GlobalOptions) -> None:
+    global _verbosity
+    _verbosity = opts.verbosity
+    logging_setup.setup(verbosity=opts.verbosity, quiet=opts.quiet, fmt=opts.log_format)
+
+
+def _apply_global_options(ctx: typer.Context, given: dict[str, Any]) -> None:
+    """Add the global options given after the command to those given before it."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, GlobalOptions):
+        root.obj = GlobalOptions()
+    opts: GlobalOptions = root.obj
+    opts.configs += list(given.get("config") or [])
+    opts.verbosity += given.get("verbose", 0)
+    opts.quiet = opts.quiet or bool(given.get("quiet"))
+    opts.strict = opts.strict or bool(given.get("strict"))
+    if "log_format" in given:
+        opts.log_format = LogFormat(given["log_format"]).value
+    _configure_logging(opts)
+
+
+Command.apply_global_options = staticmethod(_apply_global_options)  # type: ignore[assignment]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,21 +151,27 @@ def main(argv: list[str] | None = None) -> None:
     Typer itself handles usage errors (exit 2), Ctrl-C (exit 130) and a closed
     output pipe; everything else that escapes a command ends here.
     """
+    args = sys.argv[1:] if argv is None else list(argv)
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="exportmon", standalone_mode=True)
+        command.main(args=args, prog_name="exportmon", standalone_mode=True)
     except ExportmonError as exc:
-        if _verbosity:
-            traceback.print_exc()
-        print_error(exc.one_line())
-        sys.exit(int(exc.exit_code))
+        _fail(exc.one_line(), exc.exit_code)
     except Exception as exc:  # last line of defence: one line, never a traceback
-        if _verbosity:
-            traceback.print_exc()
-        print_error(
-            f"unexpected {type(exc).__name__}: {exc} (run with -v for details and please report it)"
+        _fail(
+            f"unexpected {type(exc).__name__}: {exc} "
+            "(run with -v for details and please report it)",
+            ExitCode.FAILED,
         )
-        sys.exit(int(ExitCode.FAILED))
+
+
+def _fail(message: str, code: int) -> None:
+    from exportmon.commands.console import print_error
+
+    if _verbosity:
+        traceback.print_exc()
+    print_error(message)
+    sys.exit(int(code))
 
 
 if __name__ == "__main__":  # pragma: no cover

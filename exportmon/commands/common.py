@@ -4,20 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from exportmon.config.load import load_monitors
-from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, ExitCode
 from exportmon.log import get_logger
+
+if TYPE_CHECKING:
+    from exportmon.config.schema import MonitorConfig
 
 log = get_logger(__name__)
 
 
 @dataclass
 class GlobalOptions:
-    """Options given before the subcommand (``exportmon -v -c x.toml fetch``)."""
+    """The global options of one invocation, given before or after the command."""
 
     configs: list[Path] = field(default_factory=list)
     verbosity: int = 0
@@ -48,6 +50,8 @@ def select_monitors(ctx: typer.Context) -> list[MonitorConfig]:
     A broken config is reported (one line) and skipped so the others still run;
     the command then exits 2. When none is usable, :class:`ConfigError` is raised.
     """
+    from exportmon.config.load import load_monitors
+
     opts = options(ctx)
     monitors, errors = load_monitors(opts.configs or None, strict=opts.strict)
     for error in errors:

@@ -9,6 +9,7 @@ without starting Python on every <Tab>.
 from __future__ import annotations
 
 import enum
+import os
 import re
 import types
 import typing
@@ -38,6 +39,8 @@ class CommandSpec:
     help: str
     options: list[OptionSpec]
     takes_files: bool
+    #: The values its first argument takes, when it has a fixed set (``completion SHELL``).
+    choices: list[str] = field(default_factory=list)
 
 
 def _first_sentence(text: str | None) -> str:
@@ -73,17 +76,29 @@ def _option_spec(param: Any) -> OptionSpec | None:
     return OptionSpec(names, _first_sentence(param.help), takes_value, choices, is_path)
 
 
+def _choices(param: Any) -> list[str]:
+    value_type = _value_type(param)
+    if isinstance(value_type, type) and issubclass(value_type, enum.Enum):
+        return [str(member.value) for member in value_type]
+    return []
+
+
 def describe(app: typer.Typer) -> tuple[list[OptionSpec], list[CommandSpec]]:
     """The global options and the commands of ``app``, with their options."""
     group = typer.main.get_command(app)
     global_options = [s for p in group.params if (s := _option_spec(p))]
     commands = []
-    for name, command in group.commands.items():  # type: ignore[attr-defined]
-        if getattr(command, "hidden", False):
+    for name in group.list_commands(None):  # type: ignore[attr-defined, arg-type]
+        command = group.get_command(None, name)  # type: ignore[attr-defined, arg-type]
+        if command is None or getattr(command, "hidden", False):
             continue
         options = [s for p in command.params if (s := _option_spec(p))]
-        takes_files = any(_is_argument(p) and _value_type(p) is Path for p in command.params)
-        commands.append(CommandSpec(name, _first_sentence(command.help), options, takes_files))
+        arguments = [p for p in command.params if _is_argument(p)]
+        takes_files = any(_value_type(p) is Path for p in arguments)
+        choices = _choices(arguments[0]) if arguments else []
+        commands.append(
+            CommandSpec(name, _first_sentence(command.help), options, takes_files, choices)
+        )
     return global_options, commands
 
 
@@ -136,8 +151,10 @@ def bash_script(global_options: list[OptionSpec], commands: list[CommandSpec]) -
         if cases:
             out += ['            case "$prev" in', *cases, "            esac"]
         files = ' $(compgen -f -- "$cur")' if command.takes_files else ""
+        choices = " ".join(command.choices)
         out.append(
-            f'            COMPREPLY=($(compgen -W "{words(command.options)}" -- "$cur"){files}) ;;'
+            f'            COMPREPLY=($(compgen -W "{choices} {words(command.options)}" -- "$cur")'
+            f"{files}) ;;"
         )
     out += ["    esac", "}", "complete -o filenames -F _exportmon exportmon", ""]
     return "\n".join(out)
@@ -185,6 +202,8 @@ def zsh_script(global_options: list[OptionSpec], commands: list[CommandSpec]) ->
     ]
     for command in commands:
         parts = [_zsh_option(o) for o in command.options]
+        if command.choices:
+            parts.append(f"'1:value:({' '.join(command.choices)})'")
         parts.append("'*:file:_files'" if command.takes_files else "'*: :'")
         out.append(f"                {command.name}) _arguments {' '.join(parts)} ;;")
     out += ["            esac ;;", "    esac", "}", '_exportmon "$@"', ""]
@@ -220,6 +239,8 @@ def fish_script(global_options: list[OptionSpec], commands: list[CommandSpec]) -
     for command in commands:
         condition = f"__fish_seen_subcommand_from {command.name}"
         out += [_fish_option(o, condition) for o in command.options]
+        if command.choices:
+            out.append(f"complete -c exportmon -n '{condition}' -a '{' '.join(command.choices)}'")
         if command.takes_files:
             out.append(f"complete -c exportmon -n '{condition}' -F")
     return "\n".join(out) + "\n"
@@ -238,14 +259,68 @@ def script(app: typer.Typer, shell: Shell) -> str:
     return render(global_options, commands)
 
 
+def install_path(shell: Shell) -> Path:
+    """Where ``--install`` puts the script: the place each shell loads completions from."""
+    home = Path.home()
+    data = Path(os.environ.get("XDG_DATA_HOME") or home / ".local/share")
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config")
+    return {
+        Shell.bash: data / "bash-completion/completions/exportmon",
+        Shell.zsh: home / ".zfunc/_exportmon",
+        Shell.fish: config / "fish/completions/exportmon.fish",
+    }[shell]
+
+
+#: What else a shell needs so that it loads the installed script.
+AFTER_INSTALL = {
+    Shell.bash: "bash loads it in new shells when the bash-completion package is installed "
+    "(Debian/Ubuntu: apt install bash-completion; macOS: brew install bash-completion@2)",
+    Shell.zsh: "add to ~/.zshrc, before compinit: fpath=(~/.zfunc $fpath); "
+    "autoload -Uz compinit && compinit",
+    Shell.fish: "fish loads it in new shells",
+}
+
+EPILOG = """\
+Examples:
+
+  exportmon completion bash --install    # then open a new shell
+
+  exportmon completion zsh --install
+
+  exportmon completion fish > ~/.config/fish/completions/exportmon.fish
+
+  source <(exportmon completion bash)    # this shell only
+
+--install writes the script to the folder the shell loads completions from:
+bash ~/.local/share/bash-completion/completions/ (needs the bash-completion
+package), zsh ~/.zfunc/ (add fpath=(~/.zfunc $fpath) before compinit in
+~/.zshrc), fish ~/.config/fish/completions/.
+"""
+
+
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "completion",
-        epilog="Example: exportmon completion bash > "
-        "~/.local/share/bash-completion/completions/exportmon",
-    )
-    def completion_command(
-        shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")],
-    ) -> None:
-        """Print the static completion script for SHELL (the files in completions/)."""
-        typer.echo(script(app, shell), nl=False)
+    app.command("completion", epilog=EPILOG)(completion_command)
+
+
+def completion_command(
+    shell: Annotated[Shell, typer.Argument(help="bash, zsh or fish.")],
+    install: Annotated[
+        bool,
+        typer.Option("--install", help="Write it where the shell loads completions from."),
+    ] = False,
+) -> None:
+    """Print the completion script for SHELL, or install it for the current user."""
+    from exportmon.commands.app import app as root
+
+    text = script(root, shell)
+    if not install:
+        typer.echo(text, nl=False)
+        return
+    from exportmon.atomic import atomic_write
+    from exportmon.commands.console import print_note
+
+    path = install_path(shell)
+    with atomic_write(path) as handle:
+        handle.write(text.encode())
+    path.chmod(0o644)
+    print_note(f"Installed the {shell.value} completion in {path}; {AFTER_INSTALL[shell]}.")

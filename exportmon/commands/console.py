@@ -12,36 +12,39 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from exportmon.redact import redact
+
+if TYPE_CHECKING:  # Rich is imported when something is drawn, not when the CLI starts
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
 
 @functools.cache
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
 @functools.cache
 def stdout_console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False)
+
+
+def stderr_is_terminal() -> bool:
+    """Whether stderr is a terminal that can show colour and live displays."""
+    from exportmon.log import is_interactive
+
+    return is_interactive()
 
 
 def progress_wanted(quiet: bool) -> bool:
     """Whether to draw progress bars: stderr is a terminal and not ``--quiet``."""
-    return not quiet and stderr_console().is_terminal
+    return not quiet and stderr_is_terminal() and stderr_console().is_terminal
 
 
 @contextlib.contextmanager
@@ -50,6 +53,15 @@ def transfer_progress(enabled: bool) -> Iterator[Progress | None]:
     if not enabled:
         yield None
         return
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
     progress = Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
@@ -88,7 +100,15 @@ def run_display(enabled: bool) -> Iterator[RunDisplay | None]:
         return
     from rich.console import Group
     from rich.live import Live
-    from rich.progress import SpinnerColumn
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
 
     statuses = Progress(
         SpinnerColumn(), TextColumn("{task.description}", markup=False), console=stderr_console()
@@ -134,6 +154,8 @@ def print_table(
     styles: dict[str, str] | None = None,
 ) -> None:
     """Write a Rich table to stdout (plain text when stdout is not a terminal)."""
+    from rich.table import Table
+
     table = Table(title=title, header_style="bold", show_lines=False)
     for column in columns:
         table.add_column(column, style=(styles or {}).get(column), overflow="fold")
@@ -144,8 +166,12 @@ def print_table(
 
 def print_error(message: str) -> None:
     """Write one error line to stderr, secrets masked."""
+    text = f"exportmon: error: {redact(message)}"
+    if not stderr_is_terminal():
+        _write_line(text)
+        return
     stderr_console().print(
-        f"exportmon: error: {redact(message)}",
+        text,
         markup=False,
         highlight=False,
         style="red" if stderr_console().is_terminal else None,
@@ -155,4 +181,12 @@ def print_error(message: str) -> None:
 
 def print_note(message: str) -> None:
     """Write an informational line for the person at the terminal (stderr)."""
+    if not stderr_is_terminal():
+        _write_line(redact(message))
+        return
     stderr_console().print(redact(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def _write_line(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

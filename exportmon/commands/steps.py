@@ -12,18 +12,19 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from exportmon.actions.tracking import Owner, Owners
 from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import progress_wanted, task_advancer, transfer_progress
-from exportmon.config.load import load_monitors
-from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, ExitCode, ExportmonError
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory
+
+if TYPE_CHECKING:
+    from exportmon.config.schema import MonitorConfig
 
 log = get_logger(__name__)
 
@@ -96,6 +97,8 @@ def monitors_for_paths(ctx: typer.Context) -> list[MonitorConfig]:
     as for every command). Without it, every configured monitor that loads; none
     at all is fine, since the steps also work on files outside any monitor.
     """
+    from exportmon.config.load import load_monitors
+
     opts = options(ctx)
     if opts.configs:
         return select_monitors(ctx)

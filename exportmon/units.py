@@ -74,3 +74,8 @@ def format_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     raise AssertionError("unreachable")
+
+
+def plural(count: int, word: str, many: str | None = None) -> str:
+    """``"1 export"``, ``"2 exports"``; ``many`` for irregular plurals (``"1 entry"``)."""
+    return f"{count} {word if count == 1 else many or word + 's'}"

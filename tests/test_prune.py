@@ -76,7 +76,7 @@ def test_dry_run_lists_what_would_go_and_changes_nothing(layout):
     assert str(downloads / "old" / "export.zip") in listed
     assert str(downloads / "old") in listed
     assert sorted(p for p in downloads.rglob("*")) == before
-    assert "shop: Would remove 5 files and 1 folders (1.3 kB) and " in result.stderr
+    assert "shop: Would remove 5 files and 1 folder (1.3 kB) and " in result.stderr
     with open_ledger(monitor) as ledger:
         assert ledger.find_export("old") is not None
 
@@ -99,7 +99,7 @@ def test_prune_removes_old_delivered_downloads_and_leftovers_only(layout):
                  "fresh.part"):  # fmt: skip
         assert (downloads / kept).exists(), kept
     assert downloads.is_dir()
-    assert "shop: Removed 5 files and 1 folders (1.3 kB) and " in result.stderr
+    assert "shop: Removed 5 files and 1 folder (1.3 kB) and " in result.stderr
     assert "kept 6 files of exports not delivered or delivered since" in result.stderr
     with open_ledger(monitor) as ledger:
         assert ledger.find_export("old") is None

@@ -288,7 +288,7 @@ def test_exit_when_idle_stops_the_watcher(setup, watchers):
     watcher = watchers(config)
     code, err = watcher.stop(sig=0, timeout=30)  # signal 0: just wait for it to end
     assert code == 0, err
-    assert re.search(r"no export mails for 0\.05 minute\(s\): stopping", err)
+    assert re.search(r"no export mails for 0\.05 minutes: stopping", err)
 
 
 def test_one_process_watches_several_monitors(setup, dovecot, https_server, watchers, tmp_path):

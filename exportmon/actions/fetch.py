@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from exportmon.actions.monitor_run import recorded_run
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
 from exportmon.crashpoints import crash_point
@@ -257,7 +258,28 @@ def fetch(
     ``stop`` is asked before each download whether to leave the rest for later.
     Failures are in ``FetchResult.failures``; only a :class:`ConfigError` (such as a
     password command that fails) is raised, since nothing can be done without it.
+    Called on its own (as a library), the round is recorded as a ``fetch`` run.
     """
+    with recorded_run(monitor, ledger, "fetch", dry_run=dry_run) as run:
+        result = _fetch(
+            monitor, ledger, source, dry_run, retry_failed, archive, progress, on_downloaded, stop
+        )
+        if run.command == "fetch":
+            run.record(result)
+        return result
+
+
+def _fetch(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    source: MailSource | None,
+    dry_run: bool,
+    retry_failed: bool,
+    archive: bool,
+    progress: ProgressFactory | None,
+    on_downloaded: Callable[[Export], None] | None,
+    stop: Callable[[], bool] | None,
+) -> FetchResult:
     result = FetchResult(monitor.name)
     own_source = source is None
     mail_source = source if source is not None else open_source(monitor)

@@ -21,7 +21,6 @@ thread per monitor and reloads the configs on SIGHUP.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import threading
 import time
@@ -33,20 +32,20 @@ from typing import Any
 from exportmon.actions.alerts import process_alerts
 from exportmon.actions.deliver import deliver_export
 from exportmon.actions.fetch import archive_mails, download_export, fetch, report_unreachable
+from exportmon.actions.monitor_run import monitor_run
 from exportmon.actions.prune import prune
-from exportmon.actions.steps import attempt, monitor_ledger
+from exportmon.actions.steps import attempt
 from exportmon.actions.unzip import unpack_export
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, ExportmonError, LockedError
 from exportmon.hooks import credentials
 from exportmon.ledger import Export, Ledger
-from exportmon.lock import monitor_lock
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.source import MailSource, open_source
 from exportmon.notify import heartbeat
 from exportmon.progress import ProgressFactory
 from exportmon.signals import Shutdown
-from exportmon.units import format_duration
+from exportmon.units import format_duration, plural
 
 log = get_logger(__name__)
 
@@ -254,7 +253,7 @@ def run_cycle(
     if monitor.keep_downloads:
         pruned = prune(monitor, ledger, monitor.keep_downloads, records=False)
         if pruned.removed:
-            log.info("pruned %d old download(s)", len(pruned.removed))
+            log.info("pruned %s", plural(len(pruned.removed), "old download"))
     return result
 
 
@@ -271,30 +270,18 @@ def run_once(
     :class:`ConfigError` when a secret cannot be had.
     """
     dry_run = options.dry_run
-    if not dry_run:
-        monitor.dirs.create()
-    log_dir = None if dry_run and not monitor.dirs.root.exists() else monitor.dirs.log
-    # A dry run changes nothing, so it needs no lock and may run beside a watcher.
-    lock = contextlib.nullcontext() if dry_run else monitor_lock(monitor.dirs.pids, monitor.name)
-    with (
-        monitor_context(monitor.name, log_dir, options.log_format),
-        lock,
-        monitor_ledger(monitor, dry_run=dry_run) as ledger,
-    ):
-        run_id = None if options.dry_run else ledger.start_run("run --once")
+    with monitor_run(
+        monitor, "run --once", dry_run=dry_run, log_format=options.log_format, shutdown=shutdown
+    ) as run:
         result = None
         with heartbeat.recent_lines(monitor.name) as recent:
             if not dry_run:
                 heartbeat.send(monitor.heartbeat, "start")
             try:
                 with source if source is not None else open_source(monitor) as mail_source:
-                    result = run_cycle(monitor, ledger, mail_source, options, shutdown)
+                    result = run_cycle(monitor, run.ledger, mail_source, options, shutdown)
+                run.record(result)
             finally:
-                if run_id is not None:
-                    status = "ok" if result is not None and not result.failed else "failed"
-                    if shutdown is not None and shutdown.requested:
-                        status = "interrupted"
-                    ledger.finish_run(run_id, status, result.counts() if result else None)
                 if not dry_run:
                     _summarise(result)
                     _beat(monitor, result, list(recent.lines))
@@ -312,11 +299,15 @@ def _summarise(result: CycleResult | None) -> None:
         return
     if result.delivered or result.failures or result.downloaded:
         log.info(
-            "%d export(s) delivered, %d mail(s) archived, %d failure(s)",
-            len(result.delivered),
-            result.archived,
-            len(result.failures),
+            "%s delivered, %s archived, %s",
+            plural(len(result.delivered), "export"),
+            plural(result.archived, "mail"),
+            plural(len(result.failures), "failure"),
         )
+
+
+def _minutes(minutes: float) -> str:
+    return f"{minutes:g} minute" + ("" if minutes == 1 else "s")
 
 
 def _tell(options: RunOptions, monitor: MonitorConfig, activity: str) -> None:
@@ -350,30 +341,16 @@ def watch_monitor(monitor: MonitorConfig, options: RunOptions, shutdown: Shutdow
     outcome = WatchOutcome(monitor.name)
     with monitor_context(monitor.name, None, options.log_format):
         try:
-            monitor.dirs.create()
-        except ConfigError as exc:
-            log.error("%s", exc.one_line())
-            outcome.reason = "config"
-            return outcome
-    with monitor_context(monitor.name, monitor.dirs.log, options.log_format):
-        try:
-            with (
-                monitor_lock(monitor.dirs.pids, monitor.name),
-                Ledger.open(monitor.dirs.ledger) as ledger,
-            ):
-                run_id = ledger.start_run("run")
+            with monitor_run(monitor, "run", log_format=options.log_format) as run:
                 try:
-                    _watch_loop(monitor, ledger, options, shutdown, outcome)
+                    _watch_loop(monitor, run.ledger, options, shutdown, outcome)
                 finally:
-                    ledger.finish_run(
-                        run_id,
-                        "ok" if not outcome.failed_cycles else "failed",
-                        {
-                            "cycles": outcome.cycles,
-                            "delivered": outcome.delivered,
-                            "ended": outcome.reason,
-                        },
-                    )
+                    run.failed = bool(outcome.failed_cycles)
+                    run.counts = {
+                        "cycles": outcome.cycles,
+                        "delivered": outcome.delivered,
+                        "ended": outcome.reason,
+                    }
         except LockedError as exc:
             log.error("%s", exc.one_line())
             outcome.reason = "locked"
@@ -398,7 +375,9 @@ def _watch_loop(
     log.info(
         "watching %s%s",
         monitor.source.mailbox if monitor.source.kind in ("imap", "pop3") else monitor.source.path,
-        f"; stopping after {monitor.exit_when_idle:g} idle minute(s)" if idle_limit else "",
+        f"; stopping after {_minutes(monitor.exit_when_idle)} without export mails"
+        if idle_limit
+        else "",
     )
     try:
         while not shutdown.requested:
@@ -421,7 +400,7 @@ def _watch_loop(
                 continue
             backoff = BACKOFF_FIRST
             if idle_limit and time.monotonic() - last_seen >= idle_limit:
-                log.info("no export mails for %g minute(s): stopping", monitor.exit_when_idle)
+                log.info("no export mails for %s: stopping", _minutes(monitor.exit_when_idle))
                 outcome.reason = "idle"
                 return
             _tell(options, monitor, "waiting for new mail")

@@ -22,6 +22,7 @@ from exportmon.files.unzip import ZipLimits, extract_into, extraction_dir, is_zi
 from exportmon.ledger import Export, Ledger
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory
+from exportmon.units import plural
 
 log = get_logger(__name__)
 
@@ -173,10 +174,10 @@ def record_unpacked(ledger: Ledger, export: Export, files: list[UnpackedFile]) -
         ledger.update_file(record.id, rewritten=int(unpacked.rewritten))
     counted = [f.rows for f in files if f.rows is not None]
     rows = sum(counted) if counted else None
-    log.info(
-        "Unpacked %d file(s) from '%s'%s",
-        len(files),
-        export.download_path,
-        f" ({rows} rows)" if rows is not None else "",
-    )
+    size = f" ({plural(rows, 'row')})" if rows is not None else ""
+    download = str(export.download_path or "")
+    if download.lower().endswith(".zip"):
+        log.info("Unpacked %s from '%s'%s", plural(len(files), "file"), download, size)
+    else:  # a plain file passes through unpacking as it is
+        log.info("Took '%s' (not an archive)%s", download, size)
     return ledger.advance_export(export.id, "unpacked", files=len(files), rows=rows)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from pathlib import Path
 from typing import Annotated
@@ -10,17 +9,17 @@ from typing import Annotated
 import typer
 
 from exportmon.actions.fetch import FetchResult, fetch
-from exportmon.actions.steps import monitor_ledger
+from exportmon.actions.monitor_run import monitor_run
 from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import print_note, progress_wanted, task_advancer, transfer_progress
 from exportmon.commands.pipeio import Emitter, output_format
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExitCode, ExportmonError
 from exportmon.ledger import Export
-from exportmon.lock import monitor_lock
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.local import EmlFiles
 from exportmon.mail.source import MailSource
+from exportmon.units import plural
 
 log = get_logger(__name__)
 
@@ -129,14 +128,8 @@ def _fetch_monitor(
     progress: object,
     log_format: str,
 ) -> FetchResult:
-    log_dir = None if dry_run and not monitor.dirs.root.exists() else monitor.dirs.log
-    # One process per monitor: a fetch next to a running `run` could take a mail twice.
-    lock = contextlib.nullcontext() if dry_run else monitor_lock(monitor.dirs.pids, monitor.name)
-    with (
-        monitor_context(monitor.name, log_dir, log_format),
-        lock,
-        monitor_ledger(monitor, dry_run=dry_run) as ledger,
-    ):
+    with monitor_run(monitor, "fetch", dry_run=dry_run, log_format=log_format) as run:
+        ledger = run.ledger
         source: MailSource | None = EmlFiles(monitor, eml) if eml else None
 
         def emit(export: Export) -> None:
@@ -152,29 +145,25 @@ def _fetch_monitor(
                 source=mail.source if mail else None,
             )
 
-        run_id = None if dry_run else ledger.start_run("fetch")
-        result = None
-        try:
-            result = fetch(
-                monitor,
-                ledger,
-                source=source,
-                dry_run=dry_run,
-                retry_failed=retry_failed,
-                archive=archive,
-                progress=progress,  # type: ignore[arg-type]
-                on_downloaded=emit,
-            )
-        finally:
-            if run_id is not None:
-                status = "failed" if result is None or result.failed else "ok"
-                ledger.finish_run(run_id, status, result.counts() if result else None)
+        result = fetch(
+            monitor,
+            ledger,
+            source=source,
+            dry_run=dry_run,
+            retry_failed=retry_failed,
+            archive=archive,
+            progress=progress,  # type: ignore[arg-type]
+            on_downloaded=emit,
+        )
+        run.record(result)
         if dry_run:
             for line in result.planned or ["nothing to do"]:
                 print_note(f"[{monitor.name}] {line}")
         elif result.failures:
             counts = result.counts()
             log.warning(
-                "%d failure(s); %d file(s) downloaded", counts["failed"], counts["downloaded"]
+                "%s; %s downloaded",
+                plural(counts["failed"], "failure"),
+                plural(counts["downloaded"], "file"),
             )
         return result

@@ -6,13 +6,12 @@ from typing import Annotated
 
 import typer
 
+from exportmon.actions.monitor_run import monitor_run
 from exportmon.actions.prune import PruneResult, prune
 from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import print_json, print_note
 from exportmon.errors import UsageError
-from exportmon.ledger import Ledger
-from exportmon.log import monitor_context
-from exportmon.units import format_size, parse_duration
+from exportmon.units import format_size, parse_duration, plural
 
 EPILOG = """\
 Examples:
@@ -71,13 +70,12 @@ def prune_command(
         if not monitor.dirs.ledger.exists():
             results.append(PruneResult(monitor.name, dry_run, cutoff=""))
             continue
-        with (
-            monitor_context(monitor.name, None if dry_run else monitor.dirs.log, opts.log_format),
-            Ledger.open(monitor.dirs.ledger) as ledger,
-        ):
+        with monitor_run(monitor, "prune", dry_run=dry_run, log_format=opts.log_format) as run:
             result = prune(
-                monitor, ledger, monitor_age, dry_run=dry_run, records=not downloads_only
+                monitor, run.ledger, monitor_age, dry_run=dry_run, records=not downloads_only
             )
+            run.failed = bool(result.errors)
+            run.counts = {"removed": len(result.removed), "bytes_freed": result.bytes_freed}
         results.append(result)
         if not as_json:
             for removed in result.removed:
@@ -97,11 +95,11 @@ def _summary(result: PruneResult) -> str:
     records = sum(result.ledger_rows.values())
     verb = "Would remove" if result.dry_run else "Removed"
     text = (
-        f"{result.monitor}: {verb} {files} files and {folders} folders"
-        f" ({format_size(result.bytes_freed)}) and {records} ledger records"
+        f"{result.monitor}: {verb} {plural(files, 'file')} and {plural(folders, 'folder')}"
+        f" ({format_size(result.bytes_freed)}) and {plural(records, 'ledger record')}"
     )
     if result.kept:
-        text += f"; kept {result.kept} files of exports not delivered or delivered since"
+        text += f"; kept {plural(result.kept, 'file')} of exports not delivered or delivered since"
     if result.errors:
         text += f"; {len(result.errors)} could not be removed"
     return text + "."

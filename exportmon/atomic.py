@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from exportmon.crashpoints import crash_point
+from exportmon.signals import checkpoint
 
 #: Copy buffer size; large enough that syscalls do not dominate.
 COPY_BUFFER = 1024 * 1024
@@ -69,11 +70,10 @@ def atomic_copy(
     ``progress`` is called with the size of each block copied.
     """
     with open(source, "rb") as reader, atomic_write(final, suffix=suffix) as writer:
-        if progress is None:
-            shutil.copyfileobj(reader, writer, COPY_BUFFER)
-        else:
-            while block := reader.read(COPY_BUFFER):
-                writer.write(block)
+        while block := reader.read(COPY_BUFFER):
+            checkpoint()
+            writer.write(block)
+            if progress is not None:
                 progress(len(block))
         return writer.tell()
 

@@ -56,6 +56,7 @@ from exportmon.files.names import UnsafeName, name_from_link, safe_file_name
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory
 from exportmon.redact import redact
+from exportmon.signals import checkpoint
 from exportmon.units import format_duration, format_size
 
 if TYPE_CHECKING:
@@ -796,6 +797,7 @@ class _Download:
                         ) from None
                     if not count:
                         break
+                    checkpoint()
                     if max_bytes is not None and target.offset + count > max_bytes:
                         raise DownloadError(
                             "the export is larger than download.max_bytes "

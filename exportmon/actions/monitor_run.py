@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from exportmon.actions.steps import monitor_ledger
 from exportmon.lock import monitor_lock
 from exportmon.log import monitor_context
+from exportmon.signals import Interrupted, Shutdown
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig
     from exportmon.ledger import Ledger
-    from exportmon.signals import Shutdown
 
 
 class Outcome(Protocol):
@@ -93,7 +93,7 @@ def recorded_run(
     try:
         yield run
         status = run.status()
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Interrupted):
         status = "interrupted"
         raise
     finally:

@@ -44,7 +44,7 @@ from exportmon.log import get_logger, monitor_context
 from exportmon.mail.source import MailSource, open_source
 from exportmon.notify import heartbeat
 from exportmon.progress import ProgressFactory
-from exportmon.signals import Shutdown
+from exportmon.signals import Interrupted, Shutdown
 from exportmon.units import format_duration, plural
 
 log = get_logger(__name__)
@@ -228,6 +228,8 @@ def run_cycle(
         ]
         return result
 
+    if stopping():  # archiving, alerts and pruning wait for the next run
+        return result
     if options.archive and result.delivered and not result.source_failed:
         _tell(options, monitor, "archiving delivered mails")
         archive_failures: list[Any] = []
@@ -351,6 +353,9 @@ def watch_monitor(monitor: MonitorConfig, options: RunOptions, shutdown: Shutdow
                         "delivered": outcome.delivered,
                         "ended": outcome.reason,
                     }
+        except Interrupted:
+            log.info("stopped; the next run resumes the unfinished work")
+            outcome.reason = "stopped"
         except LockedError as exc:
             log.error("%s", exc.one_line())
             outcome.reason = "locked"

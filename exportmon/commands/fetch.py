@@ -19,6 +19,7 @@ from exportmon.ledger import Export
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.local import EmlFiles
 from exportmon.mail.source import MailSource
+from exportmon.signals import Shutdown, handle_signals
 from exportmon.units import plural
 
 log = get_logger(__name__)
@@ -92,7 +93,7 @@ def fetch_command(
     emitter = Emitter(output_format(null, as_json))
     monitors = select_monitors(ctx)
     failed = False
-    with transfer_progress(progress_wanted(opts.quiet)) as bar:
+    with handle_signals(Shutdown()), transfer_progress(progress_wanted(opts.quiet)) as bar:
         progress = functools.partial(task_advancer, bar) if bar is not None else None
         for monitor in monitors:
             try:

@@ -205,7 +205,15 @@ class Command(PlainHelp, TyperCommand):
                     given[name] = value
         if given and Command.apply_global_options is not None:
             Command.apply_global_options(ctx, given)
-        return super().invoke(ctx)
+        from exportmon.signals import Interrupted, interrupted_by_ctrl_c
+
+        try:
+            return super().invoke(ctx)
+        except Interrupted:  # stopped at a safe point by SIGINT or SIGTERM
+            from exportmon.commands.console import print_note
+
+            print_note("exportmon: stopped; the next run redoes the unfinished work")
+            raise typer.Exit(130 if interrupted_by_ctrl_c() else 1) from None
 
 
 class _CommandApp(typer.Typer):

@@ -26,7 +26,7 @@ from exportmon.config.load import load_monitors
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExitCode, ExportmonError, UsageError
 from exportmon.log import get_logger, monitor_context
-from exportmon.signals import Shutdown, handle_signals
+from exportmon.signals import Interrupted, Shutdown, handle_signals, interrupted_by_ctrl_c
 
 log = get_logger(__name__)
 
@@ -83,9 +83,11 @@ def run_command(
     is picked up first, then new export mails are fetched and each export is
     delivered, then the delivered mails are archived and alerts are sent.
     Without it, exportmon keeps watching (IMAP IDLE, else every poll_interval)
-    and reconnects on its own after network errors. SIGTERM or Ctrl-C finish the
-    current file and stop; SIGHUP reloads the configs.
-    Exit codes: 0 all done, 1 something failed, 2 config error or already running.
+    and reconnects on its own after network errors. SIGTERM or Ctrl-C stop at the
+    next safe point within a second (the next run redoes what was cut short); a
+    second Ctrl-C stops at once. SIGHUP reloads the configs.
+    Exit codes: 0 all done, 1 something failed, 2 config error or already running,
+    130 stopped by Ctrl-C.
     """
     opts = options(ctx)
     if dry_run and not once:
@@ -96,6 +98,7 @@ def run_command(
         raise UsageError("--serve goes with watching, not --once", hint="or run `exportmon serve`")
     monitors = select_monitors(ctx)
     shutdown = Shutdown()
+    summaries: list[dict[str, object]] = []
     with (
         handle_signals(shutdown),
         run_display(progress_wanted(opts.quiet) and not as_json) as display,
@@ -109,11 +112,21 @@ def run_command(
             log_format=opts.log_format,
         )
         if once:
-            code = _run_once(monitors, run_options, shutdown, as_json, opts.config_failed)
+            code = _run_once(monitors, run_options, shutdown, summaries, opts.config_failed)
         else:
             with _status_server(ctx, serve):
                 code = _watch(ctx, monitors, run_options, shutdown)
+    # The live display is gone by now, so the table starts on a clean line.
+    if as_json:
+        print_json(summaries)
+    elif once and sys.stdout.isatty() and not dry_run:
+        _print_summary(summaries)
     raise typer.Exit(code)
+
+
+def _stopped_code(code: int) -> int:
+    """The exit code after a stop request: 130 after Ctrl-C, else at least 1 (work left)."""
+    return ExitCode.INTERRUPTED if interrupted_by_ctrl_c() else max(code, ExitCode.FAILED)
 
 
 @contextlib.contextmanager
@@ -138,16 +151,17 @@ def _run_once(
     monitors: list[MonitorConfig],
     run_options: RunOptions,
     shutdown: Shutdown,
-    as_json: bool,
+    summaries: list[dict[str, object]],
     config_failed: bool,
 ) -> int:
-    summaries = []
     code = ExitCode.USAGE if config_failed else ExitCode.OK
     for monitor in monitors:
         if shutdown.requested:
             break
         try:
             result = run_once(monitor, run_options, shutdown)
+        except Interrupted:
+            break
         except ExportmonError as exc:
             with monitor_context(monitor.name, None):
                 log.error("%s", exc.one_line())
@@ -159,12 +173,9 @@ def _run_once(
         summaries.append(_summary(monitor, result))
         for line in result.planned:
             print_note(f"[{monitor.name}] {line}")
-    if as_json:
-        print_json(summaries)
-    elif sys.stdout.isatty() and not run_options.dry_run:
-        _print_summary(summaries)
     if shutdown.requested:
-        return max(code, ExitCode.FAILED)
+        print_note("exportmon: stopped; the next run resumes the unfinished work")
+        return _stopped_code(code)
     return code
 
 
@@ -214,4 +225,5 @@ def _watch(
     outcomes = watch(load, run_options, shutdown)
     if any(o.reason in ("locked", "config") for o in outcomes) or opts.config_failed:
         return ExitCode.USAGE
-    return ExitCode.OK
+    # Ctrl-C ends watching with 130 as it ends any command; SIGTERM is a service's stop.
+    return ExitCode.INTERRUPTED if interrupted_by_ctrl_c() else ExitCode.OK

@@ -22,6 +22,7 @@ from exportmon.commands.console import progress_wanted, task_advancer, transfer_
 from exportmon.errors import ConfigError, ExitCode, ExportmonError
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory
+from exportmon.signals import Shutdown, handle_signals
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig
@@ -79,7 +80,11 @@ def step_run(ctx: typer.Context) -> Iterator[StepRun]:
     opts = options(ctx)
     monitors = monitors_for_paths(ctx)
     chosen = monitors[0] if opts.configs and len(monitors) == 1 else None
-    with Owners(monitors) as owners, transfer_progress(progress_wanted(opts.quiet)) as bar:
+    with (
+        handle_signals(Shutdown()),
+        Owners(monitors) as owners,
+        transfer_progress(progress_wanted(opts.quiet)) as bar,
+    ):
         progress: ProgressFactory | None = None
         if bar is not None:
             progress = lambda text, total: task_advancer(bar, text, total)  # noqa: E731

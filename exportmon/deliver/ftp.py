@@ -48,6 +48,7 @@ from exportmon.errors import (
 )
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory, start_task
+from exportmon.signals import checkpoint
 
 log = get_logger(__name__)
 
@@ -291,12 +292,14 @@ class FtpDestination:
         def upload(host: Any) -> None:
             self._make_dirs(host, posixpath.dirname(final))
             advance, done = start_task(progress, f"upload {posixpath.basename(final)}", item.bytes)
+
+            def sent(chunk: bytes) -> None:
+                checkpoint()
+                if advance is not None:
+                    advance(len(chunk))
+
             try:
-                host.upload(
-                    str(item.source),
-                    temporary,
-                    callback=(lambda chunk: advance(len(chunk))) if advance else None,
-                )
+                host.upload(str(item.source), temporary, callback=sent)
             finally:
                 done()
             size = host.path.getsize(temporary)

@@ -45,6 +45,8 @@ from functools import cache
 from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from exportmon.signals import checkpoint
+
 if TYPE_CHECKING:
     import polars
 
@@ -219,6 +221,7 @@ def _blocks(source: BinaryIO) -> Iterator[tuple[bytes, bool, int]]:
     unreported = 0
     while True:
         data = source.read(BLOCK)
+        checkpoint()
         unreported += len(data)
         buffer = carry + data if carry else data
         if not data:

@@ -69,6 +69,7 @@ from exportmon.errors import ConfigError, CsvError, UsageError
 from exportmon.files import csv_fast
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory, start_task
+from exportmon.signals import checkpoint
 
 log = get_logger(__name__)
 
@@ -273,6 +274,7 @@ def _rewrite_reference(
     try:
         records = read = 0
         for batch in _batches(csv.reader(text_in, strict=True)):
+            checkpoint()
             records += len(batch)
             sink.write(engine.format(batch))
             counter(raw_in.tell() - read)
@@ -545,6 +547,7 @@ def _call_hook(hook: Callable[[str], Any], row: list[str]) -> list[Any]:
     """``hook`` applied to every value of ``row``: one comprehension per row, so the hook
     is the only Python call made per value. Results that are not text are made text by
     :func:`_as_text` when joining them fails."""
+    checkpoint()  # a slow hook must not hold up a stop for a whole block
     try:
         return [hook(value) for value in row]
     except Exception as exc:  # the user's code: any failure is reported, not a traceback

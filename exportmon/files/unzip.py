@@ -32,6 +32,7 @@ from exportmon.config.schema import ZipConfig
 from exportmon.errors import ExtractError
 from exportmon.files.names import UnsafeName, entry_target
 from exportmon.progress import Advance, ProgressFactory, start_task
+from exportmon.signals import checkpoint
 
 #: Read and write size while extracting; memory use does not depend on entry sizes.
 BLOCK = 1024 * 1024
@@ -242,6 +243,7 @@ def _extract_one(
         destination.parent.mkdir(parents=True, exist_ok=True)
         with zip_file.open(info) as source, open(destination, "xb") as out:
             while block := source.read(BLOCK):
+                checkpoint()
                 written += len(block)
                 budget.spend(entry, written, info.compress_size, len(block))
                 out.write(block)

@@ -307,7 +307,23 @@ def tls_error(where: str, exc: ssl.SSLError, ca_key: str) -> TLSError:
             f"{where}: certificate not trusted ({reason})",
             hint=f"set {ca_key} to the CA file of a private certificate authority",
         )
+    if "WRONG_VERSION_NUMBER" in str(exc.reason or exc) or "wrong version number" in str(exc):
+        return TLSError(
+            f"{where} answered in plain text, not TLS: this port does not speak TLS",
+            hint=PLAIN_PORT_HINTS.get(ca_key.partition(".")[0], PLAIN_PORT_HINTS[""]),
+        )
     return TLSError(f"{where}: TLS handshake failed: {exc.reason or exc}")
+
+
+#: What to set when a TLS connection meets a port that speaks plain text, by config table.
+PLAIN_PORT_HINTS = {
+    "source": 'set source.security = "starttls" for this port, or give the TLS port '
+    "(IMAP 993, POP3 995) in source.port",
+    "download": "the link names a plain-HTTP port with https://; the sender must fix the link",
+    "alerts": "use submission:// (STARTTLS, port 587) or smtps:// (TLS, port 465) in "
+    "alerts.smtp_url",
+    "": "use the server's TLS port, or its plain-text mode with STARTTLS",
+}
 
 
 class _Retry(Exception):

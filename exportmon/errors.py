@@ -9,6 +9,7 @@ and exits with the code documented in the README; a traceback is shown only with
 
 from __future__ import annotations
 
+import re
 from enum import IntEnum
 
 
@@ -141,3 +142,23 @@ class LockedError(ExportmonError):
     """Another exportmon process holds this monitor's lock."""
 
     exit_code = ExitCode.USAGE
+
+
+def reason_text(exc: BaseException) -> str:
+    """What a library's exception says, as text: bytes replies decoded, never a
+    Python repr such as ``b'[AUTHENTICATIONFAILED] ...'``."""
+    parts = []
+    for arg in exc.args:
+        if isinstance(arg, bytes | bytearray):
+            parts.append(bytes(arg).decode("utf-8", "replace"))
+        elif isinstance(arg, str):
+            parts.append(arg)
+        else:
+            parts.append(str(arg))
+    text = " ".join(part.strip() for part in parts if part.strip())
+    if not text:
+        text = str(exc)
+    match = re.fullmatch(r"b(['\"])(.*)\1", text, re.S)  # a repr that got into the text
+    if match:
+        text = match.group(2).encode("latin-1", "replace").decode("unicode_escape", "replace")
+    return text or type(exc).__name__

@@ -112,7 +112,11 @@ def setup(*, verbosity: int = 0, quiet: bool = False, fmt: str = "text") -> None
         from exportmon.commands.console import stderr_console
 
         handler = RichHandler(
-            console=stderr_console(), show_path=False, markup=False, rich_tracebacks=False
+            console=stderr_console(),
+            show_path=False,
+            markup=False,
+            rich_tracebacks=False,
+            log_time_format="%Y-%m-%dT%H:%M:%S",  # ISO 8601, not the locale's date
         )
         handler.setFormatter(_RichMessage())
     else:

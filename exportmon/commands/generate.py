@@ -13,6 +13,7 @@ from exportmon.config.generate import NewMonitor, write
 from exportmon.config.load import discover, load_monitor
 from exportmon.config.providers import guess_provider
 from exportmon.errors import ConfigError, ExitCode, UsageError
+from exportmon.mail.source import source_url
 from exportmon.redact import register as register_secret
 
 EPILOG = """\
@@ -183,11 +184,7 @@ def _list_monitors(ctx: typer.Context, as_json: bool) -> None:
             entries.append({"name": path.stem, "config": str(path), "error": exc.one_line()})
             continue
         source = config.source
-        where = (
-            f"{source.kind}://{source.user}@{source.host}/{source.mailbox}"
-            if source.kind in ("imap", "pop3")
-            else f"{source.kind}:{source.path}"
-        )
+        where = source_url(source)
         destinations = [d for d in (config.deliver.to, config.deliver.ftp_url) if d]
         entries.append(
             {

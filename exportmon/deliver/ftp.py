@@ -225,6 +225,13 @@ class FtpDestination:
             return None
         if isinstance(exc, ftputil.error.PermanentError):
             text = _describe(exc)
+            if self.address.tls and text[:3] in ("500", "502", "504") and "AUTH" in text.upper():
+                return DeliveryError(
+                    f"{self.display} does not offer TLS ({text})",
+                    hint="the server speaks plain FTP only: use ftp:// where the network is "
+                    "trusted, or ask for FTPS (AUTH TLS) to be enabled",
+                    retryable=False,
+                )
             if text.startswith("530"):
                 return AuthError(
                     f"{self.display}: login refused for user {self.user or 'anonymous'}: {text}",

@@ -45,6 +45,7 @@ from exportmon.errors import (
     ExportmonError,
     MailError,
     TLSError,
+    reason_text,
 )
 from exportmon.log import get_logger
 from exportmon.mail.message import header, parse
@@ -144,7 +145,9 @@ class ImapSource(MailSource):
                 hint="check source.host, source.port and source.security",
             ) from None
         except imaplib.IMAP4.error as exc:
-            raise ConnectionFailed(f"IMAP server {self.where}: {redact(str(exc))}") from None
+            raise ConnectionFailed(
+                f"IMAP server {self.where}: {redact(reason_text(exc))}"
+            ) from None
         try:
             self._login(client, secret)
         except BaseException:
@@ -160,7 +163,7 @@ class ImapSource(MailSource):
         except ssl.SSLError:
             raise
         except imaplib.IMAP4.error as exc:
-            if "STARTTLS" in str(exc).upper():
+            if "STARTTLS" in reason_text(exc).upper():
                 raise TLSError(
                     f"IMAP server {self.where} does not offer STARTTLS",
                     hint='use security = "ssl" (usually port 993)',
@@ -177,7 +180,7 @@ class ImapSource(MailSource):
             else:
                 client.oauthbearer_login(config.user, secret)
         except LoginError as exc:
-            raise login_refused(f"IMAP server {self.where}", config, str(exc)) from None
+            raise login_refused(f"IMAP server {self.where}", config, reason_text(exc)) from None
         except (OSError, imaplib.IMAP4.abort) as exc:
             raise ConnectionFailed(
                 f"IMAP server {self.where} closed the connection during login: {exc}"
@@ -229,7 +232,7 @@ class ImapSource(MailSource):
                 f"IMAP server {self.where}: connection lost while {doing}: {exc}"
             ) from None
         except imaplib.IMAP4.error as exc:
-            reason = redact(str(exc))
+            reason = redact(reason_text(exc))
             raise MailError(f"IMAP server {self.where} refused {doing}: {reason}") from None
 
     def _select(self, client: IMAPClient, folder: str, *, readonly: bool) -> dict[bytes, object]:
@@ -239,7 +242,7 @@ class ImapSource(MailSource):
             raise
         except imaplib.IMAP4.error as exc:
             raise MailError(
-                f"cannot open mailbox {folder!r} on {self.where}: {redact(str(exc))}",
+                f"cannot open mailbox {folder!r} on {self.where}: {redact(reason_text(exc))}",
                 hint="check source.mailbox",
             ) from None
         self._selected = (folder, readonly)
@@ -342,7 +345,7 @@ class ImapSource(MailSource):
             except imaplib.IMAP4.error as exc:
                 raise ArchiveError(
                     f"cannot move mail {uid} to {self.archive_folder!r} on {self.where}: "
-                    f"{redact(str(exc))}",
+                    f"{redact(reason_text(exc))}",
                     hint="check source.archive",
                 ) from None
             log.info("moved mail %r to %s", mail.subject, self.archive_folder)
@@ -388,7 +391,7 @@ class ImapSource(MailSource):
             except imaplib.IMAP4.error as exc:
                 raise ArchiveError(
                     f"archive folder {self.archive_folder!r} does not exist on {self.where} "
-                    f"and cannot be created: {redact(str(exc))}",
+                    f"and cannot be created: {redact(reason_text(exc))}",
                     hint="create it or set source.archive",
                 ) from None
             log.info("created archive folder %r on %s", self.archive_folder, self.where)

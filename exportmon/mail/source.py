@@ -33,10 +33,11 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal
+from urllib.parse import quote
 
 from exportmon.atomic import atomic_write
 from exportmon.download import export_dir, tls_context
-from exportmon.errors import AuthError, ConfigError, ExportmonError, TLSError
+from exportmon.errors import AuthError, ConfigError, ExportmonError, TLSError, reason_text
 from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
@@ -78,11 +79,8 @@ class MailLocation:
     uid: str
 
     def describe(self) -> str:
-        return (
-            f"{self.source}/{self.mailbox}#{self.uid}"
-            if self.mailbox
-            else f"{self.source}#{self.uid}"
-        )
+        source = display_source(self.source)
+        return f"{source}/{self.mailbox}#{self.uid}" if self.mailbox else f"{source}#{self.uid}"
 
 
 @dataclass
@@ -169,6 +167,26 @@ class ServerAddress:
         return cls(config.host, port, f"{scheme}://{config.user}@{host}:{port}", f"{host}:{port}")
 
 
+def display_source(key: str) -> str:
+    """A source's ledger key as a URL a reader can take apart: the user escaped
+    (``imaps://someone%40gmail.com@imap.gmail.com:993``)."""
+    scheme, sep, rest = key.partition("://")
+    user, at, host = rest.rpartition("@")
+    if not (sep and at):
+        return key
+    return f"{scheme}://{quote(user, safe='')}@{host}"
+
+
+def source_url(config: SourceConfig) -> str:
+    """``imap://user@host/INBOX`` for a mail server source (the user escaped), else
+    ``kind:path``."""
+    if config.kind not in ("imap", "pop3"):
+        return f"{config.kind}:{config.path}"
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    mailbox = f"/{quote(config.mailbox)}" if config.kind == "imap" else ""
+    return f"{config.kind}://{quote(config.user, safe='')}@{host}{mailbox}"
+
+
 def client_tls_context(config: SourceConfig) -> ssl.SSLContext:
     """A verifying TLS context for the mail server: system CAs plus ``source.ca_file``."""
     try:
@@ -188,6 +206,8 @@ def login_secret(config: SourceConfig) -> str:
 def login_refused(server: str, config: SourceConfig, reason: str) -> AuthError:
     """The one-line error for credentials the server refused (secrets masked)."""
     how = "password" if config.auth == "password" else f"{config.auth} token"
+    if reason.startswith(("b'", 'b"')):  # a bytes repr some libraries put in their text
+        reason = reason_text(Exception(reason))
     return AuthError(
         f"{server} refused the login of {config.user}: {redact(reason) or 'no reason given'}",
         hint=f"check source.user and the {how}",

@@ -171,3 +171,14 @@ def test_completion_offers_the_shells_and_installs(tmp_path):
     assert "bash-completion" in result.stderr
     zsh = run_cli("completion", "zsh", "--install", env={"HOME": str(home)})
     assert (home / ".zfunc/_exportmon").exists() and "fpath" in zsh.stderr
+
+
+def test_readme_units_and_cron_line_run_the_same_installed_command():
+    root = Path(__file__).parent.parent
+    readme = (root / "README.md").read_text()
+    assert "pipx install ." in readme and "~/.local/bin/exportmon" in readme
+    for unit in (root / "contrib/systemd").glob("*.service"):
+        starts = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+        assert starts and all(s.startswith("ExecStart=%h/.local/bin/exportmon ") for s in starts)
+    running = (root / "docs/running.md").read_text()
+    assert "$HOME/.local/bin/exportmon -q run --once" in running

@@ -28,10 +28,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exportmon.actions.monitor_run import recorded_run
+from exportmon.actions.plan import export_plan
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
 from exportmon.crashpoints import crash_point
-from exportmon.download import DownloadSettings, display_url, download, export_dir
+from exportmon.download import DownloadSettings, download, export_dir
 from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
@@ -248,6 +249,7 @@ def fetch(
     progress: ProgressFactory | None = None,
     on_downloaded: Callable[[Export], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    whole_plan: bool = False,
 ) -> FetchResult:
     """One fetch round for ``monitor``: archive, poll, download (see the module docs).
 
@@ -255,14 +257,24 @@ def fetch(
     to keep a connection across rounds, as ``run`` does). ``dry_run`` records,
     downloads and moves nothing and lists what would happen in ``planned``.
     ``on_downloaded`` is called with each export as soon as it is downloaded;
-    ``stop`` is asked before each download whether to leave the rest for later.
+    ``stop`` is asked before each download whether to leave the rest for later;
+    ``whole_plan`` makes a dry run list every step after the download too (``run``).
     Failures are in ``FetchResult.failures``; only a :class:`ConfigError` (such as a
     password command that fails) is raised, since nothing can be done without it.
     Called on its own (as a library), the round is recorded as a ``fetch`` run.
     """
     with recorded_run(monitor, ledger, "fetch", dry_run=dry_run) as run:
         result = _fetch(
-            monitor, ledger, source, dry_run, retry_failed, archive, progress, on_downloaded, stop
+            monitor,
+            ledger,
+            source,
+            dry_run,
+            retry_failed,
+            archive,
+            progress,
+            on_downloaded,
+            stop,
+            whole_plan,
         )
         if run.command == "fetch":
             run.record(result)
@@ -279,6 +291,7 @@ def _fetch(
     progress: ProgressFactory | None,
     on_downloaded: Callable[[Export], None] | None,
     stop: Callable[[], bool] | None,
+    whole_plan: bool,
 ) -> FetchResult:
     result = FetchResult(monitor.name)
     own_source = source is None
@@ -293,7 +306,10 @@ def _fetch(
                 ledger.record_step_failure(FETCH_STEP, exc.one_line())
             raise
         except ExportmonError as exc:
-            report_unreachable(ledger, exc, record=not dry_run)
+            if dry_run:  # part of the plan: what the real run would meet
+                result.planned.append(f"would stop: {exc.one_line()}")
+            else:
+                report_unreachable(ledger, exc)
             result.failures.append(Failure("source", exc.one_line()))
         else:
             if not dry_run and ledger.clear_step_failure(FETCH_STEP):
@@ -303,7 +319,7 @@ def _fetch(
                 reason = f"mail {polled.label()}: {polled.reason}"
                 result.failures.append(Failure("mail", reason, mail=polled.mail))
         if dry_run:
-            _plan(ledger, result, retry_failed)
+            _plan(monitor, ledger, result, retry_failed, whole_plan)
             return result
         for export in ledger.due_exports(include_failed=retry_failed):
             if export.state != "new":
@@ -343,8 +359,10 @@ def _archive_step(
     except ConfigError:
         raise
     except ExportmonError as exc:
-        # The mailbox cannot be reached at all: the same outage the poll meets.
-        report_unreachable(ledger, exc, record=not dry_run)
+        # The mailbox cannot be reached at all: the same outage the poll meets (a dry
+        # run says so in its plan, after the poll).
+        if not dry_run:
+            report_unreachable(ledger, exc)
         result.failures.append(Failure("source", exc.one_line()))
         return
     result.failures.extend(failures)
@@ -358,24 +376,13 @@ def _archive_step(
         result.planned.extend(f"would {verb} mail {m.subject!r}" for m in result.archived)
 
 
-def _plan(ledger: Ledger, result: FetchResult, retry_failed: bool) -> None:
+def _plan(
+    monitor: MonitorConfig, ledger: Ledger, result: FetchResult, retry_failed: bool, whole: bool
+) -> None:
     for polled in result.mails:
         if polled.outcome == "export":
             for found in polled.found:
-                if found.kind == "attachment":
-                    line = f"would save the attached {found.file_name} for export {found.export_id}"
-                elif found.link:
-                    what = found.file_name or "the export"
-                    line = (
-                        f"would download {what} for export {found.export_id} "
-                        f"from {display_url(found.link)}"
-                    )
-                else:
-                    line = (
-                        f"would record a failure for export {found.export_id}: mail "
-                        f"{polled.label()} has no download link or attached export file"
-                    )
-                result.planned.append(line)
+                result.planned.extend(export_plan(monitor, found, whole=whole))
         elif polled.outcome in ("ignored", "duplicate"):
             result.planned.append(f"would leave mail {polled.label()} alone: {polled.reason}")
     for export in ledger.due_exports(include_failed=retry_failed):

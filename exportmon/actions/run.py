@@ -33,6 +33,7 @@ from exportmon.actions.alerts import process_alerts
 from exportmon.actions.deliver import deliver_export
 from exportmon.actions.fetch import archive_mails, download_export, fetch, report_unreachable
 from exportmon.actions.monitor_run import monitor_run
+from exportmon.actions.plan import resume_plan
 from exportmon.actions.prune import prune
 from exportmon.actions.steps import attempt
 from exportmon.actions.unzip import unpack_export
@@ -210,6 +211,7 @@ def run_cycle(
             progress=options.progress,
             on_downloaded=hand_over,
             stop=stopping,
+            whole_plan=True,
         )
         if following:
             following.pop().result()
@@ -221,11 +223,10 @@ def run_cycle(
     # A failed download is recorded by fetch; failures of later steps by follow().
     result.failures[:0] = [f.message for f in fetched.failures]
     if options.dry_run:
-        result.planned += [
-            f"would resume export {e.export_id} ({e.file_name or e.key}) from {e.state}"
-            for e in ledger.due_exports(include_failed=options.retry_failed)
-            if e.state in ("downloaded", "unpacked")
-        ]
+        for due in ledger.due_exports(include_failed=options.retry_failed):
+            if due.state in ("downloaded", "unpacked"):
+                name = due.file_name or due.key
+                result.planned += resume_plan(monitor, name, due.export_id, due.state)
         return result
 
     if stopping():  # archiving, alerts and pruning wait for the next run

@@ -158,7 +158,7 @@ def _fetch_monitor(
         )
         run.record(result)
         if dry_run:
-            for line in result.planned or ["nothing to do"]:
+            for line in result.planned or (["nothing to do"] if not result.failures else []):
                 print_note(f"[{monitor.name}] {line}")
         elif result.failures:
             counts = result.counts()

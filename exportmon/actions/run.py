@@ -229,8 +229,8 @@ def run_cycle(
                 result.planned += resume_plan(monitor, name, due.export_id, due.state)
         return result
 
-    if stopping():  # archiving, alerts and pruning wait for the next run
-        return result
+    # The mails of exports delivered in this cycle are settled even when stopping
+    # (one quick move each); alerts and pruning wait for the next run.
     if options.archive and result.delivered and not result.source_failed:
         _tell(options, monitor, "archiving delivered mails")
         archive_failures: list[Any] = []
@@ -247,6 +247,8 @@ def run_cycle(
             result.archived += len(archived)
             result.failures += [f.message for f in archive_failures]
 
+    if stopping():
+        return result
     try:
         result.alerts = len(
             process_alerts(monitor, ledger, delivered=result.delivered, failures=result.failures)

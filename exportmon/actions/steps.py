@@ -18,6 +18,17 @@ log = get_logger(__name__)
 
 T = TypeVar("T")
 
+#: How to retry a failure that no later run retries by itself.
+RETRY_FAILED = "exportmon run --once --retry-failed"
+
+
+def not_retried(error: ExportmonError) -> str:
+    """The one line of a failure no run retries by itself, saying how to retry it; it is
+    recorded so, and so shown wherever the failure is (log, status, --json, report)."""
+    if error.hint:
+        return f"{error.message} ({error.hint}, then {RETRY_FAILED})"
+    return f"{error.message} (once the cause is fixed: {RETRY_FAILED})"
+
 
 def retry_time(monitor: MonitorConfig, error: ExportmonError) -> str | None:
     """When a failed export may be retried automatically: never for permanent errors."""
@@ -39,9 +50,10 @@ def attempt(
     try:
         return work()
     except ExportmonError as error:
-        message = error.one_line()
+        retry_at = retry_time(monitor, error)
+        message = error.one_line() if retry_at is not None else not_retried(error)
         again = export.error is not None and export.error_step == step
-        failed = ledger.fail_export(export.id, step, message, retry_time(monitor, error))
+        failed = ledger.fail_export(export.id, step, message, retry_at)
         label = f"export {export.export_id}" if export.export_id else "export"
         what = export.file_name or export.key
         if again:

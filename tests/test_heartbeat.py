@@ -50,7 +50,7 @@ def test_run_once_pings_start_then_success_with_the_last_log_lines(tmp_path, rec
         ("POST", CHECK),
     ]
     body = receiver.requests[1].text
-    assert "1 export(s) delivered" in body and len(body) <= MAX_BODY
+    assert "1 export delivered" in body and len(body) <= MAX_BODY
     assert "6a0f1c2e" not in body
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from exportmon.crashpoints import crash_point
+from exportmon.safe_open import EXCLUSIVE, folder, is_link, open_nofollow, parts_below
 from exportmon.signals import checkpoint
 
 #: Copy buffer size; large enough that syscalls do not dominate.
@@ -36,26 +37,40 @@ def temporary_name(final: Path, suffix: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_write(final: Path, *, suffix: str = ".part") -> Iterator[BinaryIO]:
+def atomic_write(
+    final: Path, *, suffix: str = ".part", within: Path | None = None
+) -> Iterator[BinaryIO]:
     """Open ``final + suffix`` for binary writing; on success fsync and rename it.
 
     On any exception the temporary file is removed and ``final`` is untouched.
+    Nothing is written through a link: the temporary file is created exclusively
+    (a leftover of a killed run, or a link planted at its name, is removed first,
+    never followed), and the rename replaces whatever is at ``final`` itself. The
+    folders from ``within`` (default: ``final``'s folder) down to ``final`` are
+    created as needed and none of them may be a link
+    (:func:`exportmon.safe_open.open_folder`).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    root = Path(within) if within is not None else final.parent
+    if within is None:
+        root.mkdir(parents=True, exist_ok=True)
     temp = temporary_name(final, suffix)
-    try:
-        with open(temp, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        crash_point("atomic.rename")
-        os.replace(temp, final)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink()
-        raise
-    fsync_dir(final.parent)
+    with folder(root, parts_below(root, final), create=True) as dir_fd:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temp.name, dir_fd=dir_fd)
+        fd = open_nofollow(temp.name, EXCLUSIVE, 0o666, dir_fd=dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                yield handle
+                handle.flush()
+                os.fsync(handle.fileno())
+            crash_point("atomic.rename")
+            os.replace(temp.name, final.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp.name, dir_fd=dir_fd)
+            raise
+        os.fsync(dir_fd)
 
 
 def atomic_copy(
@@ -64,12 +79,17 @@ def atomic_copy(
     *,
     suffix: str = ".in_progress",
     progress: Callable[[int], None] | None = None,
+    within: Path | None = None,
 ) -> int:
     """Copy ``source`` to ``final`` through ``final + suffix``; return the bytes copied.
 
-    ``progress`` is called with the size of each block copied.
+    ``progress`` is called with the size of each block copied; ``within`` is as for
+    :func:`atomic_write`.
     """
-    with open(source, "rb") as reader, atomic_write(final, suffix=suffix) as writer:
+    with (
+        open(source, "rb") as reader,
+        atomic_write(final, suffix=suffix, within=within) as writer,
+    ):
         while block := reader.read(COPY_BUFFER):
             checkpoint()
             writer.write(block)
@@ -94,7 +114,9 @@ def atomic_directory(final: Path, *, suffix: str = ".partial") -> Iterator[Path]
     stage = parent / f".{final.name}{suffix}"
     previous = parent / f".{final.name}.old"
     for leftover in (stage, previous):
-        if leftover.exists():
+        if is_link(leftover):
+            leftover.unlink()
+        elif leftover.exists():
             shutil.rmtree(leftover)
     stage.mkdir()
     try:
@@ -115,8 +137,13 @@ def atomic_directory(final: Path, *, suffix: str = ".partial") -> Iterator[Path]
 
 def sha256_file(path: Path) -> str:
     """The SHA-256 hex digest of the file at ``path``, read in large blocks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(COPY_BUFFER):
-            digest.update(block)
+        return sha256_stream(handle)
+
+
+def sha256_stream(handle: BinaryIO) -> str:
+    """The SHA-256 hex digest of what is left to read from ``handle``."""
+    digest = hashlib.sha256()
+    while block := handle.read(COPY_BUFFER):
+        digest.update(block)
     return digest.hexdigest()

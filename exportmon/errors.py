@@ -118,6 +118,11 @@ class ExtractError(ExportmonError):
     retryable = False
 
 
+class UnsafePathError(ExportmonError):
+    """A path exportmon would write through is a link it did not create, or leaves
+    the folder it belongs to."""
+
+
 class CsvError(ExportmonError):
     """A CSV file is malformed or cannot be decoded."""
 

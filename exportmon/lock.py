@@ -1,11 +1,17 @@
-"""One process per monitor: an exclusive lock on the monitor's pid file.
+"""One owner per state folder: an exclusive lock held while a monitor works.
 
-The pid file is the gem's ``<root>/pids/export_monitor.<name>.pid``, so process
-supervisors such as Monit keep working. The lock is an ``flock`` on that file:
-the kernel drops it when the process dies, however it dies, so a stale pid file
-left by a killed process never blocks the next run. The file is emptied rather
-than deleted on exit, because deleting it would let two processes that opened it
-at different moments each lock a different inode.
+The lock belongs to the state folder, not to the monitor's name: it is an
+``flock`` on ``<root>/pids/exportmon.lock``, so two configs that name the same
+``root`` (even under different names or through different paths) never work on
+one ledger and one download folder at once. The same process also locks the
+gem's pid file ``<root>/pids/export_monitor.<name>.pid`` and writes its pid
+there, so process supervisors such as Monit keep working.
+
+The kernel drops an ``flock`` when the process dies, however it dies, so a stale
+file left by a killed process never blocks the next run. The files are emptied
+rather than deleted on exit, because deleting them would let two processes that
+opened them at different moments each lock a different inode. Both are opened
+without following links (:mod:`exportmon.safe_open`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,14 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from exportmon.errors import LockedError
+from exportmon.errors import LockedError, UnsafePathError
+from exportmon.safe_open import open_nofollow, refuse_link
+
+#: The file in ``<root>/pids/`` whose lock is the state folder's.
+STATE_LOCK = "exportmon.lock"
 
 
 def pid_file(pids_dir: Path, name: str) -> Path:
@@ -28,8 +38,8 @@ def running_pid(pids_dir: Path, name: str) -> int | None:
     """The pid of the process holding monitor ``name``'s lock, or None when it is free."""
     path = pid_file(pids_dir, name)
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
+        fd = open_nofollow(path, os.O_RDONLY)
+    except (FileNotFoundError, UnsafePathError):
         return None
     try:
         try:
@@ -50,29 +60,53 @@ def _read_pid(fd: int) -> int | None:
 
 @contextlib.contextmanager
 def monitor_lock(pids_dir: Path, name: str) -> Iterator[Path]:
-    """Hold monitor ``name``'s lock for the duration of the block.
+    """Hold the lock of the state folder ``pids_dir`` is in, for monitor ``name``.
 
-    Raises :class:`LockedError` (exit 2) naming the pid of the process that holds it.
+    Raises :class:`LockedError` (exit 2) naming the monitor and pid that hold it.
+    Yields the pid file.
     """
     pids_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = pid_file(pids_dir, name)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    refuse_link(pids_dir)
+    with _locked(pids_dir / STATE_LOCK, f"{os.getpid()} {name}", _held_by(pids_dir, name)):
+        path = pid_file(pids_dir, name)
+        with _locked(path, str(os.getpid()), _held_by(pids_dir, name)):
+            yield path
+
+
+def _held_by(pids_dir: Path, name: str) -> Callable[[str], LockedError]:
+    def error(content: str) -> LockedError:
+        pid, _, holder = content.partition(" ")
+        who = f"pid {pid}" if pid.isdigit() else "another process"
+        if holder and holder != name:
+            return LockedError(
+                f"monitor {name!r} shares its state folder {pids_dir.parent} with monitor "
+                f"{holder!r}, which is running ({who})",
+                hint="give each config its own root",
+            )
+        return LockedError(
+            f"monitor {name!r} is already running ({who})",
+            hint=f"wait for it to finish or stop it; its pid file is {pid_file(pids_dir, name)}",
+        )
+
+    return error
+
+
+@contextlib.contextmanager
+def _locked(path: Path, content: str, refused: Callable[[str], LockedError]) -> Iterator[None]:
+    """Hold an ``flock`` on ``path`` (created, never through a link) holding ``content``."""
+    fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
-            who = f"pid {holder}" if holder else "another process"
-            raise LockedError(
-                f"monitor {name!r} is already running ({who})",
-                hint=f"wait for it to finish or stop it; its pid file is {path}",
-            ) from None
+            os.lseek(fd, 0, os.SEEK_SET)
+            raise refused(os.read(fd, 200).decode("utf-8", "replace").strip()) from None
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, f"{content}\n".encode())
         os.fsync(fd)
         try:
-            yield path
+            yield
         finally:
             os.ftruncate(fd, 0)
     finally:

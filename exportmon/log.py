@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import io
 import json
 import logging
 import logging.handlers
@@ -19,7 +20,9 @@ from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
+from exportmon.errors import UnsafePathError
 from exportmon.redact import redact
+from exportmon.safe_open import open_nofollow, refuse_link
 
 LOGGER_NAME = "exportmon"
 #: Size at which a monitor's log file is rotated, and how many old files are kept.
@@ -140,11 +143,18 @@ class _RichMessage(logging.Formatter):
         return redact(f"[{monitor}] {text}" if monitor else text)
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """A rotating log file opened without following a link (created 0600)."""
+
+    def _open(self) -> io.TextIOWrapper:
+        fd = open_nofollow(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+
+
 def _file_handler(path: Path, fmt: str, monitor: str) -> logging.Handler:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    if not path.exists():
-        path.touch(mode=0o600)
-    handler = logging.handlers.RotatingFileHandler(
+    refuse_link(path.parent)
+    handler = _LogFile(
         path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
     )
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -166,6 +176,8 @@ def monitor_context(name: str, log_dir: Path | None, fmt: str = "text") -> Itera
             logger.addHandler(handler)
         except OSError as exc:
             logger.warning("cannot write log file in %s: %s", log_dir, exc.strerror)
+        except UnsafePathError as exc:
+            logger.warning("not writing the log file: %s", exc.one_line())
     try:
         yield
     finally:

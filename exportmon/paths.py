@@ -16,6 +16,7 @@ from pathlib import Path
 import platformdirs
 
 from exportmon.errors import ConfigError
+from exportmon.safe_open import refuse_link
 
 APP_NAME = "exportmon"
 HOME_ENV = "EXPORTMON_HOME"
@@ -74,10 +75,17 @@ class MonitorDirs:
         return self.root / "ledger.sqlite"
 
     def create(self) -> None:
-        """Create the state directory and its sub-directories (owner-only access)."""
+        """Create the state directory and its sub-directories (owner-only access).
+
+        A sub-directory that is a symbolic link is refused
+        (:class:`~exportmon.errors.UnsafePathError`): exportmon writes its state only
+        into folders it made.
+        """
         for directory in (self.root, self.downloads, self.log, self.pids, self.tmp):
             try:
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                if directory != self.root:
+                    refuse_link(directory)
             except OSError as exc:
                 raise ConfigError(
                     f"cannot create the state folder {directory}: {exc.strerror}",

@@ -1,4 +1,4 @@
-"""One process per monitor: the pid-file lock."""
+"""One owner per state folder: the state-folder lock and the gem's pid file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from exportmon.errors import LockedError
+from exportmon.errors import LockedError, UnsafePathError
 from exportmon.lock import monitor_lock, pid_file, running_pid
 
 HOLDER = """
@@ -64,8 +64,53 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
         assert path.read_text() == f"{os.getpid()}\n"
 
 
-def test_other_monitors_are_independent(tmp_path):
-    with monitor_lock(tmp_path, "777"), monitor_lock(tmp_path, "778"):
-        assert running_pid(tmp_path, "777") == os.getpid()
-        assert running_pid(tmp_path, "778") == os.getpid()
-        assert running_pid(tmp_path, "779") is None
+def test_monitors_with_their_own_state_folders_are_independent(tmp_path):
+    with monitor_lock(tmp_path / "a" / "pids", "777"), monitor_lock(tmp_path / "b" / "pids", "778"):
+        assert running_pid(tmp_path / "a" / "pids", "777") == os.getpid()
+        assert running_pid(tmp_path / "b" / "pids", "778") == os.getpid()
+        assert running_pid(tmp_path / "a" / "pids", "779") is None
+
+
+def test_two_monitors_never_share_one_state_folder_at_once(tmp_path):
+    pids = tmp_path / "state" / "pids"
+    (tmp_path / "alias").symlink_to(tmp_path / "state")
+    with monitor_lock(pids, "777"):
+        for other in (pids, tmp_path / "alias" / "pids"):
+            with pytest.raises(LockedError) as info, monitor_lock(other, "778"):
+                pass
+            assert "shares its state folder" in info.value.one_line()
+            assert "'777'" in info.value.one_line()
+    with monitor_lock(pids, "778"):
+        pass
+
+
+def test_a_second_process_on_the_same_state_folder_is_refused(tmp_path):
+    holder = start_holder(tmp_path)
+    try:
+        with pytest.raises(LockedError) as info, monitor_lock(tmp_path, "other"):
+            pass
+        assert f"monitor '777', which is running (pid {holder.pid})" in info.value.one_line()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("name", ["export_monitor.777.pid", "exportmon.lock"])
+def test_a_link_planted_at_a_lock_file_is_never_followed(tmp_path, name):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    (pids / name).symlink_to(victim)
+    with pytest.raises(UnsafePathError, match="symbolic link"), monitor_lock(pids, "777"):
+        pass
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_linked_pids_folder_is_refused(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "pids").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(UnsafePathError), monitor_lock(tmp_path / "state" / "pids", "777"):
+        pass
+    assert list((tmp_path / "elsewhere").iterdir()) == []

@@ -1,18 +1,22 @@
 """Delivering into a local folder: copy as ``<name>.in_progress``, fsync, rename.
 
 The folder (and a sub-folder per export type with ``sub_dirs``) is created as
-needed. After the rename the folder itself is fsynced, so a delivered file
+needed; nothing below the folder is followed if it is a link (see
+:mod:`exportmon.safe_open`). After the rename the folder itself is fsynced, so a delivered file
 survives a power cut under its final name.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path, PurePosixPath
 
-from exportmon.atomic import atomic_copy, sha256_file
+from exportmon.atomic import atomic_copy, sha256_stream
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
-from exportmon.errors import DeliveryError
+from exportmon.errors import DeliveryError, UnsafePathError
 from exportmon.progress import ProgressFactory, start_task
+from exportmon.safe_open import folder, open_nofollow, parts_below
 
 
 class LocalDestination:
@@ -48,16 +52,23 @@ class LocalDestination:
         return str(self.path(target))
 
     def exists(self, target: str) -> bool:
-        return self.path(target).exists()
+        return os.path.lexists(self.path(target))
 
     def holds(self, target: str, size: int, sha256: str | None) -> bool:
-        """Whether ``target`` is a complete copy: same size and, when known, same SHA-256."""
+        """Whether ``target`` is a complete copy: same size and, when known, same SHA-256.
+
+        Only a regular file reached without following a link counts.
+        """
         path = self.path(target)
         try:
-            if not path.is_file() or path.stat().st_size != size:
-                return False
-            return sha256 is None or sha256_file(path) == sha256
-        except OSError:
+            with folder(self.directory, parts_below(self.directory, path)) as dir_fd:
+                fd = open_nofollow(path.name, os.O_RDONLY, dir_fd=dir_fd)
+            with os.fdopen(fd, "rb") as handle:
+                info = os.fstat(handle.fileno())
+                if not stat.S_ISREG(info.st_mode) or info.st_size != size:
+                    return False
+                return sha256 is None or sha256_stream(handle) == sha256
+        except (OSError, UnsafePathError):
             return False
 
     def put(
@@ -67,7 +78,9 @@ class LocalDestination:
         final = self.path(target)
         advance, done = start_task(progress, f"copy {final.name}", item.bytes)
         try:
-            written = atomic_copy(item.source, final, suffix=IN_PROGRESS, progress=advance)
+            written = atomic_copy(
+                item.source, final, suffix=IN_PROGRESS, progress=advance, within=self.directory
+            )
         except FileNotFoundError:
             raise DeliveryError(f"cannot deliver {item.source}: it no longer exists") from None
         except OSError as exc:

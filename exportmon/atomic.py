@@ -52,8 +52,7 @@ def atomic_write(
     """
     final = Path(final)
     root = Path(within) if within is not None else final.parent
-    if within is None:
-        root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     temp = temporary_name(final, suffix)
     with folder(root, parts_below(root, final), create=True) as dir_fd:
         with contextlib.suppress(FileNotFoundError):

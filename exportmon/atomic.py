@@ -31,16 +31,24 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def temporary_name(final: Path, suffix: str) -> Path:
-    """The temporary sibling of ``final`` used while it is being written."""
-    return final.with_name(final.name + suffix)
+def temporary_name(final: Path, suffix: str, *, hidden: bool = True) -> Path:
+    """The temporary sibling of ``final`` used while it is being written.
+
+    ``.<name><suffix>`` by default: a name made safe never starts with a dot
+    (:func:`exportmon.files.names.safe_file_name`), so no file exportmon is given can
+    take the name of a temporary one. ``hidden=False`` gives ``<name><suffix>``, the
+    convention readers of a destination know (``.in_progress``).
+    """
+    prefix = "." if hidden else ""
+    return final.with_name(f"{prefix}{final.name}{suffix}")
 
 
 @contextlib.contextmanager
 def atomic_write(
-    final: Path, *, suffix: str = ".part", within: Path | None = None
+    final: Path, *, suffix: str = ".part", within: Path | None = None, hidden: bool = True
 ) -> Iterator[BinaryIO]:
-    """Open ``final + suffix`` for binary writing; on success fsync and rename it.
+    """Open :func:`temporary_name` of ``final`` for binary writing; on success fsync
+    and rename it to ``final``.
 
     On any exception the temporary file is removed and ``final`` is untouched.
     Nothing is written through a link: the temporary file is created exclusively
@@ -53,7 +61,7 @@ def atomic_write(
     final = Path(final)
     root = Path(within) if within is not None else final.parent
     root.mkdir(parents=True, exist_ok=True)
-    temp = temporary_name(final, suffix)
+    temp = temporary_name(final, suffix, hidden=hidden)
     with folder(root, parts_below(root, final), create=True) as dir_fd:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp.name, dir_fd=dir_fd)
@@ -80,14 +88,15 @@ def atomic_copy(
     progress: Callable[[int], None] | None = None,
     within: Path | None = None,
 ) -> int:
-    """Copy ``source`` to ``final`` through ``final + suffix``; return the bytes copied.
+    """Copy ``source`` to ``final`` through ``<final><suffix>`` (visible, as readers
+    of a destination expect); return the bytes copied.
 
     ``progress`` is called with the size of each block copied; ``within`` is as for
     :func:`atomic_write`.
     """
     with (
         open(source, "rb") as reader,
-        atomic_write(final, suffix=suffix, within=within) as writer,
+        atomic_write(final, suffix=suffix, within=within, hidden=False) as writer,
     ):
         while block := reader.read(COPY_BUFFER):
             checkpoint()

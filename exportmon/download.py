@@ -51,11 +51,12 @@ from urllib.parse import parse_qsl, urljoin, urlsplit
 
 from exportmon import __version__
 from exportmon.atomic import fsync_dir
-from exportmon.errors import DownloadError, LinkExpired, LinkRefused, TLSError
+from exportmon.errors import DownloadError, LinkExpired, LinkRefused, TLSError, UnsafePathError
 from exportmon.files.names import UnsafeName, name_from_link, safe_file_name
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory
 from exportmon.redact import redact
+from exportmon.safe_open import open_nofollow
 from exportmon.signals import checkpoint
 from exportmon.units import format_duration, format_size
 
@@ -339,9 +340,12 @@ class _Retry(Exception):
 class _Target:
     """Where the body is being written, and what is known about it so far.
 
-    Next to ``<name>.part`` a small ``<name>.part.json`` keeps the server's
+    Next to ``.<name>.part`` a small ``.<name>.part.json`` keeps the server's
     validator (ETag or Last-Modified) and the total size, so that a later process
     can resume the part file, and can tell when the file on the server changed.
+    Both start with a dot, which no file name made safe can (:func:`safe_file_name`
+    drops leading dots), so a file named by a server is never taken for them; both
+    are opened without following links.
     """
 
     part: Path
@@ -353,8 +357,7 @@ class _Target:
     resumed: bool = False
 
     def restart(self) -> None:
-        with open(self.part, "wb"):
-            pass
+        os.close(open_nofollow(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
         self.hasher = hashlib.sha256()
         self.offset = 0
         self.validator = None
@@ -366,7 +369,9 @@ class _Target:
         """Keep the response's validator and size next to the part file, for a later resume."""
         self.validator, self.total = validator, total
         if validator or total is not None:
-            self.meta.write_text(json.dumps({"validator": validator, "total": total}))
+            fd = open_nofollow(self.meta, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(json.dumps({"validator": validator, "total": total}))
 
     def discard(self) -> None:
         for path in (self.part, self.meta):
@@ -378,14 +383,15 @@ def _open_target(part: Path) -> _Target:
     """The part file to write, picking up a part left by an earlier process if it can be."""
     target = _Target(part=part, meta=part.with_name(part.name + ".json"))
     try:
-        saved = json.loads(target.meta.read_text())
-    except (OSError, ValueError):
+        with os.fdopen(open_nofollow(target.meta, os.O_RDONLY)) as handle:
+            saved = json.loads(handle.read(4096))
+    except (OSError, ValueError, UnsafePathError):
         saved = None
     if not isinstance(saved, dict):
         saved = {}
     validator = saved.get("validator") if isinstance(saved.get("validator"), str) else None
     total = saved.get("total") if isinstance(saved.get("total"), int) else None
-    size = part.stat().st_size if part.is_file() else 0
+    size = part.lstat().st_size if part.is_file() and not part.is_symlink() else 0
     if (validator or total is not None) and size > 0 and (total is None or size <= total):
         # Resuming needs the hash of what is already there.
         with open(part, "rb") as handle:
@@ -698,7 +704,7 @@ class _Download:
         self.progress = progress
         self.description = description or file_name or display_url(url, 60)
         self.http = _Attempt(settings, None)
-        self.target = _open_target(directory / f"{file_name or 'download'}.part")
+        self.target = _open_target(directory / f".{file_name or 'download'}.part")
         self.total: int | None = None
         self.expected: bytes | None = None
         self.final_url = url
@@ -798,7 +804,7 @@ class _Download:
         max_bytes = self.settings.max_bytes
         received = 0
         try:
-            fd = os.open(target.part, os.O_WRONLY | os.O_APPEND)
+            fd = open_nofollow(target.part, os.O_WRONLY | os.O_APPEND)
         except OSError as exc:
             raise _disk_error(target.part, exc) from None
         try:
@@ -945,27 +951,3 @@ def download(
         attempts=attempts,
         resumed=result.resumed,
     )
-
-
-def export_dir(
-    downloads: Path, export_id: int | None, token: str | None, key: str, sent_at: str | None
-) -> Path:
-    """The folder one export is downloaded into, so no export overwrites another's file.
-
-    ``downloads/<export id>/<token>`` for exports with a token (ITRP), else
-    ``downloads/<export id>/<YYYYmmdd-HHMMSS>-<hash of key>`` from the mail's date
-    (just the hash when the mail has none). Derived from the mail alone, so a crash
-    and a retry land in the same folder.
-    """
-    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
-    label = None
-    if token:
-        with contextlib.suppress(UnsafeName):
-            label = safe_file_name(token)[:100]
-    if label is None:
-        label = digest[:12]
-        if sent_at:
-            with contextlib.suppress(ValueError):
-                moment = datetime.strptime(sent_at, "%Y-%m-%dT%H:%M:%S.%fZ")
-                label = f"{moment:%Y%m%d-%H%M%S}-{digest[:8]}"
-    return Path(downloads) / str(export_id if export_id is not None else "other") / label

@@ -9,8 +9,11 @@ is what tests and containers use.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import platformdirs
@@ -92,6 +95,38 @@ class MonitorDirs:
                     key="root",
                     hint="set root to a folder exportmon may create and write",
                 ) from None
+
+
+#: Longest readable hint in a download folder's name (after the row id).
+HINT_CHARS = 40
+_HINT_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def export_dir(downloads: Path, row_id: int, export_id: int | None, hint: str | None) -> Path:
+    """The folder the export with ledger row ``row_id`` is downloaded into.
+
+    ``downloads/<export id>/<row id>-<hint>``: the row id is the export's identity in
+    the ledger, so no two exports ever share a folder, whatever their tokens or mails
+    say; ``hint`` (the token, or the mail's date) only makes the name readable. It
+    is cut to :data:`HINT_CHARS` of ``[A-Za-z0-9._-]`` (the rest becomes ``_``) and may
+    be lossy: it carries no identity.
+    """
+    label = str(int(row_id))
+    readable = _HINT_UNSAFE.sub("_", hint or "").strip("._-")[:HINT_CHARS].rstrip("._-")
+    if readable:
+        label += f"-{readable}"
+    return Path(downloads) / str(export_id if export_id is not None else "other") / label
+
+
+def download_hint(token: str | None, sent_at: str | None) -> str | None:
+    """The readable part of an export's download folder: its token, else the mail's
+    date as ``YYYYmmdd-HHMMSS`` (``sent_at`` as the ledger stores it)."""
+    if token:
+        return token
+    if sent_at:
+        with contextlib.suppress(ValueError):
+            return f"{datetime.strptime(sent_at, '%Y-%m-%dT%H:%M:%S.%fZ'):%Y%m%d-%H%M%S}"
+    return None
 
 
 def find_monitor_root(path: Path) -> Path | None:

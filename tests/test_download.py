@@ -7,7 +7,6 @@ import hashlib
 import os
 import tracemalloc
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,6 @@ from exportmon.download import (
     display_url,
     disposition_name,
     download,
-    export_dir,
     link_expiry,
 )
 from exportmon.errors import DownloadError, LinkExpired, LinkRefused, TLSError
@@ -78,12 +76,12 @@ def test_a_part_file_left_by_a_killed_process_is_resumed(https_server, settings,
     with pytest.raises(DownloadError, match=r"sent 1\.2 MB of the 2\.5 MB") as raised:
         download(url, tmp_path, file_name="x.zip", settings=once)
     assert raised.value.retryable
-    assert (tmp_path / "x.zip.part").stat().st_size == 1_200_000
+    assert (tmp_path / ".x.zip.part").stat().st_size == 1_200_000
     result = download(url, tmp_path, file_name="x.zip", settings=settings)
     assert result.path.read_bytes() == body
     assert result.sha256 == hashlib.sha256(body).hexdigest()
     assert https_server.requests_for("/x.zip")[-1].range == "bytes=1200000-"
-    assert not (tmp_path / "x.zip.part").exists()
+    assert not (tmp_path / ".x.zip.part").exists()
 
 
 def test_server_errors_are_retried_with_backoff(https_server, settings, body, tmp_path):
@@ -346,18 +344,6 @@ def test_content_disposition_names_are_made_safe():
     assert disposition_name("attachment; filename*=UTF-8''r%C3%A9sum%C3%A9.zip") == "résumé.zip"
     assert disposition_name("attachment") is None
     assert disposition_name(None) is None
-
-
-def test_each_export_gets_its_own_folder(tmp_path):
-    by_token = export_dir(tmp_path, 777, "0fad4fc0", "0fad4fc0", None)
-    assert by_token == tmp_path / "777" / "0fad4fc0"
-    dated = export_dir(tmp_path, 5, None, "<m@x>/a.zip", "2026-11-23T08:40:00.000000Z")
-    assert dated.parent == tmp_path / "5" and dated.name.startswith("20261123-084000-")
-    other = export_dir(tmp_path, 5, None, "<n@x>/a.zip", "2026-11-23T08:40:00.000000Z")
-    assert other != dated
-    hostile = export_dir(tmp_path, 5, "../../etc", "k", None)
-    assert hostile.parent == tmp_path / "5" and hostile.name not in ("..", ".")
-    assert isinstance(hostile, Path)
 
 
 def test_a_failed_write_in_the_background_is_a_download_error(tmp_path):

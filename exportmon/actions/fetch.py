@@ -16,7 +16,8 @@
    ``retry_failed``. Each failure is recorded once in the ledger
    (:func:`exportmon.actions.steps.attempt`) and the other exports go on.
 
-Downloads land in ``downloads/<export id>/<token or date-hash>/<file>``, so an
+Downloads land in ``downloads/<export id>/<row id>-<token or date>/<file>``
+(:func:`exportmon.paths.export_dir`): the folder belongs to one ledger row, so an
 export never overwrites the file of another.
 """
 
@@ -32,11 +33,12 @@ from exportmon.actions.plan import export_plan
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
 from exportmon.crashpoints import crash_point
-from exportmon.download import DownloadSettings, download, export_dir
+from exportmon.download import DownloadSettings, download
 from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
 from exportmon.mail.source import MailSource, PolledMail, open_source
+from exportmon.paths import download_hint, export_dir
 from exportmon.progress import ProgressFactory
 from exportmon.units import format_size
 
@@ -101,15 +103,10 @@ class FetchResult:
 
 
 def download_dir(monitor: MonitorConfig, ledger: Ledger, export: Export) -> Path:
-    """The folder ``export`` is downloaded into (see :func:`exportmon.download.export_dir`)."""
+    """The folder ``export`` is downloaded into (see :func:`exportmon.paths.export_dir`)."""
     mail = ledger.mail(export.mail_id) if export.mail_id is not None else None
-    return export_dir(
-        monitor.dirs.downloads,
-        export.export_id,
-        export.token,
-        export.key,
-        mail.sent_at if mail else None,
-    )
+    hint = download_hint(export.token, mail.sent_at if mail else None)
+    return export_dir(monitor.dirs.downloads, export.id, export.export_id, hint)
 
 
 def download_export(

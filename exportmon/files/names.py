@@ -17,32 +17,83 @@ MAX_NAME_BYTES = 200
 EXPORT_SUFFIXES = (".csv", ".zip")
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+#: Suffixes of exportmon's own files at a destination: no delivered name ends so.
+RESERVED_SUFFIXES = (".in_progress",)
 
 
 class UnsafeName(ValueError):
     """A name that cannot be made into a safe file name."""
 
 
+def visible_text(text: str, replacement: str = "") -> str:
+    """``text`` without format characters (Unicode category Cf: bidi overrides such as
+    U+202E, zero-width spaces, the BOM) and with other control and separator
+    characters (Cc, Zl, Zp; ESC and BEL among them) replaced by ``replacement``."""
+    out = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cf":
+            continue
+        out.append(replacement if category in ("Cc", "Zl", "Zp") else char)
+    return "".join(out)
+
+
 def safe_file_name(name: str) -> str:
     """``name`` made safe as a single path component, or :class:`UnsafeName`.
 
-    Path separators, control characters (NUL included) and characters that
-    Windows file shares refuse become ``_``; leading dots are dropped (no hidden
-    files, no ``..``); over-long names are shortened keeping their suffix.
+    Format characters (bidi overrides, zero-width characters) are removed; path
+    separators, control characters (NUL included) and characters that Windows file
+    shares refuse become ``_``; leading dots are dropped (no hidden files, no ``..``,
+    and none of exportmon's own ``.``-names); a name ending in a reserved suffix
+    (``.in_progress``) gets ``_`` for its dot; over-long names are shortened keeping
+    their suffix.
     """
-    name = unicodedata.normalize("NFC", name).strip()
+    name = visible_text(unicodedata.normalize("NFC", name), "_").strip()
     # Dots and spaces together: ". .csv" must not become the hidden ".csv".
     name = _UNSAFE.sub("_", name).lstrip(". ").rstrip()
     if not name or set(name) <= {"_", " "}:
         raise UnsafeName("empty file name")
-    encoded = name.encode("utf-8")
-    if len(encoded) > MAX_NAME_BYTES:
+    for reserved in RESERVED_SUFFIXES:
+        if name.casefold().endswith(reserved):
+            name = name[: -len(reserved)] + "_" + name[-len(reserved) + 1 :]
+    return _shortened(name, MAX_NAME_BYTES)
+
+
+def _shortened(name: str, limit: int) -> str:
+    """``name`` cut to ``limit`` bytes of UTF-8, its suffix (up to 10 characters) kept."""
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    suffix = f".{suffix}" if dot and len(suffix) <= 10 else ""
+    keep = limit - len(suffix.encode("utf-8"))
+    stem_bytes = (stem if suffix else name).encode("utf-8")[:keep]
+    return stem_bytes.decode("utf-8", "ignore") + suffix
+
+
+def name_key(name: str) -> str:
+    """What makes two names the same file somewhere: equal after NFC normalisation and
+    case folding (case-insensitive file systems and FTP servers)."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def distinct_name(name: str, taken: set[str]) -> str:
+    """``name``, or, when its :func:`name_key` is in ``taken``, ``name`` with ``~2``,
+    ``~3`` … put before its suffix (``a.csv`` → ``a~2.csv``), shortened to stay within
+    :data:`MAX_NAME_BYTES`. The key of the name returned is added to ``taken``."""
+    candidate = name
+    number = 1
+    while name_key(candidate) in taken:
+        number += 1
         stem, dot, suffix = name.rpartition(".")
-        suffix = f".{suffix}" if dot and len(suffix) <= 10 else ""
-        keep = MAX_NAME_BYTES - len(suffix.encode("utf-8"))
-        stem_bytes = (stem if suffix else name).encode("utf-8")[:keep]
-        name = stem_bytes.decode("utf-8", "ignore") + suffix
-    return name
+        if not dot or not stem:
+            stem, suffix = name, ""
+        else:
+            suffix = "." + suffix
+        mark = f"~{number}{suffix}"
+        room = MAX_NAME_BYTES - len(mark.encode("utf-8"))
+        candidate = stem.encode("utf-8")[:room].decode("utf-8", "ignore") + mark
+    taken.add(name_key(candidate))
+    return candidate
 
 
 def name_from_link(link: str) -> str | None:

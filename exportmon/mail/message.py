@@ -29,12 +29,21 @@ from html.parser import HTMLParser
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-from exportmon.files.names import EXPORT_SUFFIXES, UnsafeName, name_from_link, safe_file_name
+from exportmon.files.names import (
+    EXPORT_SUFFIXES,
+    UnsafeName,
+    distinct_name,
+    name_from_link,
+    safe_file_name,
+)
 from exportmon.ledger import to_text
+from exportmon.log import get_logger
 from exportmon.notify.smtp import ALERT_HEADER
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig, RecognizerConfig
+
+log = get_logger(__name__)
 
 ITRP_ID_HEADER = "X-ITRP-ExportID"
 ITRP_TOKEN_HEADER = "X-ITRP-Export"
@@ -294,13 +303,13 @@ def _identify(message: Message, recognizer: Recognizer) -> _Identity | None:
                 token,
                 f"header {recognizer.id_header} appears more than once with different values",
             )
-        if not re.fullmatch(r"\s*\d{1,18}\s*", raw_id):
+        if not re.fullmatch(r"\s*[0-9]{1,18}\s*", raw_id):
             return _Identity(
                 recognizer, None, token, f"header {recognizer.id_header} is not a number"
             )
         export_id = int(raw_id)
     elif match is not None and "id" in match.groupdict() and match.group("id"):
-        if not re.fullmatch(r"\d{1,18}", match.group("id")):
+        if not re.fullmatch(r"[0-9]{1,18}", match.group("id")):
             return _Identity(recognizer, None, token, "the subject's export id is not a number")
         export_id = int(match.group("id"))
     elif recognizer.export_id is not None and (match is not None or not recognizer.id_header):
@@ -434,13 +443,17 @@ def find_link(message: Message, pattern: re.Pattern[str] | None = None) -> str |
 
 
 def find_attachments(message: Message) -> list[Attachment]:
-    """Attached ``.csv`` and ``.zip`` files, decoded, with safe file names.
+    """Attached ``.csv`` and ``.zip`` files, decoded, with safe and distinct file names.
 
     Names may be RFC 2231 encoded or encoded words; any transfer encoding
-    (base64, quoted-printable, uuencode, 8bit) is decoded. Two files of the same
-    name keep the first.
+    (base64, quoted-printable, uuencode, 8bit) is decoded. The same file attached
+    twice (same safe name, same bytes) is kept once. Two different files whose names
+    become the same file name (after making them safe, Unicode normalisation, case
+    folding or shortening) both stay: the later one is renamed ``<stem>~2<suffix>``
+    (:func:`~exportmon.files.names.distinct_name`), with a warning.
     """
-    found: dict[str, Attachment] = {}
+    found: list[Attachment] = []
+    taken: set[str] = set()
     for part in _walk(message):
         if part.is_multipart() or part.get_content_type() == "message/rfc822":
             continue
@@ -458,11 +471,19 @@ def find_attachments(message: Message) -> list[Attachment]:
             content = part.get_payload(decode=True)
         except (UnsafeName, Exception):
             continue
-        if not safe.lower().endswith(EXPORT_SUFFIXES):  # "...csv" is only a suffix
+        if not safe.lower().endswith(EXPORT_SUFFIXES) or not isinstance(content, bytes):
+            continue  # "...csv" is only a suffix
+        if any(a.file_name == safe and a.content == content for a in found):
             continue
-        if isinstance(content, bytes) and safe not in found:
-            found[safe] = Attachment(safe, content)
-    return list(found.values())
+        distinct = distinct_name(safe, taken)
+        if distinct != safe:
+            log.warning(
+                "two attachments are both named %s once made safe; the later one is saved as %s",
+                safe,
+                distinct,
+            )
+        found.append(Attachment(distinct, content))
+    return found
 
 
 def _forwarded(message: Message, depth: int) -> Iterator[Message]:

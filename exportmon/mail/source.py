@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from exportmon.atomic import atomic_write
-from exportmon.download import export_dir, tls_context
+from exportmon.download import tls_context
 from exportmon.errors import AuthError, ConfigError, ExportmonError, TLSError, reason_text
 from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.ledger import Export, Ledger, Mail
@@ -51,6 +51,7 @@ from exportmon.mail.message import (
     recognise,
     screen,
 )
+from exportmon.paths import download_hint, export_dir
 from exportmon.redact import redact
 from exportmon.units import format_size
 
@@ -486,18 +487,16 @@ class Intake:
         )
         if self.dry_run:
             return self._add(PolledMail(location, "export", info, None, None, [], found))
-        # Files first, records second: a recorded attachment export always has its file.
-        paths = [
-            self._save_attachment(item, key, info) if item.attachment is not None else None
-            for item, key in zip(found, keys, strict=True)
-        ]
         # One transaction: a mail is never recorded with only some of its exports (it
-        # would be archived once those are delivered, and the others lost).
+        # would be archived once those are delivered, and the others lost). An attached
+        # file is saved inside it, into the folder of its export's row, so a recorded
+        # attachment export always has its file.
         with self.ledger.atomic():
             mail = recorded or self._add_mail(location, info, "new", recognition.problem)
             assert mail is not None
-            exports = [
-                self.ledger.add_export(
+            exports = []
+            for item, key in zip(found, keys, strict=True):
+                export = self.ledger.add_export(
                     key=key,
                     kind=item.kind,
                     mail_id=mail.id,
@@ -505,24 +504,24 @@ class Intake:
                     token=item.token,
                     link=item.link,
                     file_name=item.file_name,
-                    download_path=str(path) if path else None,
                 )
-                for item, key, path in zip(found, keys, paths, strict=True)
-            ]
+                if item.attachment is not None and export.state == "new":
+                    path = self._save_attachment(item, export, info)
+                    export = self.ledger.advance_export(export.id, "new", download_path=str(path))
+                exports.append(export)
         return self._add(PolledMail(location, "export", info, None, mail, exports, found))
 
-    def _save_attachment(self, item: FoundExport, key: str, info: MailInfo) -> Path:
+    def _save_attachment(self, item: FoundExport, export: Export, info: MailInfo) -> Path:
         """Write an attached export file into its export's folder (temporary name, fsync, rename).
 
         Raises :class:`ExportmonError` (retryable: the mail is taken again by the next poll).
         """
         assert item.attachment is not None and item.file_name is not None
-        directory = export_dir(
-            self.monitor.dirs.downloads, item.export_id, item.token, key, info.sent_at
-        )
+        hint = download_hint(item.token, info.sent_at)
+        directory = export_dir(self.monitor.dirs.downloads, export.id, item.export_id, hint)
         path = directory / item.file_name
         try:
-            with atomic_write(path, suffix=".part") as handle:
+            with atomic_write(path, within=self.monitor.dirs.downloads) as handle:
                 handle.write(item.attachment.content)
         except OSError as exc:
             raise ExportmonError(

@@ -1,7 +1,12 @@
 """Logging: human lines or JSON on stderr, and a rotating log file per monitor.
 
 Everything that leaves a handler passes :func:`exportmon.redact.redact`, so a
-secret that slips into a message or an exception text is masked on the way out.
+secret that slips into a message or an exception text is masked on the way out,
+then :func:`printable`: text from senders (a display name, a subject, a file name)
+can carry terminal escape sequences (ESC, BEL) or bidi overrides (U+202E), which
+are shown escaped (``\x1b``, ``\u202e``) so they never act on a terminal or a
+viewer, and a message is one line of at most :data:`MAX_MESSAGE_CHARS` characters,
+shortened in the middle (a long path keeps its start and its end).
 Records carry the name of the monitor being worked on (a context variable set by
 :func:`monitor_context`), and each monitor's file receives only its own lines.
 """
@@ -16,6 +21,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import unicodedata
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,9 +35,48 @@ LOGGER_NAME = "exportmon"
 LOG_FILE_BYTES = 10 * 1000 * 1000
 LOG_FILE_BACKUPS = 5
 
+#: The longest message a log line carries; longer ones are shortened in the middle.
+MAX_MESSAGE_CHARS = 600
+_SHORTENED = " … "
+#: Unicode categories shown as ``\uXXXX`` (besides Cc, shown as ``\xXX``).
+_ESCAPED = frozenset({"Cf", "Cs", "Cn", "Zl", "Zp"})
+
 current_monitor: contextvars.ContextVar[str] = contextvars.ContextVar("monitor", default="")
 
 _console_handler: logging.Handler | None = None
+
+
+def printable(text: str, limit: int | None = None) -> str:
+    """``text`` safe to show a person: control characters (Unicode Cc: ESC, BEL, NUL,
+    newlines), format and separator characters (Cf, Zl, Zp: bidi overrides,
+    zero-width spaces), lone surrogates and unassigned code points written as
+    escapes, then shortened to ``limit`` characters."""
+    out = []
+    for char in text:
+        category = unicodedata.category(char)
+        if category == "Cc":
+            out.append(f"\\x{ord(char):02x}")
+        elif category in _ESCAPED:
+            code = ord(char)
+            out.append(f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}")
+        else:
+            out.append(char)
+    shown = "".join(out)
+    return shortened(shown, limit) if limit is not None else shown
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text`` of at most ``limit`` characters: its start and end, `` … `` between."""
+    if len(text) <= limit:
+        return text
+    room = max(limit - len(_SHORTENED), 2)
+    head = room * 2 // 3
+    return text[:head] + _SHORTENED + text[len(text) - (room - head) :]
+
+
+def _message(record: logging.LogRecord) -> str:
+    """The record's message as it is shown: secrets masked, printable, one bounded line."""
+    return printable(redact(record.getMessage()), MAX_MESSAGE_CHARS)
 
 
 def log_file_name(monitor_name: str) -> str:
@@ -69,12 +114,12 @@ class TextFormatter(logging.Formatter):
             parts.append(datetime.fromtimestamp(record.created).strftime("%Y-%m-%d %H:%M:%S"))
         parts.append(record.levelname)
         if monitor:
-            parts.append(f"[{monitor}]")
-        parts.append(record.getMessage())
+            parts.append(f"[{printable(monitor)}]")
+        parts.append(_message(record))
         text = " ".join(parts)
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return redact(text)
+            text += "\n" + redact(self.formatException(record.exc_info))
+        return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -86,7 +131,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "monitor": getattr(record, "monitor", "") or None,
             "logger": record.name,
-            "message": redact(record.getMessage()),
+            "message": _message(record),
         }
         if record.exc_info:
             entry["traceback"] = redact(self.formatException(record.exc_info))
@@ -136,11 +181,11 @@ def setup(*, verbosity: int = 0, quiet: bool = False, fmt: str = "text") -> None
 
 class _RichMessage(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        monitor = getattr(record, "monitor", "")
-        text = record.getMessage()
+        monitor = printable(getattr(record, "monitor", ""))
+        text = _message(record)
         if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return redact(f"[{monitor}] {text}" if monitor else text)
+            text += "\n" + redact(self.formatException(record.exc_info))
+        return f"[{monitor}] {text}" if monitor else text
 
 
 class _LogFile(logging.handlers.RotatingFileHandler):

@@ -235,7 +235,7 @@ def test_disk_full_while_rewriting(tmp_path, mail_user, https_server, monitor_fo
     assert "No space left on device" in line
     assert not out.exists()
     # The download is kept: the retry starts from it, it is not downloaded again.
-    assert (disk.path / "777" / "tok-wide.csv" / "wide.csv").read_bytes() == data
+    assert (disk.path / "777" / "1-tok-wide.csv" / "wide.csv").read_bytes() == data
     disk.grow()
     again = retried(config, env=disk.env())
     assert again.code == 0, again.stderr

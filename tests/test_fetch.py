@@ -41,7 +41,7 @@ def test_a_new_export_is_downloaded_once(make, mail_user, https_server, ledger):
     assert not result.failed
     (export,) = result.downloaded
     assert announced == [export]
-    path = config.dirs.downloads / "777" / "tok-1" / "20261123-people.zip"
+    path = config.dirs.downloads / "777" / "1-tok-1" / "20261123-people.zip"
     assert export.download_path == str(path) and path.read_bytes() == body
     assert export.state == "downloaded" and export.bytes == len(body) and export.sha256
     again = fetch(config, ledger)
@@ -190,7 +190,7 @@ def test_attached_exports_are_saved_and_count_as_downloaded(make, mail_user, led
     config = make()
     (export,) = fetch(config, ledger).downloaded
     assert export.kind == "attachment" and export.key == "tok-att/Überblick.csv"
-    path = config.dirs.downloads / "777" / "tok-att" / "Überblick.csv"
+    path = config.dirs.downloads / "777" / f"{export.id}-tok-att" / "Überblick.csv"
     assert export.download_path == str(path) and path.read_bytes() == b"a,b\n"
     assert export.bytes == 4 and export.sha256
 

@@ -33,7 +33,7 @@ def test_fetch_prints_each_downloaded_path_once(config, mail_user, https_server,
     assert result.code == 0, result.stderr
     printed = result.stdout.splitlines()
     downloads = tmp_path / "state" / "downloads" / "777"
-    assert printed == [str(downloads / "tok-a" / "a.zip"), str(downloads / "tok-b" / "b.csv")]
+    assert printed == [str(downloads / "1-tok-a" / "a.zip"), str(downloads / "2-tok-b" / "b.csv")]
     assert Path(printed[0]).read_bytes() == b"zip-a"
     again = run_cli("-c", path, "fetch")
     assert again.code == 0 and again.stdout == ""
@@ -49,7 +49,7 @@ def test_json_and_null_output(config, mail_user, https_server):
     result = run_cli("-c", path, "fetch", "--json")
     assert result.code == 0, result.stderr
     (record,) = [json.loads(line) for line in result.stdout.splitlines()]
-    assert record["path"].endswith("/777/tok-a/a.zip")
+    assert record["path"].endswith("/777/1-tok-a/a.zip")
     assert {k: record[k] for k in ("monitor", "export_id", "token", "file", "bytes")} == {
         "monitor": "777",
         "export_id": 777,
@@ -60,7 +60,7 @@ def test_json_and_null_output(config, mail_user, https_server):
     assert len(record["sha256"]) == 64 and record["source"].startswith("imaps://")
     mail_user.append(export_mail(https_server.add("/e/b.zip", b"b"), token="tok-b"))
     result = run_cli("-c", path, "fetch", "-0")
-    assert result.stdout.endswith("/777/tok-b/b.zip\0") and result.stdout.count("\0") == 1
+    assert result.stdout.endswith("/777/2-tok-b/b.zip\0") and result.stdout.count("\0") == 1
     assert run_cli("-c", path, "fetch", "-0", "--json").code == 2
 
 
@@ -70,7 +70,7 @@ def test_a_failure_is_one_line_and_exit_1_while_the_rest_is_done(config, mail_us
     path = config()
     result = run_cli("-c", path, "fetch")
     assert result.code == 1
-    assert result.stdout.strip().endswith("/777/t2/ok.zip")
+    assert result.stdout.strip().endswith("/777/2-t2/ok.zip")
     errors = [line for line in result.stderr.splitlines() if "404" in line]
     assert len(errors) == 1 and "re-run the export" in errors[0]
     again = run_cli("-c", path, "fetch")
@@ -112,7 +112,7 @@ def test_eml_files_are_processed_as_if_they_had_arrived(
     saved.write_bytes(export_mail(https_server.add("/e/s.zip", b"s"), token="tok-s"))
     path = config()
     result = run_cli("-c", path, "fetch", "--eml", saved)
-    assert result.code == 0 and result.stdout.strip().endswith("/777/tok-s/s.zip")
+    assert result.code == 0 and result.stdout.strip().endswith("/777/1-tok-s/s.zip")
     assert run_cli("-c", path, "fetch", "--eml", saved).stdout == ""
     gem = run_cli("-c", path, "fetch", "--eml", gem_fixtures / "export_finished_1.eml")
     # The gem's mail is for export 2, not monitored here: left alone, nothing fails.

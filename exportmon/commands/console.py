@@ -1,7 +1,8 @@
 """Terminal output: Rich consoles, progress bars, tables and JSON.
 
 Results go to stdout, everything meant for the person at the terminal (logs,
-progress) to stderr. Progress bars appear only when stderr is a terminal and
+progress) to stderr. Text shown to a person passes :func:`exportmon.log.printable`
+(control and bidi characters escaped). Progress bars appear only when stderr is a terminal and
 ``--quiet`` is not given.
 """
 
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from exportmon.log import MAX_MESSAGE_CHARS, printable
 from exportmon.redact import redact
 
 if TYPE_CHECKING:  # Rich is imported when something is drawn, not when the CLI starts
@@ -85,7 +87,7 @@ class RunDisplay:
 
     def activity(self, monitor: str, text: str) -> None:
         """Show what ``monitor`` is doing now."""
-        description = f"{monitor}: {text}"
+        description = printable(f"{monitor}: {text}", MAX_MESSAGE_CHARS)
         if monitor in self._tasks:
             self.statuses.update(self._tasks[monitor], description=description)
         else:
@@ -160,13 +162,13 @@ def print_table(
     for column in columns:
         table.add_column(column, style=(styles or {}).get(column), overflow="fold")
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*("" if v is None else printable(str(v)) for v in row))
     stdout_console().print(table)
 
 
 def print_error(message: str) -> None:
     """Write one error line to stderr, secrets masked."""
-    text = f"exportmon: error: {redact(message)}"
+    text = f"exportmon: error: {printable(redact(message), MAX_MESSAGE_CHARS)}"
     if not stderr_is_terminal():
         _write_line(text)
         return
@@ -181,10 +183,11 @@ def print_error(message: str) -> None:
 
 def print_note(message: str) -> None:
     """Write an informational line for the person at the terminal (stderr)."""
+    text = printable(redact(message), MAX_MESSAGE_CHARS)
     if not stderr_is_terminal():
-        _write_line(redact(message))
+        _write_line(text)
         return
-    stderr_console().print(redact(message), markup=False, highlight=False, soft_wrap=True)
+    stderr_console().print(text, markup=False, highlight=False, soft_wrap=True)
 
 
 def _write_line(text: str) -> None:

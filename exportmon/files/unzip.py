@@ -36,8 +36,11 @@ from exportmon.signals import checkpoint
 
 #: Read and write size while extracting; memory use does not depend on entry sizes.
 BLOCK = 1024 * 1024
-#: The compression ratio limit applies only to entries larger than this: small files
-#: of repeated text (an empty-ish CSV) legitimately compress very well.
+#: The compression ratio limit applies only to entries, and archives, that inflate to
+#: more than this: small files of repeated text (an empty-ish CSV) legitimately
+#: compress very well. The ratio of the archive as a whole (all entries against the
+#: archive's size) is checked too, so many entries each under the floor cannot add
+#: up to a bomb.
 RATIO_FLOOR = 1024 * 1024
 
 _ENCRYPTED = 0x1
@@ -171,6 +174,7 @@ def _plan(
     seen: dict[str, str] = {}
     folders: dict[str, str] = {}
     declared_total = 0
+    archive_size = _archive_size(archive)
     for info in infos:
         entry = info.orig_filename
         if entry.endswith(("/", "\\")):
@@ -194,6 +198,7 @@ def _plan(
         declared_total += info.file_size
         if limits.max_total_bytes is not None and declared_total > limits.max_total_bytes:
             raise _refused(archive, entry, "uncompressed total exceeds max_total_bytes")
+        _check_archive_ratio(archive, declared_total, archive_size, limits)
         plan.append((info, target))
     for key, entry in seen.items():
         if key in folders:
@@ -211,6 +216,24 @@ def _check_sizes(archive: Path, entry: str, size: int, compressed: int, limits: 
         )
 
 
+def _archive_size(archive: Path) -> int:
+    try:
+        return max(archive.stat().st_size, 1)
+    except OSError:
+        return 1
+
+
+def _check_archive_ratio(archive: Path, total: int, size: int, limits: ZipLimits) -> None:
+    """Refuse an archive whose entries together inflate beyond ``max_ratio`` times its size."""
+    if total > RATIO_FLOOR and total / size > limits.max_ratio:
+        raise _refused(
+            archive,
+            None,
+            f"its entries inflate to {total / size:.0f} times its size, more than "
+            f"max_ratio {limits.max_ratio:g}",
+        )
+
+
 class _Budget:
     """The bytes really inflated so far, checked against the limits while streaming."""
 
@@ -218,10 +241,12 @@ class _Budget:
         self.archive = archive
         self.limits = limits
         self.total = 0
+        self.size = _archive_size(archive)
 
     def spend(self, entry: str, written: int, compressed: int, block: int) -> None:
         self.total += block
         _check_sizes(self.archive, entry, written, compressed, self.limits)
+        _check_archive_ratio(self.archive, self.total, self.size, self.limits)
         limit = self.limits.max_total_bytes
         if limit is not None and self.total > limit:
             raise _refused(self.archive, entry, "uncompressed total exceeds max_total_bytes")

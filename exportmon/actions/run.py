@@ -35,7 +35,7 @@ from exportmon.actions.fetch import archive_mails, download_export, fetch, repor
 from exportmon.actions.monitor_run import monitor_run
 from exportmon.actions.plan import resume_plan
 from exportmon.actions.prune import prune
-from exportmon.actions.steps import attempt
+from exportmon.actions.steps import as_exportmon_error, attempt
 from exportmon.actions.unzip import unpack_export
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, ExportmonError, LockedError
@@ -253,12 +253,16 @@ def run_cycle(
         result.alerts = len(
             process_alerts(monitor, ledger, delivered=result.delivered, failures=result.failures)
         )
-    except ExportmonError as exc:
-        log.error("alerts: %s", exc.one_line())
+    except Exception as exc:  # alerts failing never undo the cycle's work
+        log.error("alerts: %s", as_exportmon_error(exc).one_line())
     if monitor.keep_downloads:
-        pruned = prune(monitor, ledger, monitor.keep_downloads, records=False)
-        if pruned.removed:
-            log.info("pruned %s", plural(len(pruned.removed), "old download"))
+        try:
+            pruned = prune(monitor, ledger, monitor.keep_downloads, records=False)
+        except Exception as exc:
+            log.error("pruning old downloads: %s", as_exportmon_error(exc).one_line())
+        else:
+            if pruned.removed:
+                log.info("pruned %s", plural(len(pruned.removed), "old download"))
     return result
 
 
@@ -331,7 +335,8 @@ class WatchOutcome:
     cycles: int = 0
     delivered: int = 0
     failed_cycles: int = 0
-    #: ``stopped`` (asked to), ``idle`` (exit_when_idle), ``locked``, ``config``.
+    #: ``stopped`` (asked to), ``idle`` (exit_when_idle), ``locked``, ``config``,
+    #: ``failed`` (the monitor's state cannot be used, e.g. a damaged ledger).
     reason: str = "stopped"
 
 
@@ -365,6 +370,9 @@ def watch_monitor(monitor: MonitorConfig, options: RunOptions, shutdown: Shutdow
         except ConfigError as exc:
             log.error("%s", exc.one_line())
             outcome.reason = "config"
+        except Exception as exc:  # this monitor cannot work (its ledger, its lock)
+            log.error("%s", as_exportmon_error(exc).one_line())
+            outcome.reason = "failed"
     return outcome
 
 
@@ -391,8 +399,18 @@ def _watch_loop(
         while not shutdown.requested:
             if source is None:
                 source = open_source(monitor)
-            with heartbeat.recent_lines(monitor.name) as recent:
-                result = run_cycle(monitor, ledger, source, options, shutdown)
+            try:
+                with heartbeat.recent_lines(monitor.name) as recent:
+                    result = run_cycle(monitor, ledger, source, options, shutdown)
+            except ConfigError:
+                raise
+            except Exception as raised:  # this monitor's cycle failed; it watches on
+                _cycle_failed(ledger, as_exportmon_error(raised), outcome)
+                source.close()
+                source = None
+                shutdown.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
             _beat(monitor, result, list(recent.lines))
             outcome.cycles += 1
             outcome.delivered += len(result.delivered)
@@ -434,6 +452,16 @@ def _watch_loop(
     finally:
         if source is not None:
             source.close()
+
+
+def _cycle_failed(ledger: Ledger, error: ExportmonError, outcome: WatchOutcome) -> None:
+    """Log a cycle that failed as a whole: ERROR once per problem, INFO while it lasts."""
+    outcome.cycles += 1
+    outcome.failed_cycles += 1
+    if ledger.notice_once(f"cycle-failed:{error.message}"):
+        log.error("%s", error.one_line())
+    else:
+        log.info("still failing: %s", error.one_line())
 
 
 def _watch_into(

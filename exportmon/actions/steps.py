@@ -37,6 +37,18 @@ def retry_time(monitor: MonitorConfig, error: ExportmonError) -> str | None:
     return to_text(datetime.now(timezone.utc) + timedelta(seconds=monitor.retry_after))
 
 
+def as_exportmon_error(error: Exception) -> ExportmonError:
+    """``error`` as an :class:`ExportmonError`: itself, or an "internal error" naming it
+    (its traceback logged at DEBUG)."""
+    if isinstance(error, ExportmonError):
+        return error
+    log.debug("internal error", exc_info=error)
+    return ExportmonError(
+        f"internal error {type(error).__name__}: {error}",
+        hint="please report it with the output of -v; the export is retried later",
+    )
+
+
 def attempt(
     monitor: MonitorConfig, ledger: Ledger, export: Export, step: str, work: Callable[[], T]
 ) -> T | None:
@@ -45,11 +57,17 @@ def attempt(
     The error is logged here, with the export it concerns, once per problem: at
     ERROR when the export fails at this step for the first time, at INFO ("still
     failing") when a retry of an export already failing there fails again. The
-    caller goes on with other exports. Other exceptions are bugs and propagate.
+    caller goes on with other exports.
+
+    Whatever goes wrong while working on one export is that export's failure: any
+    other exception (a bug, since input problems are raised as exportmon errors) is
+    recorded the same way as an "internal error", its traceback logged at DEBUG, and
+    retried by the same policy. Only stop requests (``BaseException``) propagate.
     """
     try:
         return work()
-    except ExportmonError as error:
+    except Exception as raised:
+        error = as_exportmon_error(raised)
         retry_at = retry_time(monitor, error)
         message = error.one_line() if retry_at is not None else not_retried(error)
         again = export.error is not None and export.error_step == step

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from exportmon.actions.run import CycleResult, RunOptions, run_once, watch
+from exportmon.actions.steps import as_exportmon_error
 from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import (
     print_json,
@@ -24,7 +25,7 @@ from exportmon.commands.console import (
 )
 from exportmon.config.load import load_monitors
 from exportmon.config.schema import MonitorConfig
-from exportmon.errors import ExitCode, ExportmonError, UsageError
+from exportmon.errors import ExitCode, UsageError
 from exportmon.log import get_logger, monitor_context
 from exportmon.signals import Interrupted, Shutdown, handle_signals, interrupted_by_ctrl_c
 
@@ -162,7 +163,8 @@ def _run_once(
             result = run_once(monitor, run_options, shutdown)
         except Interrupted:
             break
-        except ExportmonError as exc:
+        except Exception as raised:  # this monitor's failure; the others still run
+            exc = as_exportmon_error(raised)
             with monitor_context(monitor.name, None):
                 log.error("%s", exc.one_line())
             code = max(code, exc.exit_code)
@@ -225,5 +227,7 @@ def _watch(
     outcomes = watch(load, run_options, shutdown)
     if any(o.reason in ("locked", "config") for o in outcomes) or opts.config_failed:
         return ExitCode.USAGE
+    if any(o.reason == "failed" for o in outcomes):
+        return ExitCode.FAILED
     # Ctrl-C ends watching with 130 as it ends any command; SIGTERM is a service's stop.
     return ExitCode.INTERRUPTED if interrupted_by_ctrl_c() else ExitCode.OK

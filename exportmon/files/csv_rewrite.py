@@ -396,6 +396,8 @@ def detect_row_sep(path: Path, dialect: Dialect | None = None) -> str:
             text = handle.read(SNIFF_CHARS)
     except OSError as exc:
         raise CsvError(f"cannot read {path}: {exc.strerror}") from None
+    except UnicodeError as exc:  # not a decoding error "replace" can help with (no BOM)
+        raise _undecodable(path, encoding, exc) from None
     quoted = False
     for match in re.finditer(r'["\r\n]', text):
         char = match.group()
@@ -753,7 +755,18 @@ def _locate(
     except UnicodeDecodeError:
         line, detail = _find_undecodable(path, dialect.encoding)
         return CsvError(f"{path}: line {line}: not valid {dialect.encoding} ({detail})", hint=hint)
+    except UnicodeError as exc:
+        return _undecodable(path, dialect.encoding, exc)
     return CsvError(f"{path}: {error}", hint=hint)
+
+
+def _undecodable(path: Path, encoding: str, error: UnicodeError) -> CsvError:
+    """A file the codec refuses as a whole (``utf-16`` without a byte-order mark)."""
+    return CsvError(
+        f"{path}: cannot be read as {encoding} ({error})",
+        hint="the file was left unchanged; set csv.encoding to the file's encoding "
+        "(e.g. utf-16-le)",
+    )
 
 
 def _describe_csv_error(error: csv.Error) -> str:

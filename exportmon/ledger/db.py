@@ -14,6 +14,8 @@ sorts and compares correctly as text.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import os
 import sqlite3
 import threading
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 
 from exportmon.crashpoints import crash_point
 from exportmon.errors import LedgerError
+from exportmon.safe_open import refuse_link
 
 # Each entry upgrades the schema by one version; PRAGMA user_version counts them.
 # Never edit an entry that has shipped: append a new one.
@@ -210,6 +213,15 @@ Row = TypeVar("Row")
 Opened = TypeVar("Opened", bound="Database")
 
 
+#: Files SQLite keeps beside the ledger.
+LEDGER_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+@functools.cache
+def _field_names(cls: type) -> frozenset[str]:
+    return frozenset(field.name for field in dataclasses.fields(cls))
+
+
 class Database:
     """An open ledger file. The aggregate modules add their methods to it."""
 
@@ -226,6 +238,9 @@ class Database:
         path = Path(path)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # SQLite follows links: the ledger and its side files must not be one.
+            for name in (path, *(Path(f"{path}{side}") for side in LEDGER_SIDE_FILES)):
+                refuse_link(name)
             created = not path.exists()
             connection = sqlite3.connect(
                 path, timeout=30.0, isolation_level=None, check_same_thread=False
@@ -334,7 +349,20 @@ class Database:
         return None if value is None else str(value)
 
     def _all(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [cls(**dict(row)) for row in self._rows(sql, params)]
+        return [self._record(cls, row) for row in self._rows(sql, params)]
+
+    def _record(self, cls: type[Row], row: sqlite3.Row) -> Row:
+        """``row`` as a ``cls``; columns the record does not know (added by a newer
+        exportmon or by hand) are ignored, missing ones are a :class:`LedgerError`."""
+        known = _field_names(cls)
+        values = {key: value for key, value in dict(row).items() if key in known}
+        missing = known - set(values)
+        if missing:
+            raise LedgerError(
+                f"ledger {self.path} lacks the column(s) {', '.join(sorted(missing))}",
+                hint="restore the ledger from a backup or move it aside to start afresh",
+            )
+        return cls(**values)
 
     def _one(self, cls: type[Row], sql: str, params: Sequence[Any] = ()) -> Row | None:
         rows = self._all(cls, sql, params)

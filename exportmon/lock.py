@@ -23,7 +23,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from exportmon.errors import LockedError, UnsafePathError
-from exportmon.safe_open import open_nofollow, refuse_link
+from exportmon.log import get_logger
+from exportmon.safe_open import is_link, open_nofollow, refuse_link
+
+log = get_logger(__name__)
 
 #: The file in ``<root>/pids/`` whose lock is the state folder's.
 STATE_LOCK = "exportmon.lock"
@@ -93,7 +96,15 @@ def _held_by(pids_dir: Path, name: str) -> Callable[[str], LockedError]:
 
 @contextlib.contextmanager
 def _locked(path: Path, content: str, refused: Callable[[str], LockedError]) -> Iterator[None]:
-    """Hold an ``flock`` on ``path`` (created, never through a link) holding ``content``."""
+    """Hold an ``flock`` on ``path`` (created, never through a link) holding ``content``.
+
+    A link found at ``path`` holds nothing of exportmon's: it is removed (with a
+    warning) and a real file made in its place.
+    """
+    if is_link(path):
+        log.warning("removing the link %s planted at exportmon's lock file", path)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
     fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:

@@ -13,13 +13,20 @@ import re
 from pathlib import Path
 
 import pytest
-from hostile import configs, csvs, links, mails, zips
+from hostile import configs, csvs, links, mails, safety, zips
 from hostile.cases import GOOD_CSV, GOOD_FILE, Case, Scene, matching_lines
 
 from cli import CliResult, run_cli
 from exportmon.ledger import Ledger
 
-CASES: list[Case] = [*mails.CASES, *links.CASES, *zips.CASES, *csvs.CASES, *configs.CASES]
+CASES: list[Case] = [
+    *mails.CASES,
+    *links.CASES,
+    *zips.CASES,
+    *csvs.CASES,
+    *configs.CASES,
+    *safety.CASES,
+]
 #: The longest line a message may have: one line a person can read.
 MAX_LINE = 1000
 

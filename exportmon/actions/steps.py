@@ -45,7 +45,7 @@ def as_exportmon_error(error: Exception) -> ExportmonError:
     log.debug("internal error", exc_info=error)
     return ExportmonError(
         f"internal error {type(error).__name__}: {error}",
-        hint="please report it with the output of -v; the export is retried later",
+        hint="please report it with the output of -v",
     )
 
 

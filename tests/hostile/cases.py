@@ -37,7 +37,7 @@ class Case:
 
     id: str
     #: The issue's item it covers (for the count by area).
-    area: Literal["mail", "link", "zip", "csv", "config"]
+    area: Literal["mail", "link", "zip", "csv", "config", "identity", "fs", "state", "text"]
     build: Callable[[Scene], None]
     #: Expected exit code of ``run --once``.
     code: int = 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import sqlite3
 import unicodedata
-import zipfile
 from email.utils import make_msgid
 from pathlib import Path
 
@@ -115,7 +114,7 @@ def _link_at_in_progress(scene: Scene) -> None:
 
 def _link_as_type_folder(scene: Scene) -> None:
     victim = _outside(scene)
-    scene.table("deliver")["sub_dirs"] = True
+    scene.config["sub_dirs"] = True
     scene.delivered.mkdir()
     (scene.delivered / "sites").symlink_to(victim.parent)
     scene.attach("5-9-sites.csv", b"id\nsite\n")
@@ -171,7 +170,7 @@ def _utf16_without_bom(scene: Scene) -> None:
 
 def _many_small_entries() -> bytes:
     zeros = b"\0" * 1_000_000
-    return zip_bytes([(zipfile.ZipInfo(f"5-12-part-{n:04d}.csv"), zeros) for n in range(1000)])
+    return zip_bytes([(f"5-12-part-{n:04d}.csv", zeros) for n in range(1000)])
 
 
 def _many_small_bomb(scene: Scene) -> None:

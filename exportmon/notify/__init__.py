@@ -71,11 +71,14 @@ class Notice:
 class Channel(Protocol):
     """Something that carries a notice to people."""
 
-    #: Stable identity recorded in the ledger (``mail``, ``command``,
-    #: ``notify:json:1a2b3c4d``); never holds a secret.
-    name: str
-    #: How logs and errors name it; never holds a secret.
-    label: str
+    @property
+    def name(self) -> str:
+        """Stable identity recorded in the ledger (``mail``, ``command``,
+        ``notify:json:1a2b3c4d``); never holds a secret."""
+
+    @property
+    def label(self) -> str:
+        """How logs and errors name it; never holds a secret."""
 
     def send(self, notice: Notice) -> None:
         """Deliver ``notice``, or raise an :class:`~exportmon.errors.ExportmonError`

@@ -33,15 +33,21 @@ Quoting rules (``Dialect.quoting``):
 ``row_sep = None`` means the line ending of the input's first record (``\\r\\n``,
 ``\\n`` or ``\\r``; ``\\n`` for a file without one), written after every record.
 
-Engines: ``polars`` (:mod:`exportmon.files.csv_fast`) parses and writes blocks of
-records in compiled code, several times faster; it is used when polars is installed
-(a default dependency) and the dialect allows (``minimal``, ``gem`` or ``all`` quoting,
-one-character separator and quote character, UTF-8 in and out, no value hook), writes
-the same bytes as the reference engines, and gives a file it cannot write exactly back
-to them before anything is kept. The reference engines: ``stdlib`` hands the records to
-:func:`csv.writer` (used when the dialect is one the ``csv`` module writes identically:
-a one-character column separator, ``minimal`` or ``all`` quoting, no value hook, no
-newline replacement); ``python`` formats each value in Python and handles every dialect.
+Columns by name (``columns``, ``rename``, ``missing``): the first record is the
+header. :func:`plan_columns` maps it to the columns written; every later record is cut
+to those columns (a value a short record lacks is empty; a blank line stays blank), and
+the header is written with the new names. Then, value by value: the formula guard is
+stripped (``strip_formula_guard``), the value hook is called, newlines are replaced and
+the value is quoted.
+
+Engines: ``c`` (:mod:`exportmon.files.csv_fast`, a compiled extension built when
+exportmon is installed with a C compiler) does everything in one pass of C per block,
+many times faster; it is used whenever it is built (``EXPORTMON_CSV_ENGINE=python``
+turns it off) and writes the same bytes as the reference engines. The reference
+engines: ``stdlib`` hands the records to :func:`csv.writer` (used when the dialect is
+one the ``csv`` module writes identically: a one-character column separator,
+``minimal`` or ``all`` quoting, no value hook, no newline replacement); ``python``
+formats each value in Python and handles every dialect.
 """
 
 from __future__ import annotations
@@ -61,19 +67,22 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from exportmon.atomic import atomic_write
-from exportmon.config.schema import CsvConfig
 from exportmon.errors import ConfigError, CsvError, UsageError
 from exportmon.files import csv_fast
-from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory, start_task
 from exportmon.signals import checkpoint
 
-log = get_logger(__name__)
+if TYPE_CHECKING:  # the config schema is not needed to rewrite a file (fast start)
+    from exportmon.config.schema import CsvConfig
 
 QUOTINGS = ("minimal", "all", "nonnumeric", "none", "gem")
+#: What a column named in ``columns`` but missing from a file's header gives.
+MISSING = ("error", "empty")
+#: Characters an exporting system's formula guard (a leading tab or apostrophe) protects.
+FORMULA_STARTS = "=+-@"
 #: Records handed to an engine at a time: large enough that per-batch work vanishes,
 #: small enough that the batch stays in the CPU caches (measured: 256-1024 is best).
 BATCH_ROWS = 512
@@ -110,10 +119,29 @@ class Dialect:
     replace_newlines: str | None = None
     #: ``module:function`` called on every value.
     value_hook: str | None = None
+    #: The header names of the columns written, in this order; others are dropped.
+    columns: tuple[str, ...] | None = None
+    #: Header names replaced in the output: ``{old: new}``.
+    rename: dict[str, str] | None = None
+    #: A column of ``columns`` missing from the header: ``error`` fails the file,
+    #: ``empty`` writes it empty.
+    missing: str = "error"
+    #: Drop the tab or apostrophe put before values starting with ``=``, ``+``, ``-``, ``@``.
+    strip_formula_guard: bool = False
 
     @classmethod
     def from_config(cls, config: CsvConfig) -> Dialect:
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
+        values = {f.name: getattr(config, f.name, f.default) for f in fields(cls)}
+        if values["columns"] is not None:
+            values["columns"] = tuple(values["columns"])
+        if values["rename"] is not None:
+            values["rename"] = dict(values["rename"])
+        return cls(**values)
+
+    @property
+    def shapes_columns(self) -> bool:
+        """Whether the header decides what is written (``columns`` or ``rename``)."""
+        return self.columns is not None or bool(self.rename)
 
     def with_options(self, **options: Any) -> Dialect:
         """A copy with the options that are not ``None`` replaced."""
@@ -135,6 +163,16 @@ class Dialect:
             raise UsageError("the row separator must not be empty", hint="leave it out for auto")
         if self.quote_char in self.col_sep or self.quote_char in (self.row_sep or ""):
             raise UsageError("the quote character must differ from the separators")
+        if self.missing not in MISSING:
+            raise UsageError(
+                f"unknown missing-column rule {self.missing!r}", hint="use error or empty"
+            )
+        if self.columns is not None and not all(isinstance(c, str) for c in self.columns):
+            raise UsageError("columns must be a list of header names")
+        if self.rename and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.rename.items()
+        ):
+            raise UsageError("rename must map header names to header names")
         for what, name in (("encoding", self.encoding), ("output encoding", self.output_encoding)):
             try:
                 codecs.lookup(name)
@@ -164,7 +202,7 @@ class RewriteResult:
     sha256: str
     #: The row separator written (what ``row_sep = None`` resolved to).
     row_sep: str
-    #: The engine that did the work (``polars``, ``stdlib`` or ``python``).
+    #: The engine that did the work (``c``, ``stdlib`` or ``python``).
     engine: str
 
     @property
@@ -199,16 +237,19 @@ def rewrite_csv(
     except OSError as exc:
         raise CsvError(f"cannot read {source}: {exc.strerror}") from None
     advance, done = start_task(progress, f"rewrite {source.name}", size)
-    counter = _Counter(advance)
     try:
         with open(source, "rb") as raw_in, atomic_write(target, suffix=TEMP_SUFFIX) as raw_out:
-            outcome = None
-            if csv_fast.supports(dialect, row_sep, hook):
-                outcome = _rewrite_fast(raw_in, raw_out, dialect, row_sep, engine, counter)
-            if outcome is None:
-                outcome = _rewrite_reference(raw_in, raw_out, dialect, engine, counter)
-            records, sink, engine_name = outcome
-    except (csv.Error, UnicodeError, _Unwritable, _HookFailed) as exc:
+            if csv_fast.available():
+                records, sink, engine_name = _rewrite_compiled(
+                    raw_in, raw_out, dialect, row_sep, hook, advance
+                )
+            else:
+                records, sink, engine_name = _rewrite_reference(
+                    raw_in, raw_out, dialect, engine, advance
+                )
+    except (csv.Error, UnicodeError, _Unwritable, _HookFailed, MissingColumn) as exc:
+        # The reference reads the file again to name the line: what it meets first is
+        # what both engines report.
         raise _locate(source, dialect, row_sep, hook, exc) from None
     except OSError as exc:
         raise CsvError(
@@ -227,39 +268,45 @@ def rewrite_csv(
     )
 
 
-def _rewrite_fast(
+def _rewrite_compiled(
     raw_in: BinaryIO,
     raw_out: BinaryIO,
     dialect: Dialect,
     row_sep: str,
-    engine: _StdlibEngine | _PythonEngine,
-    counter: _Counter,
-) -> tuple[int, _Sink, str] | None:
-    """The file through :mod:`csv_fast`, or ``None`` (nothing written, input rewound) when
-    that engine refuses it."""
-
-    def format_block(text: str) -> tuple[str, int]:
-        records = list(csv.reader(io.StringIO(text, newline=""), strict=True))
-        return engine.format(records), len(records)
-
+    hook: Callable[[str], Any] | None,
+    advance: Callable[[int], None] | None,
+) -> tuple[int, _Sink, str]:
     sink = _Sink(raw_out, dialect.output_encoding)
     try:
-        sink.write("")  # the byte-order mark of a -sig output encoding
         records = csv_fast.rewrite(
-            raw_in, dialect, row_sep, sink.write_bytes, format_block=format_block, advance=counter
+            raw_in,
+            dialect,
+            row_sep,
+            write_bytes=sink.write_bytes,
+            write_text=sink.write,
+            hook=_guarded_hook(hook) if hook is not None else None,
+            header_plan=_header_planner(dialect) if dialect.shapes_columns else None,
+            is_number=_NUMBER.fullmatch,
+            field_limit=FIELD_LIMIT,
+            line_bound=_LineBound,
+            advance=advance,
         )
         sink.finish()
-    except csv_fast.Refused as reason:
-        log.debug("%s: the reference engine rewrites it (%s)", raw_in.name, reason)
-        sink.close()
-        counter.rewind()
-        raw_in.seek(0)
-        raw_out.seek(0)
-        raw_out.truncate()
-        return None
+    except csv_fast.EngineFailed as exc:
+        raise _Unwritable(str(exc)) from None
     finally:
         sink.close()
     return records, sink, csv_fast.NAME
+
+
+def _guarded_hook(hook: Callable[[str], Any]) -> Callable[[str], Any]:
+    def call(value: str) -> Any:
+        try:
+            return hook(value)
+        except Exception as exc:  # the user's code: reported with its line, not a traceback
+            raise _HookFailed(f"value hook failed: {type(exc).__name__}: {exc}") from None
+
+    return call
 
 
 def _rewrite_reference(
@@ -267,40 +314,112 @@ def _rewrite_reference(
     raw_out: BinaryIO,
     dialect: Dialect,
     engine: _StdlibEngine | _PythonEngine,
-    counter: _Counter,
+    advance: Callable[[int], None] | None,
 ) -> tuple[int, _Sink, str]:
     text_in = _text_reader(raw_in, dialect.encoding)
     sink = _Sink(raw_out, dialect.output_encoding)
     try:
         records = read = 0
-        for batch in _batches(csv.reader(text_in, strict=True)):
+        for batch in _batches(shaped_records(csv.reader(text_in, strict=True), dialect)):
             checkpoint()
             records += len(batch)
             sink.write(engine.format(batch))
-            counter(raw_in.tell() - read)
-            read = raw_in.tell()
+            if advance is not None and raw_in.tell() > read:
+                advance(raw_in.tell() - read)
+                read = raw_in.tell()
         sink.finish()
     finally:
         sink.close()
     return records, sink, engine.name
 
 
-class _Counter:
-    """Advances a progress task and remembers by how much, to take it back."""
+# --- columns by name --------------------------------------------------------------------
 
-    def __init__(self, advance: Callable[[int], None] | None) -> None:
-        self._advance = advance
-        self.total = 0
 
-    def __call__(self, count: int) -> None:
-        if self._advance is not None and count:
-            self._advance(count)
-            self.total += count
+class MissingColumn(Exception):
+    """A column the dialect names is not in a file's header."""
 
-    def rewind(self) -> None:
-        if self.total:
-            self(-self.total)
-            self.total = 0
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def plan_columns(header: list[str], dialect: Dialect) -> tuple[list[int] | None, list[str]]:
+    """The input column of every output column (``-1``: written empty; ``None``: all
+    columns as they are) and the header written, for a file whose first record is
+    ``header``.
+
+    A name in ``columns`` is a header name, or else the new name ``rename`` gives one.
+    Raises :class:`MissingColumn` for a name of ``columns`` or ``rename`` the header
+    lacks, unless ``missing = "empty"``.
+    """
+    rename = dialect.rename or {}
+    index: dict[str, int] = {}
+    for position, name in enumerate(header):
+        index.setdefault(name, position)
+    renamed_from = {new: old for old, new in rename.items() if old in index}
+    problems = [old for old in rename if old not in index]
+    if dialect.columns is None:
+        select = None
+        names = [rename.get(name, name) for name in header]
+    else:
+        select = []
+        names = []
+        for name in dialect.columns:
+            source = name if name in index else renamed_from.get(name)
+            if source is None:
+                problems.append(name)
+                select.append(-1)
+                names.append(rename.get(name, name))
+            else:
+                select.append(index[source])
+                names.append(rename.get(source, source))
+    if problems and dialect.missing == "error":
+        have = ", ".join(map(repr, header[:8])) + (", ..." if len(header) > 8 else "")
+        raise MissingColumn(
+            f"column {problems[0]!r} is not in the header",
+            hint=f'the header has {have or "no names"}; or set missing = "empty" to write it empty',
+        )
+    return select, names
+
+
+def _header_planner(dialect: Dialect) -> Callable[[list[str]], tuple[list[int] | None, list[str]]]:
+    return lambda header: plan_columns(header, dialect)
+
+
+def strip_formula_guard(value: str) -> str:
+    """``value`` without the tab or apostrophe an exporting system put before its leading
+    ``=``, ``+``, ``-`` or ``@``."""
+    if len(value) > 1 and value[0] in "\t'" and value[1] in FORMULA_STARTS:
+        return value[1:]
+    return value
+
+
+def shaped_records(records: Iterator[list[str]], dialect: Dialect) -> Iterator[list[str]]:
+    """``records`` cut to the dialect's columns, the header renamed, formula guards
+    stripped (the reference for what the compiled engine does in C)."""
+    if dialect.shapes_columns:
+        records = _by_name(records, dialect)
+    if dialect.strip_formula_guard:
+        records = ([strip_formula_guard(value) for value in row] for row in records)
+    return records
+
+
+def _by_name(records: Iterator[list[str]], dialect: Dialect) -> Iterator[list[str]]:
+    header = next(records, None)
+    if header is None:
+        return
+    select, names = plan_columns(header, dialect)
+    yield names
+    if select is None:
+        yield from records
+        return
+    for row in records:
+        if not row:
+            yield row
+        else:
+            width = len(row)
+            yield [row[i] if 0 <= i < width else "" for i in select]
 
 
 def count_records(path: Path, *, encoding: str = "utf-8-sig") -> int:
@@ -739,7 +858,7 @@ def _locate(
     try:
         with open(path, "rb") as raw:
             reader = csv.reader(_text_reader(raw, dialect.encoding), strict=True)
-            for row in reader:
+            for row in shaped_records(reader, dialect):
                 encoder.encode(format_row(row))
                 start = reader.line_num + 1
     except csv.Error as exc:
@@ -752,9 +871,14 @@ def _locate(
         )
     except (_Unwritable, _HookFailed) as exc:
         return CsvError(f"{path}: line {start}: {exc}", hint=hint)
+    except MissingColumn as exc:
+        return CsvError(f"{path}: line 1: {exc}", hint=exc.hint)
     except UnicodeDecodeError:
         line, detail = _find_undecodable(path, dialect.encoding)
-        return CsvError(f"{path}: line {line}: not valid {dialect.encoding} ({detail})", hint=hint)
+        return CsvError(
+            f"{path}: line {line}: not valid {dialect.encoding} ({detail})",
+            hint=f"{hint}; set the input encoding (e.g. --encoding cp1252)",
+        )
     except UnicodeError as exc:
         return _undecodable(path, dialect.encoding, exc)
     return CsvError(f"{path}: {error}", hint=hint)

@@ -221,14 +221,16 @@ dialects = st.builds(
 
 @contextmanager
 def engine(name: str):
-    """Rewrites use the fast (polars) engine where it can, or only the reference engines."""
-    original = csv_fast.supports
-    if name == "reference":
-        csv_fast.supports = lambda *args: False
+    """Rewrites use the compiled engine (``fast``) or the reference engines."""
+    saved = os.environ.get(csv_fast.ENGINE_VARIABLE)
+    os.environ[csv_fast.ENGINE_VARIABLE] = "python" if name == "reference" else "c"
     try:
         yield
     finally:
-        csv_fast.supports = original
+        if saved is None:
+            del os.environ[csv_fast.ENGINE_VARIABLE]
+        else:
+            os.environ[csv_fast.ENGINE_VARIABLE] = saved
 
 
 def read_back(data: bytes, dialect: Dialect, row_sep: str) -> list[list[str]]:

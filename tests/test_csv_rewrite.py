@@ -410,3 +410,44 @@ def test_cli_value_hook_from_the_current_folder(tmp_path):
     result = run_cli("rewrite-csv", "--value-hook", "cli_hooks:upper", source.name, cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert source.read_text() == "A,B\nC,D\n"
+
+
+# --- columns by name ----------------------------------------------------------------------
+
+
+def test_columns_from_the_csv_table_of_a_monitor(tmp_path, monkeypatch):
+    from exportmon.config.load import load_monitor
+
+    monkeypatch.setenv("IMAP_PASSWORD", "x")
+    config = tmp_path / "mon.toml"
+    config.write_text(
+        'ids = [777]\nunzip = true\n[source]\nhost = "imap.example.com"\n'
+        'user = "u"\npassword_env = "IMAP_PASSWORD"\n[deliver]\nto = "out"\n'
+        '[csv]\ncol_sep = ";"\ncolumns = ["id", "name", "email"]\n'
+        'rename = { "ITRP ID" = "id" }\nmissing = "empty"\nstrip_formula_guard = true\n'
+    )
+    config.chmod(0o600)
+    dialect = Dialect.from_config(load_monitor(config).csv)
+    assert dialect.columns == ("id", "name", "email") and dialect.missing == "empty"
+    data = "Remarks,name,ITRP ID\r\nx,'=cmd,7\r\n"
+    assert rewritten(tmp_path, data, dialect) == b"id;name;email\r\n7;=cmd;\r\n"
+    config.write_text(config.read_text().replace('missing = "empty"', 'missing = "maybe"'))
+    with pytest.raises(ConfigError, match="csv.missing: must be one of 'error', 'empty'"):
+        load_monitor(config)
+
+
+def test_cli_columns_rename_missing_and_formula_guard(tmp_path):
+    source = write(tmp_path / "x.csv", 'extra,"Name, full",id\n1,\t@a,7\n2,b\n')
+    result = run_cli(
+        *("rewrite-csv", "--columns", 'id,"Name, full"', "--columns", "email"),
+        *("--rename", "Name, full=name", "--missing", "empty", "--strip-formula-guard", source),
+    )
+    assert result.code == 0, result.stderr
+    assert source.read_text() == "id,name,email\n7,@a,\n,b,\n"
+    source = write(tmp_path / "y.csv", "a,b\n1,2\n")
+    result = run_cli("rewrite-csv", "--columns", "a,c", source)
+    assert result.code == 1
+    assert f"{source}: line 1: column 'c' is not in the header" in result.stderr
+    assert source.read_text() == "a,b\n1,2\n"
+    assert run_cli("rewrite-csv", "--rename", "nothing", source).code == 2
+    assert run_cli("rewrite-csv", "--missing", "maybe", source).code == 2

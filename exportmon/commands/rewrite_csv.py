@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,8 +13,9 @@ from exportmon.actions.rewrite_csv import rewrite_file
 from exportmon.commands.pipeio import Emitter, output_format, read_inputs
 from exportmon.commands.steps import JsonOption, NullOption, paths_argument, step_run
 from exportmon.config.schema import MonitorConfig
-from exportmon.errors import ExportmonError
+from exportmon.errors import ExportmonError, UsageError
 from exportmon.files.csv_rewrite import (
+    MISSING,
     PRESETS,
     QUOTINGS,
     Dialect,
@@ -35,12 +37,16 @@ Examples:
 
   exportmon unzip x.zip | exportmon rewrite-csv --encoding cp1252 --output-dir out
 
+  exportmon rewrite-csv --columns 'id,name,email' --rename 'ITRP ID=id' \
+      --missing empty --strip-formula-guard export/*.csv
+
 Files are rewritten in place through a temporary file and a rename (or written
 to --output-dir); a malformed file is reported with its line and left untouched.
 Separators accept \\n, \\r, \\t, \\xNN escapes. Files not ending in .csv pass through.
 """
 
 Quoting = Enum("Quoting", {name: name for name in QUOTINGS}, type=str)  # type: ignore[misc]
+Missing = Enum("Missing", {name: name for name in MISSING}, type=str)  # type: ignore[misc]
 Preset = Enum("Preset", {name: name for name in PRESETS}, type=str)  # type: ignore[misc]
 
 
@@ -83,6 +89,32 @@ def rewrite_csv_command(
         str | None,
         typer.Option(metavar="MODULE:FUNCTION", help="Python function called on every value."),
     ] = None,
+    columns: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="NAMES",
+            help="Write these columns (header names, comma-separated), in this order.",
+        ),
+    ] = None,
+    rename: Annotated[
+        list[str] | None,
+        typer.Option(metavar="OLD=NEW", help="Rename a column in the header (repeatable)."),
+    ] = None,
+    missing: Annotated[
+        Missing | None,
+        typer.Option(
+            help="A --columns name missing from a header: error (the file fails) or empty.",
+            show_default=False,
+        ),
+    ] = None,
+    strip_formula_guard: Annotated[
+        bool | None,
+        typer.Option(
+            "--strip-formula-guard/--keep-formula-guard",
+            help="Drop the tab or ' put before values starting with = + - @.",
+            show_default=False,
+        ),
+    ] = None,
     output_dir: Annotated[
         Path | None,
         typer.Option("--output-dir", metavar="DIR", help="Write here instead of in place."),
@@ -112,6 +144,10 @@ def rewrite_csv_command(
         "encoding": encoding,
         "output_encoding": output_encoding,
         "value_hook": value_hook,
+        "columns": _column_names(columns) if columns else None,
+        "rename": _renames(rename) if rename else None,
+        "missing": missing.value if missing is not None else None,
+        "strip_formula_guard": strip_formula_guard,
     }
     # Bad options are a usage error before any file is touched.
     Dialect().with_options(**given).check()
@@ -162,3 +198,23 @@ def _dialect(
     if auto:
         dialect = Dialect(**{**dialect.__dict__, "row_sep": None})
     return dialect
+
+
+def _column_names(options: list[str]) -> tuple[str, ...]:
+    """``--columns`` values as names: each is a CSV record (``'id,"Name, full"'``)."""
+    names: list[str] = []
+    for option in options:
+        names.extend(next(csv.reader([option]), []))
+    return tuple(names)
+
+
+def _renames(options: list[str]) -> dict[str, str]:
+    renames = {}
+    for option in options:
+        old, equals, new = option.partition("=")
+        if not equals or not old:
+            raise UsageError(
+                f"--rename {option!r} is not OLD=NEW", hint="e.g. --rename 'ITRP ID=id'"
+            )
+        renames[old] = new
+    return renames

@@ -150,6 +150,31 @@ class CsvConfig:
     replace_newlines: str | None = None
     #: ``module:function`` called on every value (the gem's ``csv_value_proc``).
     value_hook: str | None = None
+    #: Header names of the columns written, in this order; other columns are dropped.
+    columns: list[str] | None = field(
+        default=None,
+        metadata={
+            "doc": "header names of the columns written, in this order (others are dropped)",
+            "example": ["id", "name", "email"],
+        },
+    )
+    #: Header names replaced in the output, ``{ old = "new" }``.
+    rename: dict[str, str] | None = field(
+        default=None,
+        metadata={"doc": "header names replaced in the output", "example": {"ITRP ID": "id"}},
+    )
+    #: A column of ``columns`` missing from a file's header: ``error`` fails that file,
+    #: ``empty`` writes the column empty.
+    missing: Literal["error", "empty"] = field(
+        default="error",
+        metadata={"doc": "a column of columns missing from a file's header: error or empty"},
+    )
+    #: Drop the tab or apostrophe exporting systems put before values starting with
+    #: ``=``, ``+``, ``-`` or ``@`` (a spreadsheet formula guard).
+    strip_formula_guard: bool = field(
+        default=False,
+        metadata={"doc": "drop the tab or ' put before values starting with = + - @"},
+    )
 
 
 @dataclass

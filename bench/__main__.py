@@ -5,7 +5,7 @@
     .venv/bin/python -m bench csv download         # some of them
     .venv/bin/python -m bench --markdown           # tables for the README
 
-Exits 1 when a goal of issue #8 is missed (not with ``--quick``, whose sizes are too
+Exits 1 when a goal is missed (not with ``--quick``, whose sizes are too
 small for them). Needs the benchmark tools: ``pip install -e '.[bench]'`` (csvkit and
 the test tools) and, as root, ``apt-get install miller unzip curl``; Dovecot for
 ``poll``, ``latency`` and ``e2e`` (as the tests). Each tool runs in its own process;
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     if options.quick:
         options.rounds = 1
-        options.csv_size, options.rss_size = "20MB", "20MB"
+        options.csv_sizes, options.rss_size = "20MB", "20MB"
         options.download_size = options.unzip_size = "50MB"
         options.big = 2_000
         options.e2e_size, options.e2e_exports = "20MB", 10

@@ -298,7 +298,11 @@ static int write_quoted(Engine *e, const char *c, Py_ssize_t n) {
 /* Writes one value (newlines already replaced): separator, then quoted as the
    quoting rule says. */
 static int write_value(Engine *e, const char *c, Py_ssize_t n, int gil_ok) {
-    if (e->n_written++ && buf_add(&e->out, e->col_sep.data, e->col_sep.len) < 0) return -1;
+    if (e->n_written++) {
+        int rc = e->col_sep.len == 1 ? buf_byte(&e->out, e->col_sep.data[0])
+                                     : buf_add(&e->out, e->col_sep.data, e->col_sep.len);
+        if (rc < 0) return -1;
+    }
     const unsigned char *u = (const unsigned char *)c;
     int special = 0, wide = 0, unquotable = 0;
     Py_ssize_t i = 0;
@@ -318,10 +322,9 @@ static int write_value(Engine *e, const char *c, Py_ssize_t n, int gil_ok) {
         wide = _mm_movemask_epi8(high) != 0;
     }
 #endif
-    for (; i < n; i++) {
-        special |= e->special[u[i]];
-        wide |= u[i] >> 7;
-    }
+    for (; i < n; i++) special |= e->special[u[i]];
+    wide |= special >> 2; /* bit 4: a byte of a multi-byte character */
+    special &= 3;
     /* special: bit 1 any special, bit 2 a special other than the quote character */
     if (wide && e->n_wide_special) {
         if (holds_wide_special(e, c, n, 1)) special |= 3;
@@ -855,6 +858,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kwargs) {
         }
     }
     memset(e->special, 0, sizeof e->special);
+    memset(e->special + 128, 4, 128);
     e->special['\r'] = e->special['\n'] = 3;
     if (add_special(e, quote, 1) < 0 || add_special(e, col_sep, 0) < 0) return -1;
     if (quoting != Q_GEM && add_special(e, row_sep, 0) < 0) return -1;

@@ -432,7 +432,7 @@ def test_columns_from_the_csv_table_of_a_monitor(tmp_path, monkeypatch):
     data = "Remarks,name,ITRP ID\r\nx,'=cmd,7\r\n"
     assert rewritten(tmp_path, data, dialect) == b"id;name;email\r\n7;=cmd;\r\n"
     config.write_text(config.read_text().replace('missing = "empty"', 'missing = "maybe"'))
-    with pytest.raises(ConfigError, match="csv.missing: must be one of 'error', 'empty'"):
+    with pytest.raises(ConfigError, match=r"csv\.missing: must be one of 'error', 'empty'"):
         load_monitor(config)
 
 

@@ -55,12 +55,15 @@ _exportmon() {
                 --encoding) COMPREPLY=(); return ;;
                 --output-encoding) COMPREPLY=(); return ;;
                 --value-hook) COMPREPLY=(); return ;;
+                --columns) COMPREPLY=(); return ;;
+                --rename) COMPREPLY=(); return ;;
+                --missing) COMPREPLY=($(compgen -W "error empty" -- "$cur")); return ;;
                 --output-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --preset) COMPREPLY=($(compgen -W "itrp-gem" -- "$cur")); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --row-sep --col-sep --quote-char --quoting --replace-newlines --encoding --output-encoding --value-hook --output-dir --preset -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --row-sep --col-sep --quote-char --quoting --replace-newlines --encoding --output-encoding --value-hook --columns --rename --missing --strip-formula-guard --keep-formula-guard --output-dir --preset -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         push-ftp)
             case "$prev" in
                 --url) COMPREPLY=(); return ;;

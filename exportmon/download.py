@@ -1,26 +1,26 @@
-"""Downloading an export link safely: streamed, resumable, size-checked, SSRF-guarded.
+"""Downloading an export link: streamed, resumable, size-checked, time-bounded, checked.
 
 :func:`download` fetches one ``http``/``https`` link into a directory. The body is
 streamed in large blocks into ``<name>.part`` (constant memory whatever the size),
 hashed on the way, fsynced and only then renamed to ``<name>``. A broken connection
-is resumed with an HTTP ``Range`` request; network errors, 5xx, 408 and 429 answers
-are retried a bounded number of times with exponential backoff; redirects are
-followed up to a limit.
+is resumed with an HTTP ``Range`` request; network errors, too slow transfers, 5xx,
+408 and 429 answers are retried by the shared :class:`~exportmon.net.retry.RetryPolicy`
+(``Retry-After`` honoured), and a stop request ends any wait at once, keeping the
+part file for the next run.
 
-Every connection goes through the same gate: the host is resolved once, every
-address it resolves to must be public (not loopback, private, link-local,
-multicast, reserved or a cloud metadata address) unless the host is listed in
-``download.allow_hosts``, and the connection is then made to exactly the address
-that was checked, so a DNS answer cannot change between the check and the
-connection. The gate is applied again on every redirect hop.
+Connections go through :func:`exportmon.net.http.request`: the address guard
+(no private addresses unless in ``download.allow_hosts``, pinned to the checked
+address, applied again on every redirect), ``download.timeout`` for every read,
+``download.min_rate`` for the transfer rate and ``download.deadline`` for the whole
+download, all attempts together.
 
-A pre-signed link whose expiry time has passed is refused before any request with
-:class:`~exportmon.errors.LinkExpired` ("ask the sender to re-run the export"),
-and so is a 403 answer to a link that looks expired, instead of a bare 403.
-
-The stdlib :mod:`http.client` is used on purpose: it lets the connection be pinned to
-a checked address while TLS still verifies the host name, and ``readinto`` with a
-1 MiB buffer has no per-chunk allocation.
+What arrives must be the export. A pre-signed link whose expiry time has passed is
+refused before any request with :class:`~exportmon.errors.LinkExpired`, and so is a
+403 answer to a link that looks expired. An answer in a content coding that was not
+asked for (``Content-Encoding: gzip``) is refused, and so is a body whose type or
+first bytes say it is something else than the file expected: a web page (a sign-in
+page or an expired link's landing page), a JSON or XML error document, or anything
+but a zip archive where a ``.zip`` is expected.
 """
 
 from __future__ import annotations
@@ -32,14 +32,9 @@ import contextlib
 import email.message
 import errno
 import hashlib
-import http.client
-import ipaddress
 import json
 import os
-import random
 import re
-import socket
-import ssl
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,40 +42,40 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from exportmon import __version__
 from exportmon.atomic import fsync_dir
-from exportmon.errors import DownloadError, LinkExpired, LinkRefused, TLSError, UnsafePathError
+from exportmon.errors import DownloadError, LinkExpired, TLSError, UnsafePathError
 from exportmon.files.names import UnsafeName, name_from_link, safe_file_name
 from exportmon.log import get_logger
+from exportmon.net import http, retry
+from exportmon.net.http import display_url
+from exportmon.net.tls import client_context
 from exportmon.progress import ProgressFactory
-from exportmon.redact import redact
 from exportmon.safe_open import open_nofollow
 from exportmon.signals import checkpoint
 from exportmon.units import format_duration, format_size
 
 if TYPE_CHECKING:
+    import ssl
+
     from exportmon.config.schema import DownloadConfig
+
+__all__ = ["DownloadSettings", "Downloaded", "display_url", "download", "link_expiry"]
 
 log = get_logger(__name__)
 
 #: Bytes read from the network per call, and written per call.
 BLOCK_SIZE = 1024 * 1024
-#: Longest wait between two attempts, and the longest Retry-After honoured.
-MAX_BACKOFF = 60.0
 #: A 403 for a link that expires within this many seconds is taken as "expired"
 #: (the sender's clock and ours may differ a little).
 CLOCK_SKEW = 300.0
 #: Answers worth another attempt: the server or the network may recover.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+#: Answers that say the file is not there, or that this client may not have it:
+#: another attempt with the same link cannot change that.
+PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 410, 414, 451})
 EXPIRED_HINT = "ask the sender to re-run the export"
-
-#: Cloud metadata services; refused even though some are in ranges one might allow.
-METADATA_ADDRESSES = frozenset(
-    ipaddress.ip_address(a) for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200")
-)
 
 
 @dataclass(frozen=True)
@@ -95,6 +90,10 @@ class DownloadSettings:
     max_redirects: int = 5
     #: First wait between attempts in seconds; doubled on each further attempt.
     backoff: float = 1.0
+    #: Longest a download may take, all attempts and waits together (seconds).
+    deadline: float | None = None
+    #: Slowest transfer accepted, in bytes per second over each ``timeout`` window.
+    min_rate: int | None = None
 
     @classmethod
     def from_config(cls, config: DownloadConfig, **overrides: object) -> DownloadSettings:
@@ -105,9 +104,26 @@ class DownloadSettings:
             "max_bytes": config.max_bytes,
             "allow_hosts": tuple(config.allow_hosts),
             "max_redirects": max(0, config.max_redirects),
+            "deadline": config.deadline,
+            "min_rate": config.min_rate or None,
         }
         values.update(overrides)
         return cls(**values)  # type: ignore[arg-type]
+
+    def http(self) -> http.HttpSettings:
+        """The connection settings for :func:`exportmon.net.http.request`."""
+        return http.HttpSettings(
+            ca_file=self.ca_file,
+            ca_key="download.ca_file",
+            allow_hosts=tuple(self.allow_hosts),
+            allow_key="download.allow_hosts",
+            timeout=self.timeout,
+            min_rate=self.min_rate,
+            max_redirects=self.max_redirects,
+        )
+
+    def policy(self) -> retry.RetryPolicy:
+        return retry.RetryPolicy(retries=self.retries, first=self.backoff)
 
 
 @dataclass(frozen=True)
@@ -124,12 +140,6 @@ class Downloaded:
 
 
 # --- link checks (pure) ------------------------------------------------------------
-
-
-def display_url(url: str, limit: int = 120) -> str:
-    """``url`` fit for a message: signatures and passwords masked, shortened."""
-    shown = redact(url)
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
 def link_expiry(url: str) -> datetime | None:
@@ -167,173 +177,6 @@ def check_not_expired(url: str, *, now: datetime | None = None) -> None:
             f"({format_duration((now - expiry).total_seconds())} ago)",
             hint=EXPIRED_HINT,
         )
-
-
-def check_scheme(url: str) -> tuple[str, str, int]:
-    """``(scheme, host, port)`` of an http(s) link; :class:`LinkRefused` for anything else."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        raise LinkRefused(f"not a valid link: {display_url(url)}") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise LinkRefused(
-            f"refused a {scheme or 'scheme-less'} link: only http and https are downloaded",
-            hint=f"link was {display_url(url)}",
-        )
-    host = (parts.hostname or "").rstrip(".")
-    if not host:
-        raise LinkRefused(f"link has no host: {display_url(url)}")
-    return scheme, host, port or (443 if scheme == "https" else 80)
-
-
-def _host_allowed(host: str, allow_hosts: Sequence[str]) -> bool:
-    wanted = host.lower().strip("[]")
-    for entry in allow_hosts:
-        entry = entry.strip().lower().strip("[]")
-        if entry == wanted:
-            return True
-        if "/" in entry:
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(wanted) in ipaddress.ip_network(entry, strict=False):
-                    return True
-    return False
-
-
-def address_problem(address: str) -> str | None:
-    """Why exportmon will not connect to ``address``, or None for a public address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in METADATA_ADDRESSES:
-        return "a cloud metadata address"
-    if ip.is_loopback:
-        return "a loopback address"
-    if ip.is_link_local:
-        return "a link-local address"
-    if ip.is_multicast:
-        return "a multicast address"
-    if ip.is_private:
-        return "a private address"
-    if ip.is_unspecified or ip.is_reserved or not ip.is_global:
-        return "a reserved address"
-    return None
-
-
-def resolve_checked(host: str, port: int, allow_hosts: Sequence[str]) -> list[str]:
-    """The addresses of ``host`` that may be connected to, or :class:`LinkRefused`.
-
-    Every address ``host`` resolves to must be public unless the host (or a
-    network in ``allow_hosts`` containing the address) is allowed: one private
-    address among public ones is refused too, since DNS answers can be chosen by
-    whoever controls the name.
-    """
-    allowed = _host_allowed(host, allow_hosts)
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
-    except socket.gaierror as exc:
-        raise DownloadError(f"cannot resolve {host}: {exc.strerror}") from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    for address in addresses:
-        problem = address_problem(address)
-        if problem and not (allowed or _host_allowed(address, allow_hosts)):
-            shown = host if host == address else f"{host} ({address})"
-            raise LinkRefused(
-                f"refused to download from {shown}: {problem}",
-                hint=f'if this is your own server, add "{host}" to download.allow_hosts',
-            )
-    if not addresses:
-        raise DownloadError(f"cannot resolve {host}: no addresses")
-    return addresses
-
-
-# --- HTTP plumbing -----------------------------------------------------------------
-
-
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """An HTTP connection to a host name, made to one already-checked address."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float) -> None:
-        super().__init__(host, port, timeout=timeout)
-        self.pinned_address = address
-
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self.pinned_address, self.port), self.timeout)
-        with contextlib.suppress(OSError):
-            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-class _PinnedHTTPSConnection(_PinnedHTTPConnection):
-    """As :class:`_PinnedHTTPConnection`, with TLS verifying the host name (not the address)."""
-
-    default_port = 443
-
-    def __init__(
-        self, host: str, port: int, address: str, timeout: float, context: ssl.SSLContext
-    ) -> None:
-        super().__init__(host, port, address, timeout)
-        self.tls_context = context
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = self.tls_context.wrap_socket(self.sock, server_hostname=self.host)
-
-
-def tls_context(ca_file: str | None) -> ssl.SSLContext:
-    """A verifying client context trusting the system CAs plus ``ca_file``."""
-    context = ssl.create_default_context()
-    if ca_file:
-        context.load_verify_locations(cafile=ca_file)
-    return context
-
-
-def tls_error(where: str, exc: ssl.SSLError, ca_key: str) -> TLSError:
-    """A one-line :class:`TLSError` for a failed handshake with ``where``."""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        code = getattr(exc, "verify_code", None)
-        if code == 10:
-            return TLSError(
-                f"{where}: the server's certificate has expired",
-                hint=f"the server must renew it; {ca_key} cannot make an expired one trusted",
-            )
-        if code in (62, 64):
-            return TLSError(
-                f"{where}: the server's certificate is for another host name",
-                hint="connect by the name the certificate is for, or set "
-                f"{ca_key} to the CA of a certificate issued for this name",
-            )
-        reason = getattr(exc, "verify_message", None) or "not trusted"
-        return TLSError(
-            f"{where}: certificate not trusted ({reason})",
-            hint=f"set {ca_key} to the CA file of a private certificate authority",
-        )
-    if "WRONG_VERSION_NUMBER" in str(exc.reason or exc) or "wrong version number" in str(exc):
-        return TLSError(
-            f"{where} answered in plain text, not TLS: this port does not speak TLS",
-            hint=PLAIN_PORT_HINTS.get(ca_key.partition(".")[0], PLAIN_PORT_HINTS[""]),
-        )
-    return TLSError(f"{where}: TLS handshake failed: {exc.reason or exc}")
-
-
-#: What to set when a TLS connection meets a port that speaks plain text, by config table.
-PLAIN_PORT_HINTS = {
-    "source": 'set source.security = "starttls" for this port, or give the TLS port '
-    "(IMAP 993, POP3 995) in source.port",
-    "download": "the link names a plain-HTTP port with https://; the sender must fix the link",
-    "alerts": "use submission:// (STARTTLS, port 587) or smtps:// (TLS, port 465) in "
-    "alerts.smtp_url",
-    "": "use the server's TLS port, or its plain-text mode with STARTTLS",
-}
-
-
-class _Retry(Exception):
-    """A failure another attempt may overcome (network, 5xx, short body)."""
-
-    def __init__(self, message: str, *, wait: float | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.wait = wait
 
 
 @dataclass
@@ -416,23 +259,16 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return start, total
 
 
-def _content_length(response: http.client.HTTPResponse) -> int | None:
-    value = response.getheader("Content-Length")
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value.strip())
-
-
-def expected_sha256(response: http.client.HTTPResponse, *, partial: bool) -> bytes | None:
+def expected_sha256(response: http.Response, *, partial: bool) -> bytes | None:
     """The SHA-256 of the whole file, when the server states it.
 
     ``Repr-Digest`` (RFC 9530), the older ``Digest`` (RFC 3230) and S3's
     ``x-amz-checksum-sha256`` describe the whole file even in a range answer;
     ``Content-Digest`` only the body of this answer, so it counts only for a full one.
     """
-    candidates = [response.getheader("Repr-Digest"), response.getheader("Digest")]
+    candidates = [response.header("Repr-Digest"), response.header("Digest")]
     if not partial:
-        candidates.append(response.getheader("Content-Digest"))
+        candidates.append(response.header("Content-Digest"))
     for header in candidates:
         for item in (header or "").split(","):
             name, _, value = item.strip().partition("=")
@@ -441,8 +277,8 @@ def expected_sha256(response: http.client.HTTPResponse, *, partial: bool) -> byt
                     digest = base64.b64decode(value.strip().strip(":"), validate=True)
                     if len(digest) == 32:
                         return digest
-    amz = response.getheader("x-amz-checksum-sha256")
-    if amz and response.getheader("x-amz-checksum-type", "FULL_OBJECT").upper() == "FULL_OBJECT":
+    amz = response.header("x-amz-checksum-sha256")
+    if amz and (response.header("x-amz-checksum-type") or "FULL_OBJECT").upper() == "FULL_OBJECT":
         with contextlib.suppress(binascii.Error, ValueError):
             digest = base64.b64decode(amz.strip(), validate=True)
             if len(digest) == 32:
@@ -552,99 +388,6 @@ def _sync_quietly(fd: int) -> None:
 # --- the download --------------------------------------------------------------------
 
 
-class _Attempt:
-    """One request (following redirects) and the streaming of its body."""
-
-    def __init__(self, settings: DownloadSettings, context: ssl.SSLContext | None) -> None:
-        self.settings = settings
-        self.context = context
-
-    def _context(self) -> ssl.SSLContext:
-        if self.context is None:
-            self.context = tls_context(self.settings.ca_file)
-        return self.context
-
-    def connect(self, url: str) -> tuple[http.client.HTTPConnection, str]:
-        """A connection for ``url`` to a checked address, and the request target."""
-        scheme, host, port = check_scheme(url)
-        addresses = resolve_checked(host, port, self.settings.allow_hosts)
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        last_error: OSError | None = None
-        for address in addresses:
-            connection: http.client.HTTPConnection
-            if scheme == "https":
-                connection = _PinnedHTTPSConnection(
-                    host, port, address, self.settings.timeout, self._context()
-                )
-            else:
-                connection = _PinnedHTTPConnection(host, port, address, self.settings.timeout)
-            try:
-                connection.connect()
-                return connection, target
-            except ssl.SSLError as exc:
-                connection.close()
-                raise tls_error(f"{host}:{port}", exc, "download.ca_file") from None
-            except OSError as exc:
-                connection.close()
-                last_error = exc
-        raise _Retry(f"cannot connect to {host}:{port}: {_reason(last_error)}")
-
-    def request(
-        self, url: str, headers: dict[str, str]
-    ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, str]:
-        """GET ``url``, following redirects; the connection, the response and its URL."""
-        hops = 0
-        current = url
-        while True:
-            check_not_expired(current)
-            connection, target = self.connect(current)
-            try:
-                connection.request("GET", target, headers=headers)
-                response = connection.getresponse()
-            except ssl.SSLError as exc:
-                connection.close()
-                if isinstance(exc, ssl.SSLCertVerificationError):
-                    raise tls_error(urlsplit(current).netloc, exc, "download.ca_file") from None
-                raise _Retry(f"TLS error: {exc.reason or exc}") from None
-            except (OSError, http.client.HTTPException) as exc:
-                connection.close()
-                raise _Retry(f"request failed: {_reason(exc)}") from None
-            if response.status not in REDIRECT_STATUSES:
-                return connection, response, current
-            location = response.getheader("Location")
-            response.close()
-            connection.close()
-            hops += 1
-            if not location:
-                raise DownloadError(
-                    f"redirect ({response.status}) without a Location", retryable=False
-                )
-            if hops > self.settings.max_redirects:
-                raise DownloadError(
-                    f"more than {self.settings.max_redirects} redirects",
-                    hint="raise download.max_redirects if the server really needs more",
-                    retryable=False,
-                )
-            following = urljoin(current, location.strip())
-            if urlsplit(current).scheme == "https" and urlsplit(following).scheme == "http":
-                raise LinkRefused(
-                    f"refused a redirect from https to plain http ({display_url(following)})"
-                )
-            log.debug("redirected to %s", display_url(following))
-            current = following
-
-
-def _reason(exc: BaseException | None) -> str:
-    if exc is None:
-        return "no address answered"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "timed out"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return redact(str(exc) or type(exc).__name__)
-
-
 def _status_error(status: int, reason: str, url: str, body: bytes) -> DownloadError:
     shown = display_url(url)
     if status in (401, 403):
@@ -672,11 +415,6 @@ def _status_error(status: int, reason: str, url: str, body: bytes) -> DownloadEr
     return DownloadError(f"unexpected answer {status} {reason} from {shown}", retryable=False)
 
 
-def _retry_after(response: http.client.HTTPResponse) -> float | None:
-    value = (response.getheader("Retry-After") or "").strip()
-    return min(MAX_BACKOFF, float(value)) if value.isdigit() else None
-
-
 def _disk_error(path: Path, exc: OSError) -> DownloadError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DownloadError(
@@ -701,13 +439,18 @@ class _Download:
         self.directory = directory
         self.name = file_name
         self.settings = settings
+        self.http = settings.http()
         self.progress = progress
         self.description = description or file_name or display_url(url, 60)
-        self.http = _Attempt(settings, None)
+        self.context: ssl.SSLContext | None = None
         self.target = _open_target(directory / f".{file_name or 'download'}.part")
         self.total: int | None = None
         self.expected: bytes | None = None
         self.final_url = url
+        self.deadline = (
+            time.monotonic() + settings.deadline if settings.deadline is not None else None
+        )
+        self.attempts = 0
         self.advance: Callable[[int], None] | None = None
         self.done: Callable[[], None] = lambda: None
 
@@ -720,12 +463,9 @@ class _Download:
             self.advance(self.target.offset)
 
     def _request_headers(self) -> dict[str, str]:
-        headers = {
-            "User-Agent": f"exportmon/{__version__}",
-            "Accept": "*/*",
-            # A compressed transfer would make Content-Length and the checksum lie.
-            "Accept-Encoding": "identity",
-        }
+        # Accept-Encoding: identity (the default of http.request): a compressed
+        # transfer would make Content-Length and the checksum lie.
+        headers = {}
         if self.target.offset > 0:
             headers["Range"] = f"bytes={self.target.offset}-"
             if self.target.validator:
@@ -733,50 +473,76 @@ class _Download:
         return headers
 
     def attempt(self) -> None:
-        """One request and as much of the body as arrives; :class:`_Retry` when short."""
-        connection, response, url = self.http.request(self.url, self._request_headers())
-        self.final_url = url
+        """One request and as much of the body as arrives; :class:`TryAgain` when short."""
+        self.attempts += 1
+        if self.context is None and urlsplit(self.url).scheme.lower() == "https":
+            self.context = client_context(self.settings.ca_file, ca_key="download.ca_file")
         try:
-            self._receive(response, url)
-        finally:
-            response.close()
-            connection.close()
+            with http.request(
+                "GET",
+                self.url,
+                headers=self._request_headers(),
+                settings=self.http,
+                deadline=self.deadline,
+                check_url=check_not_expired,
+                context=self.context,
+            ) as response:
+                self.final_url = response.url
+                self._receive(response)
+        except http.NetworkError as exc:
+            raise retry.TryAgain(exc.message) from None
+        except http.DeadlineExceeded:
+            raise self._late() from None
 
-    def _receive(self, response: http.client.HTTPResponse, url: str) -> None:
+    def _late(self) -> DownloadError:
+        return DownloadError(
+            "the download did not finish within download.deadline "
+            f"({format_duration(self.settings.deadline or 0)})",
+            hint="raise download.deadline for very large exports or slow servers; "
+            "the next fetch resumes it",
+        )
+
+    def _receive(self, response: http.Response) -> None:
         target = self.target
         status = response.status
         if status == 416 and target.offset > 0:
-            _, total = _content_range(response.getheader("Content-Range"))
+            _, total = _content_range(response.header("Content-Range"))
             if total == target.offset and target.total in (None, total):
                 self.total = total
                 return
             announced = target.total
             target.restart()
             if total is not None and announced is not None and total != announced:
-                raise _Retry(
+                raise retry.TryAgain(
                     f"the server sent {format_size(total)} where it announced "
                     f"{format_size(announced)}; starting again",
-                    wait=0,
+                    retry_after=0,
                 )
-            raise _Retry("the server cannot resume this download; starting again", wait=0)
+            raise retry.TryAgain(
+                "the server cannot resume this download; starting again", retry_after=0
+            )
         if status in RETRY_STATUSES:
-            raise _Retry(
-                f"the server answered {status} {response.reason}", wait=_retry_after(response)
+            raise retry.TryAgain(
+                f"the server answered {status} {response.reason}",
+                retry_after=retry.parse_retry_after(response.header("Retry-After")),
             )
         if status not in (200, 206):
-            raise _status_error(status, response.reason, url, response.read(4096))
+            raise _status_error(status, response.reason, response.url, response.read(4096))
+        check_coding(response)
         partial = status == 206
         if partial:
-            start, total = _content_range(response.getheader("Content-Range"))
+            start, total = _content_range(response.header("Content-Range"))
             if start != target.offset or (target.total is not None and total != target.total):
                 target.restart()
-                raise _Retry("the file on the server is not the one begun; starting again", wait=0)
+                raise retry.TryAgain(
+                    "the file on the server is not the one begun; starting again", retry_after=0
+                )
             target.resumed = True
         else:
             if target.offset:
                 log.info("%s: the server does not resume downloads; starting again", self.name)
                 target.restart()
-            total = _content_length(response)
+            total = response.length
         self.total = total
         max_bytes = self.settings.max_bytes
         if max_bytes is not None and total is not None and total > max_bytes:
@@ -787,19 +553,21 @@ class _Download:
                 retryable=False,
             )
         if self.name is None:
-            self.name = disposition_name(response.getheader("Content-Disposition")) or (
-                name_from_link(url)
+            self.name = disposition_name(response.header("Content-Disposition")) or (
+                name_from_link(response.url)
             )
-        etag = response.getheader("ETag")
+        if not partial:
+            check_content_type(response.header("Content-Type"), self.name)
+        etag = response.header("ETag")
         validator = etag if etag and not etag.startswith("W/") else None
-        validator = validator or response.getheader("Last-Modified")
+        validator = validator or response.header("Last-Modified")
         if not partial:
             target.remember(validator, total)
         self.expected = expected_sha256(response, partial=partial) or self.expected
         self._show_progress()
-        self._stream(response, _content_length(response))
+        self._stream(response, response.length, sniff=not partial)
 
-    def _stream(self, response: http.client.HTTPResponse, length: int | None) -> None:
+    def _stream(self, response: http.Response, length: int | None, *, sniff: bool) -> None:
         target = self.target
         max_bytes = self.settings.max_bytes
         received = 0
@@ -813,13 +581,15 @@ class _Download:
                     view = writer.free_buffer()
                     try:
                         count = response.readinto(view)
-                    except (OSError, http.client.HTTPException) as exc:
-                        raise _Retry(
-                            f"connection broken after {format_size(target.offset)}: {_reason(exc)}"
+                    except http.NetworkError as exc:
+                        raise retry.TryAgain(
+                            f"{exc.message} after {format_size(target.offset)}"
                         ) from None
                     if not count:
                         break
                     checkpoint()
+                    if sniff and received == 0:
+                        check_first_bytes(bytes(view[: min(count, 1024)]), self.name)
                     if max_bytes is not None and target.offset + count > max_bytes:
                         raise DownloadError(
                             "the export is larger than download.max_bytes "
@@ -839,13 +609,13 @@ class _Download:
         finally:
             os.close(fd)
         if length is not None and received < length:
-            raise _Retry(
+            raise retry.TryAgain(
                 f"the server sent {format_size(target.offset)} of the "
                 f"{format_size(self.total or length)} it announced"
             )
         if self.total is not None and target.offset != self.total:
             target.restart()
-            raise _Retry(
+            raise retry.TryAgain(
                 f"received {target.offset} bytes where the server announced {self.total}; "
                 "starting again"
             )
@@ -873,8 +643,26 @@ class _Download:
             bytes=target.offset,
             sha256=digest.hex(),
             final_url=display_url(self.final_url, 2000),
-            attempts=0,
+            attempts=self.attempts,
             resumed=target.resumed,
+        )
+
+    def give_up(self, failure: retry.TryAgain, attempts: int) -> DownloadError:
+        if self.deadline is not None and time.monotonic() >= self.deadline - 0.5:
+            return self._late()
+        return DownloadError(
+            f"{failure.message} (gave up after {attempts} attempts)",
+            hint="the next fetch tries again after retry_after",
+        )
+
+    def log_retry(self, failure: retry.TryAgain, attempts: int, wait: float) -> None:
+        log.warning(
+            "%s: %s; trying again in %.1fs (attempt %d of %d)",
+            self.name or display_url(self.url, 60),
+            failure.message,
+            wait,
+            attempts + 1,
+            self.settings.retries + 1,
         )
 
 
@@ -886,7 +674,7 @@ def download(
     settings: DownloadSettings | None = None,
     progress: ProgressFactory | None = None,
     description: str | None = None,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
 ) -> Downloaded:
     """Download ``url`` into ``directory/<file_name>`` and return what was written.
 
@@ -894,12 +682,14 @@ def download(
     ``Content-Disposition``, the link's path, or is ``download``. An existing file of
     that name in ``directory`` is replaced (``directory`` belongs to one export).
 
-    Raises :class:`LinkRefused`, :class:`LinkExpired`, :class:`TLSError` or
-    :class:`DownloadError`, whose ``retryable`` says whether a later try can help.
-    The part file is kept for a later resume only after a retryable failure.
+    Raises :class:`LinkRefused`, :class:`LinkExpired`, :class:`TLSError`,
+    :class:`DownloadError` (whose ``retryable`` says whether a later try can help),
+    or :class:`~exportmon.net.retry.Interrupted` when a stop was requested. The part
+    file is kept for a later resume only after a retryable failure. ``sleep``
+    replaces the interruptible wait between attempts (tests).
     """
     settings = settings or DownloadSettings()
-    check_scheme(url)
+    http.check_scheme(url)
     check_not_expired(url)
     directory = Path(directory)
     try:
@@ -907,33 +697,16 @@ def download(
         state = _Download(url, directory, file_name, settings, progress, description)
     except OSError as exc:
         raise _disk_error(directory / (file_name or "download"), exc) from None
-    attempts = 0
     try:
-        while True:
-            attempts += 1
-            try:
-                state.attempt()
-                break
-            except _Retry as problem:
-                if attempts > settings.retries:
-                    raise DownloadError(
-                        f"{problem.message} (gave up after {attempts} attempts)",
-                        hint="the next fetch tries again after retry_after",
-                    ) from None
-                wait = problem.wait
-                if wait is None:
-                    wait = settings.backoff * (2 ** (attempts - 1)) * (1 + random.random() / 10)
-                wait = min(MAX_BACKOFF, wait)
-                log.warning(
-                    "%s: %s; trying again in %.1fs (attempt %d of %d)",
-                    state.name or display_url(url, 60),
-                    problem.message,
-                    wait,
-                    attempts + 1,
-                    settings.retries + 1,
-                )
-                sleep(wait)
-        result = state.finish()
+        retry.call(
+            state.attempt,
+            settings.policy(),
+            give_up=state.give_up,
+            on_retry=state.log_retry,
+            deadline=state.deadline,
+            sleep=sleep,
+        )
+        return state.finish()
     except DownloadError as exc:
         if not exc.retryable:
             state.target.discard()
@@ -943,11 +716,90 @@ def download(
         raise
     finally:
         state.done()
-    return Downloaded(
-        path=result.path,
-        bytes=result.bytes,
-        sha256=result.sha256,
-        final_url=result.final_url,
-        attempts=attempts,
-        resumed=result.resumed,
+
+
+# --- is it the export? -----------------------------------------------------------------
+
+
+#: File name endings of text exports (CSV and its cousins).
+TEXT_SUFFIXES = frozenset({".csv", ".tsv", ".txt", ".psv", ".dat"})
+WRONG_BODY_HINT = (
+    "the link has probably expired or needs a sign-in; open it in a browser, "
+    "or ask the sender to re-run the export"
+)
+
+
+def check_coding(response: http.Response) -> None:
+    """Refuse an answer in a content coding exportmon did not ask for (gzip, br, ...).
+
+    Downloads ask for ``identity``: decoding would make ``Content-Length``, resuming
+    and the server's checksum refer to other bytes than the file, and an unasked-for
+    coding is a misconfigured server or proxy, or a decompression bomb.
+    """
+    coding = (response.header("Content-Encoding") or "").strip().lower()
+    if coding and coding != "identity":
+        raise DownloadError(
+            f"the server sent the export encoded as {coding!r} (Content-Encoding), "
+            "which exportmon did not ask for",
+            hint="the server or a proxy in between ignores Accept-Encoding: identity; "
+            "have it serve the file as it is",
+            retryable=False,
+        )
+
+
+def _expected_kind(name: str | None) -> str | None:
+    suffix = Path(name or "").suffix.lower()
+    if suffix == ".zip":
+        return "zip"
+    if suffix in TEXT_SUFFIXES:
+        return "text"
+    if suffix in (".htm", ".html", ".xhtml"):
+        return "html"
+    if suffix in (".json", ".xml"):
+        return suffix[1:]
+    return None
+
+
+def check_content_type(content_type: str | None, name: str | None) -> None:
+    """Refuse an answer whose ``Content-Type`` says it is not the expected file."""
+    kind = _expected_kind(name)
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    if kind != "html" and media in ("text/html", "application/xhtml+xml"):
+        raise _wrong_body(name, "a web page (text/html)")
+    if kind not in ("json", None) and (media == "application/json" or media.endswith("+json")):
+        raise _wrong_body(name, f"a JSON document ({media}), probably an error message")
+    if kind in ("zip", "text") and media in ("application/xml", "text/xml"):
+        raise _wrong_body(name, f"an XML document ({media}), probably an error message")
+
+
+def _looks_like(start: bytes) -> str | None:
+    """What the first bytes of a body look like, when it is a document, not data."""
+    text = start.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "a web page"
+    if text.startswith(b"<?xml") or text.startswith(b"<error"):
+        return "an XML document, probably an error message"
+    if text.startswith((b"{", b"[{")):
+        return "a JSON document, probably an error message"
+    return None
+
+
+def check_first_bytes(start: bytes, name: str | None) -> None:
+    """Refuse a body whose first bytes say it is a document, not the expected export.
+
+    A zip archive or a text export (``.csv``, ...) must not start like a web page, an
+    XML or a JSON document. (Whether a ``.zip`` is a sound archive is for unpacking
+    to say: zip files may carry data before their first entry.)
+    """
+    if _expected_kind(name) in ("zip", "text"):
+        what = _looks_like(start)
+        if what is not None:
+            raise _wrong_body(name, what)
+
+
+def _wrong_body(name: str | None, what: str) -> DownloadError:
+    return DownloadError(
+        f"the server answered with {what} instead of the export {name or 'file'}",
+        hint=WRONG_BODY_HINT,
+        retryable=False,
     )

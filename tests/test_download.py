@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import gzip
 import hashlib
 import os
+import time
 import tracemalloc
 from datetime import datetime, timedelta, timezone
 
@@ -12,7 +15,6 @@ import pytest
 
 from exportmon.download import (
     DownloadSettings,
-    address_problem,
     check_not_expired,
     display_url,
     disposition_name,
@@ -20,6 +22,7 @@ from exportmon.download import (
     link_expiry,
 )
 from exportmon.errors import DownloadError, LinkExpired, LinkRefused, TLSError
+from exportmon.net.http import address_problem
 from servers.web import WebServer
 
 
@@ -361,3 +364,112 @@ def test_a_failed_write_in_the_background_is_a_download_error(tmp_path):
                     writer.write(view[:3])
     finally:
         os.close(fd)
+
+
+# --- downloads that never end, and answers that are not the export -----------------------
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_body_dripping_a_byte_every_half_second_fails_by_the_minimum_rate(
+    chunked, https_server, settings, tmp_path
+):
+    url = https_server.add(
+        "/drip.csv", b"id\n" * 50, delay_per_chunk=0.5, chunk_size=1, chunked=chunked
+    )
+    slow = dataclasses.replace(settings, timeout=1.0, min_rate=1000, retries=1)
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match="too slow") as raised:
+        download(url, tmp_path, file_name="drip.csv", settings=slow, sleep=no_sleep)
+    assert time.monotonic() - started < 6
+    assert "gave up after 2 attempts" in raised.value.message
+
+
+def test_every_download_ends_by_its_deadline_across_attempts(https_server, settings, tmp_path):
+    url = https_server.add("/drip.csv", b"id\n" * 50, delay_per_chunk=0.5, chunk_size=1)
+    bounded = dataclasses.replace(settings, deadline=2.0, retries=5)
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"download\.deadline") as raised:
+        download(url, tmp_path, file_name="drip.csv", settings=bounded)
+    assert time.monotonic() - started < 4
+    assert raised.value.retryable  # a later run may find a faster server
+
+
+def test_the_deadline_and_minimum_rate_defaults_are_strict():
+    from exportmon.config.schema import DownloadConfig
+
+    config = DownloadConfig()
+    assert config.deadline == 3600 and config.min_rate == 10_000
+    converted = DownloadSettings.from_config(config)
+    assert converted.deadline == 3600 and converted.min_rate == 10_000
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate", "x-gzip, identity"])
+def test_an_unrequested_content_coding_is_refused(coding, https_server, settings, tmp_path):
+    url = https_server.add(
+        "/c.csv", gzip.compress(b"id\n1\n"), headers={"Content-Encoding": coding}
+    )
+    with pytest.raises(DownloadError, match="Content-Encoding") as raised:
+        download(url, tmp_path, file_name="c.csv", settings=settings, sleep=no_sleep)
+    assert not raised.value.retryable
+    assert len(https_server.requests_for("/c.csv")) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+SIGN_IN = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>...</body></html>"
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "content_type", "what"),
+    [
+        ("e.csv", SIGN_IN, "text/html; charset=utf-8", "a web page"),
+        ("e.zip", SIGN_IN, "text/html", "a web page"),
+        ("e.csv", b'{"error": "link expired"}', "application/json", "a JSON document"),
+        (
+            "e.csv",
+            b"<?xml version='1.0'?><Error><Code>AccessDenied</Code></Error>",
+            "application/xml",
+            "an XML document",
+        ),
+        ("e.csv", b"\n  " + SIGN_IN, "application/octet-stream", "a web page"),
+        ("e.zip", b'{"error": "expired"}', "application/zip", "a JSON document"),
+        ("e.csv", b"<html><body>please log in</body></html>", "text/csv", "a web page"),
+    ],
+)
+def test_an_answer_that_is_not_the_export_is_refused_naming_the_likely_cause(
+    name, body, content_type, what, https_server, settings, tmp_path
+):
+    url = https_server.add(f"/x/{name}", body, content_type=content_type)
+    with pytest.raises(DownloadError) as raised:
+        download(url, tmp_path, file_name=name, settings=settings, sleep=no_sleep)
+    line = raised.value.one_line()
+    assert what in line and name in line
+    assert "expired or needs a sign-in" in line
+    assert not raised.value.retryable and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "content_type"),
+    [
+        ("report.html", SIGN_IN, "text/html"),
+        ("data.json", b'{"rows": []}', "application/json"),
+        ("e.csv", b"id,name\n1,<b>x</b>\n", "text/csv"),
+        ("e.csv", b"[id],name\n", "text/plain"),
+        ("download", SIGN_IN[:20], "application/octet-stream"),
+    ],
+)
+def test_answers_that_fit_the_expected_file_are_kept(
+    name, body, content_type, https_server, settings, tmp_path
+):
+    url = https_server.add(f"/ok/{name}", body, content_type=content_type)
+    result = download(url, tmp_path, file_name=name, settings=settings, sleep=no_sleep)
+    assert result.path.read_bytes() == body
+
+
+def test_a_sign_in_page_for_a_link_named_csv_is_refused_without_a_file_name(
+    https_server, settings, tmp_path
+):
+    url = https_server.add("/exports/export.csv?sig=abc", SIGN_IN, content_type="text/html")
+    with pytest.raises(
+        DownloadError, match=r"a web page \(text/html\) instead of the export export\.csv"
+    ):
+        download(url, tmp_path, settings=settings, sleep=no_sleep)

@@ -43,6 +43,7 @@ from exportmon.hooks import credentials
 from exportmon.ledger import Export, Ledger
 from exportmon.log import get_logger, monitor_context
 from exportmon.mail.source import MailSource, open_source
+from exportmon.net.retry import Backoff, RetryPolicy
 from exportmon.notify import heartbeat
 from exportmon.progress import ProgressFactory
 from exportmon.signals import Interrupted, Shutdown
@@ -53,8 +54,8 @@ log = get_logger(__name__)
 #: The longest single wait for new mail; bounds how long a stop request can go unseen.
 WAIT_SLICE = 5.0
 #: Back-off after a failed connection: first wait, and the longest wait.
-BACKOFF_FIRST = 1.0
-BACKOFF_MAX = 300.0
+#: How long the watcher waits before reconnecting, growing from 1 s to 5 minutes.
+RECONNECT = RetryPolicy(first=1.0, cap=300.0)
 
 #: The steps an export goes through, by the state each one starts from.
 STEPS: tuple[tuple[str, str, Callable[..., Export]], ...] = (
@@ -386,7 +387,7 @@ def _watch_loop(
     idle_limit = monitor.exit_when_idle * 60.0
     interval = max(1.0, monitor.poll_interval or 60.0)
     last_seen = time.monotonic()
-    backoff = BACKOFF_FIRST
+    backoff = Backoff(RECONNECT)
     source: MailSource | None = None
     log.info(
         "watching %s%s",
@@ -406,10 +407,8 @@ def _watch_loop(
                 raise
             except Exception as raised:  # this monitor's cycle failed; it watches on
                 _cycle_failed(ledger, as_exportmon_error(raised), outcome)
-                source.close()
+                _reconnect_later(options, monitor, source, shutdown, backoff)
                 source = None
-                shutdown.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             _beat(monitor, result, list(recent.lines))
             outcome.cycles += 1
@@ -418,13 +417,10 @@ def _watch_loop(
             if result.saw_exports:
                 last_seen = time.monotonic()
             if result.source_failed:
-                source.close()
+                _reconnect_later(options, monitor, source, shutdown, backoff)
                 source = None
-                _tell(options, monitor, f"reconnecting in {format_duration(backoff)}")
-                shutdown.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
-            backoff = BACKOFF_FIRST
+            backoff.reset()
             if idle_limit and time.monotonic() - last_seen >= idle_limit:
                 log.info("no export mails for %s: stopping", _minutes(monitor.exit_when_idle))
                 outcome.reason = "idle"
@@ -444,11 +440,8 @@ def _watch_loop(
                 raise
             except ExportmonError as exc:
                 report_unreachable(ledger, exc)
-                source.close()
+                _reconnect_later(options, monitor, source, shutdown, backoff)
                 source = None
-                _tell(options, monitor, f"reconnecting in {format_duration(backoff)}")
-                shutdown.sleep(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
     finally:
         if source is not None:
             source.close()
@@ -462,6 +455,18 @@ def _cycle_failed(ledger: Ledger, error: ExportmonError, outcome: WatchOutcome) 
         log.error("%s", error.one_line())
     else:
         log.info("still failing: %s", error.one_line())
+def _reconnect_later(
+    options: RunOptions,
+    monitor: MonitorConfig,
+    source: MailSource,
+    shutdown: Shutdown,
+    backoff: Backoff,
+) -> None:
+    """Close ``source`` and wait the next back-off (ended early by a signal)."""
+    source.close()
+    delay = backoff.next()
+    _tell(options, monitor, f"reconnecting in {format_duration(delay)}")
+    shutdown.sleep(delay)
 
 
 def _watch_into(

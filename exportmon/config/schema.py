@@ -121,6 +121,14 @@ class DownloadConfig:
         metadata={"doc": "hosts allowed despite private addresses (on-premise)"},
     )
     max_redirects: int = 5
+    #: Every download ends within this time, all attempts and waits together.
+    deadline: float | None = _duration(
+        3600.0, "longest a download may take, all attempts together; then it fails"
+    )
+    #: A transfer slower than this over a ``timeout``-long window is cut and retried.
+    min_rate: int | None = _size(
+        10_000, "slowest transfer accepted, bytes per second over each timeout window"
+    )
 
 
 @dataclass

@@ -21,7 +21,6 @@ import hashlib
 import posixpath
 import re
 import ssl
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +36,16 @@ with warnings.catch_warnings():
 from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
-from exportmon.download import tls_error
 from exportmon.errors import (
     AuthError,
     ConnectionFailed,
     DeliveryError,
     ExportmonError,
-    TLSError,
     UsageError,
 )
 from exportmon.log import get_logger
+from exportmon.net import retry
+from exportmon.net.tls import client_context, tls_error
 from exportmon.progress import ProgressFactory, start_task
 from exportmon.signals import checkpoint
 
@@ -177,17 +176,13 @@ class FtpDestination:
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.address.tls:
             return None
-        try:
-            return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise TLSError(
-                f"cannot load the CA file {self.ca_file}: {exc}", retryable=False
-            ) from None
+        return client_context(self.ca_file, ca_key="ftp_ca_file")
 
     def _with_retries(self, what: str, operation: Any) -> Any:
-        """Run ``operation(host)``; reconnect and retry transient failures with backoff."""
-        attempt = 0
-        while True:
+        """Run ``operation(host)``; reconnect and retry transient failures by the
+        shared :class:`~exportmon.net.retry.RetryPolicy` (waits end on a stop request)."""
+
+        def once() -> Any:
             try:
                 return operation(self._connected())
             except ExportmonError:
@@ -198,22 +193,25 @@ class FtpDestination:
                 self.close()
                 if error is not None:
                     raise error from None
-                if attempt >= self.retries:
-                    raise ConnectionFailed(
-                        f"{what} at {self.display} failed after {attempt + 1} attempts: "
-                        f"{_describe(exc)}",
-                        hint="the server or the network is unreliable; it is retried later",
-                    ) from None
-                delay = self.backoff * 2**attempt
-                log.warning(
-                    "%s at %s failed (%s); retrying in %.0f s",
-                    what,
-                    self.display,
-                    _describe(exc),
-                    delay,
-                )
-                time.sleep(delay)
-                attempt += 1
+                raise retry.TryAgain(_describe(exc)) from None
+
+        def give_up(failure: retry.TryAgain, attempts: int) -> ConnectionFailed:
+            return ConnectionFailed(
+                f"{what} at {self.display} failed after {attempts} attempts: {failure.message}",
+                hint="the server or the network is unreliable; it is retried later",
+            )
+
+        def tell(failure: retry.TryAgain, attempts: int, delay: float) -> None:
+            log.warning(
+                "%s at %s failed (%s); retrying in %.0f s",
+                what,
+                self.display,
+                failure.message,
+                delay,
+            )
+
+        policy = retry.RetryPolicy(retries=self.retries, first=self.backoff)
+        return retry.call(once, policy, give_up=give_up, on_retry=tell)
 
     def _classify(self, exc: BaseException, what: str) -> ExportmonError | None:
         """A permanent error for ``exc``, or ``None`` when retrying may help."""

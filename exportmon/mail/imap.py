@@ -38,7 +38,6 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from exportmon.crashpoints import crash_point
-from exportmon.download import tls_error
 from exportmon.errors import (
     ArchiveError,
     ConnectionFailed,
@@ -60,6 +59,7 @@ from exportmon.mail.source import (
     login_refused,
     login_secret,
 )
+from exportmon.net.tls import tls_error
 from exportmon.redact import redact
 
 if TYPE_CHECKING:

@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from exportmon.download import tls_error
 from exportmon.errors import (
     ArchiveError,
     ConnectionFailed,
@@ -42,6 +41,7 @@ from exportmon.mail.source import (
     login_refused,
     login_secret,
 )
+from exportmon.net.tls import tls_error
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig

@@ -36,8 +36,7 @@ from typing import TYPE_CHECKING, Literal
 from urllib.parse import quote
 
 from exportmon.atomic import atomic_write
-from exportmon.download import tls_context
-from exportmon.errors import AuthError, ConfigError, ExportmonError, TLSError, reason_text
+from exportmon.errors import AuthError, ConfigError, ExportmonError, reason_text
 from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
@@ -51,6 +50,7 @@ from exportmon.mail.message import (
     recognise,
     screen,
 )
+from exportmon.net.tls import client_context
 from exportmon.paths import download_hint, export_dir
 from exportmon.redact import redact
 from exportmon.units import format_size
@@ -190,10 +190,7 @@ def source_url(config: SourceConfig) -> str:
 
 def client_tls_context(config: SourceConfig) -> ssl.SSLContext:
     """A verifying TLS context for the mail server: system CAs plus ``source.ca_file``."""
-    try:
-        return tls_context(config.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise TLSError(f"cannot read source.ca_file {config.ca_file}: {exc}") from None
+    return client_context(config.ca_file, ca_key="source.ca_file")
 
 
 def login_secret(config: SourceConfig) -> str:

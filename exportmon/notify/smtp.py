@@ -27,9 +27,9 @@ from urllib.parse import urlsplit
 
 from exportmon import redact
 from exportmon.config.schema import AlertsConfig, MonitorConfig
-from exportmon.download import tls_error
 from exportmon.errors import AlertError, AuthError, ConnectionFailed, TLSError
 from exportmon.hooks import credentials
+from exportmon.net.tls import client_context, tls_error
 from exportmon.notify import Channel, Notice
 
 #: Header that marks exportmon's own mails; the mail sources skip mails carrying it.
@@ -139,10 +139,6 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _tls_context(alerts: AlertsConfig) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=alerts.smtp_ca_file)
-
-
 def send_mail(alerts: AlertsConfig, message: EmailMessage) -> None:
     """Deliver ``message`` through ``alerts.smtp_url``.
 
@@ -201,7 +197,7 @@ def send_mail(alerts: AlertsConfig, message: EmailMessage) -> None:
 
 
 def _connect(target: SmtpTarget, alerts: AlertsConfig) -> smtplib.SMTP:
-    context = _tls_context(alerts)
+    context = client_context(alerts.smtp_ca_file, ca_key="alerts.smtp_ca_file")
     if target.scheme == "smtps":
         return smtplib.SMTP_SSL(target.host, target.port, timeout=SMTP_TIMEOUT, context=context)
     client = smtplib.SMTP(target.host, target.port, timeout=SMTP_TIMEOUT)

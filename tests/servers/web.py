@@ -56,6 +56,7 @@ class RecordedRequest:
         client: The client's (address, port).
         tls: Whether the request came over HTTPS.
         time: ``time.monotonic()`` when the request line was parsed.
+        body: The request body (POST and PUT; read whole, with a length or chunked).
     """
 
     method: str
@@ -67,6 +68,7 @@ class RecordedRequest:
     client: tuple[str, int]
     tls: bool
     time: float
+    body: bytes = b""
 
 
 @dataclass
@@ -90,6 +92,8 @@ class Route:
     headers: dict[str, str] = field(default_factory=dict)
     stall: bool = False
     stall_after: int = 0
+    chunked: bool = False
+    fail_headers: dict[str, str] = field(default_factory=dict)
     #: Requests that reached this route so far.
     hits: int = 0
     #: How many requests were answered with ``fail_status`` so far.
@@ -189,6 +193,28 @@ class _Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._serve(head=True)
 
+    def do_POST(self) -> None:
+        self._serve(head=False)
+
+    def do_PUT(self) -> None:
+        self._serve(head=False)
+
+    def _read_body(self) -> bytes:
+        if self.command not in ("POST", "PUT"):
+            return b""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            data = bytearray()
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return bytes(data)
+                data += self.rfile.read(size)
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
     # -- helpers ----------------------------------------------------------
 
     @property
@@ -208,6 +234,7 @@ class _Handler(BaseHTTPRequestHandler):
                 client=tuple(self.client_address[:2]),  # type: ignore[arg-type]
                 tls=isinstance(self.connection, ssl.SSLSocket),
                 time=time.monotonic(),
+                body=self._read_body(),
             )
         )
         return split.path
@@ -248,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_simple(404, b"not found\n")
             return
         if failing:
-            self._send_simple(route.fail_status, b"simulated failure\n")
+            self._send_simple(route.fail_status, b"simulated failure\n", route.fail_headers)
             return
         if route.redirect_to is not None:
             self._send_simple(
@@ -276,7 +303,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", route.content_type)
         advertised = route.wrong_length if route.wrong_length is not None else length
-        self.send_header("Content-Length", str(advertised))
+        if route.chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(advertised))
         self.send_header("Accept-Ranges", "bytes")
         for name, value in extra.items():
             self.send_header(name, value)
@@ -294,7 +324,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send_body(self, route: Route, start: int, length: int, limit: int | None) -> None:
         plain = not isinstance(self.connection, ssl.SSLSocket)
-        simple = limit is None and not route.stall and route.delay_per_chunk <= 0
+        simple = (
+            limit is None and not route.stall and route.delay_per_chunk <= 0 and not route.chunked
+        )
         if isinstance(route.body, Path) and plain and simple:
             with route.body.open("rb") as handle:
                 self.connection.sendfile(handle, offset=start, count=length)
@@ -308,13 +340,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk[: route.stall_after - sent])
                 self._stall()
                 return
-            self.wfile.write(chunk)
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if route.chunked else chunk)
             sent += len(chunk)
             if route.delay_per_chunk > 0 and self.owner._stopping.wait(route.delay_per_chunk):
                 raise _Abort
         if limit is not None:
             # drop_after at or beyond the body length: still end abruptly.
             self._cut(route.drop_reset)
+        if route.chunked:
+            self.wfile.write(b"0\r\n\r\n")
 
     def _cut(self, reset: bool) -> None:
         self.close_connection = True
@@ -461,6 +495,8 @@ class WebServer:
         headers: Mapping[str, str] | None = None,
         stall: bool = False,
         stall_after: int = 0,
+        chunked: bool = False,
+        fail_headers: Mapping[str, str] | None = None,
     ) -> str:
         """Register (or replace) what the server returns for *path*; return its URL.
 
@@ -489,6 +525,9 @@ class WebServer:
             stall: Send the headers (and *stall_after* body bytes), then send
                 nothing more until the client disconnects or the server stops.
             stall_after: See *stall*.
+            chunked: Send the body with ``Transfer-Encoding: chunked`` (one chunk
+                per write), without ``Content-Length``.
+            fail_headers: Extra headers of the *fail_status* answers (``Retry-After``).
 
         Returns:
             The absolute URL, e.g. ``https://127.0.0.1:PORT/path?query``.
@@ -516,6 +555,8 @@ class WebServer:
             headers=dict(headers or {}),
             stall=stall,
             stall_after=stall_after,
+            chunked=chunked,
+            fail_headers=dict(fail_headers or {}),
         )
         with self._lock:
             self._routes[match_path] = route

@@ -170,6 +170,8 @@ def run_cycle(
         finished = advance_export(monitor, ledger, export, options, shutdown)
         if finished is None:
             failed = ledger.export(export.id) or export
+            if stopping() and failed.error is None:
+                return  # stopped in the middle of a step, not failed: resumed next run
             result.failures.append(f"export {failed.export_id}: {failed.error}")
         elif finished.state == "delivered":
             result.delivered.append(finished)

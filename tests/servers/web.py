@@ -94,6 +94,7 @@ class Route:
     stall_after: int = 0
     chunked: bool = False
     fail_headers: dict[str, str] = field(default_factory=dict)
+    fail_after_drops: bool = False
     #: Requests that reached this route so far.
     hits: int = 0
     #: How many requests were answered with ``fail_status`` so far.
@@ -260,7 +261,9 @@ class _Handler(BaseHTTPRequestHandler):
                 failing = dropping = False
             else:
                 route.hits += 1
-                failing = route.failed < route.fail_times
+                failing = route.failed < route.fail_times and (
+                    not route.fail_after_drops or route.dropped >= route.drop_times
+                )
                 if failing:
                     route.failed += 1
                 dropping = (
@@ -497,6 +500,7 @@ class WebServer:
         stall_after: int = 0,
         chunked: bool = False,
         fail_headers: Mapping[str, str] | None = None,
+        fail_after_drops: bool = False,
     ) -> str:
         """Register (or replace) what the server returns for *path*; return its URL.
 
@@ -528,6 +532,8 @@ class WebServer:
             chunked: Send the body with ``Transfer-Encoding: chunked`` (one chunk
                 per write), without ``Content-Length``.
             fail_headers: Extra headers of the *fail_status* answers (``Retry-After``).
+            fail_after_drops: The *fail_times* failures come after the *drop_times*
+                cut answers, not before them.
 
         Returns:
             The absolute URL, e.g. ``https://127.0.0.1:PORT/path?query``.
@@ -557,6 +563,7 @@ class WebServer:
             stall_after=stall_after,
             chunked=chunked,
             fail_headers=dict(fail_headers or {}),
+            fail_after_drops=fail_after_drops,
         )
         with self._lock:
             self._routes[match_path] = route

@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from enum import IntEnum
 
+from exportmon.redact import redact
+
 
 class ExitCode(IntEnum):
     """Process exit codes (README, "Exit codes")."""
@@ -48,8 +50,8 @@ class ExportmonError(Exception):
             self.retryable = retryable
 
     def one_line(self) -> str:
-        """The message and hint as the single line the CLI prints."""
-        return f"{self.message} ({self.hint})" if self.hint else self.message
+        """The message and hint as the single line the CLI prints, secrets masked."""
+        return redact(f"{self.message} ({self.hint})" if self.hint else self.message)
 
 
 class UsageError(ExportmonError):

@@ -72,9 +72,6 @@ BLOCK_SIZE = 1024 * 1024
 CLOCK_SKEW = 300.0
 #: Answers worth another attempt: the server or the network may recover.
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-#: Answers that say the file is not there, or that this client may not have it:
-#: another attempt with the same link cannot change that.
-PERMANENT_STATUSES = frozenset({400, 401, 403, 404, 405, 410, 414, 451})
 EXPIRED_HINT = "ask the sender to re-run the export"
 
 

@@ -33,8 +33,16 @@ from exportmon.actions.plan import export_plan
 from exportmon.actions.steps import attempt
 from exportmon.atomic import sha256_file
 from exportmon.crashpoints import crash_point
-from exportmon.download import DownloadSettings, download
-from exportmon.errors import AuthError, ConfigError, ConnectionFailed, ExportmonError, MailError
+from exportmon.download import DownloadSettings, check_not_expired, download
+from exportmon.errors import (
+    AuthError,
+    ConfigError,
+    ConnectionFailed,
+    DownloadError,
+    ExportmonError,
+    LinkExpired,
+    MailError,
+)
 from exportmon.ledger import Export, Ledger, Mail
 from exportmon.log import get_logger
 from exportmon.mail.source import MailSource, PolledMail, open_source
@@ -168,6 +176,57 @@ def download_export(
         bytes=result.bytes,
         sha256=result.sha256,
         file_name=result.path.name,
+    )
+
+
+def redownload_if_gone(monitor: MonitorConfig, ledger: Ledger, export: Export) -> Export:
+    """``export`` ready for its next step, or sent back to download what is gone.
+
+    An export past ``new`` whose downloaded or unpacked files were removed (by hand,
+    by a cleanup job) cannot go on. It is unpacked again when the download is still
+    there, downloaded again when its link may still work, and otherwise fails for
+    good (not retried by itself) with one line saying what to do.
+    """
+    if export.state not in ("downloaded", "unpacked"):
+        return export
+    download = Path(export.download_path) if export.download_path else None
+    if export.state == "unpacked":
+        gone = [Path(f.path) for f in ledger.files(export.id) if not Path(f.path).exists()]
+        if not gone:
+            return export
+        if download is not None and download.is_file():
+            log.warning(
+                "export %s: unpacked file %s is gone; unpacking %s again",
+                export.export_id,
+                gone[0].name,
+                download.name,
+            )
+            ledger.reset_export(export.id, "downloaded")
+            return ledger.export(export.id) or export
+    elif download is not None and download.is_file():
+        return export
+    missing = download or Path(export.file_name or "download")
+    if export.kind == "link" and export.link:
+        try:
+            check_not_expired(export.link)
+        except LinkExpired:
+            raise DownloadError(
+                f"the downloaded file {missing} is gone and the link has expired",
+                hint=f"ask the sender to re-run export {export.export_id}",
+                retryable=False,
+            ) from None
+        log.warning(
+            "export %s: the downloaded file %s is gone; downloading it again",
+            export.export_id,
+            missing,
+        )
+        ledger.reset_export(export.id, "new")
+        return ledger.export(export.id) or export
+    raise MailError(
+        f"the saved attachment {missing} is gone",
+        hint="move the mail back to the mailbox's unread state or pass it to "
+        "`exportmon fetch --eml` again",
+        retryable=False,
     )
 
 

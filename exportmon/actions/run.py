@@ -31,7 +31,14 @@ from typing import Any
 
 from exportmon.actions.alerts import process_alerts
 from exportmon.actions.deliver import deliver_export
-from exportmon.actions.fetch import archive_mails, download_export, fetch, report_unreachable
+from exportmon.actions.fetch import (
+    DOWNLOAD_STEP,
+    archive_mails,
+    download_export,
+    fetch,
+    redownload_if_gone,
+    report_unreachable,
+)
 from exportmon.actions.monitor_run import monitor_run
 from exportmon.actions.plan import resume_plan
 from exportmon.actions.prune import prune
@@ -129,6 +136,17 @@ def advance_export(
     :func:`~exportmon.actions.steps.attempt`. A stop request is honoured between
     steps, never in the middle of one.
     """
+    if export.state in ("downloaded", "unpacked"):
+        checked = attempt(
+            monitor,
+            ledger,
+            export,
+            DOWNLOAD_STEP,
+            lambda: redownload_if_gone(monitor, ledger, export),
+        )
+        if checked is None:
+            return None
+        export = checked
     for state, step, work in STEPS:
         if export.state != state:
             continue

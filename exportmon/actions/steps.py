@@ -56,8 +56,9 @@ def attempt(
 
     The error is logged here, with the export it concerns, once per problem: at
     ERROR when the export fails at this step for the first time, at INFO ("still
-    failing") when a retry of an export already failing there fails again. The
-    caller goes on with other exports.
+    failing") when an automatic retry of an export already failing there fails
+    again. A permanent failure (not ``retryable``) is always an ERROR: it is only
+    tried again on request. The caller goes on with other exports.
 
     Whatever goes wrong while working on one export is that export's failure: any
     other exception (a bug, since input problems are raised as exportmon errors) is
@@ -70,7 +71,9 @@ def attempt(
         error = as_exportmon_error(raised)
         retry_at = retry_time(monitor, error)
         message = error.one_line() if retry_at is not None else not_retried(error)
-        again = export.error is not None and export.error_step == step
+        # A permanent failure is retried only when asked (--retry-failed): say it
+        # at ERROR every time, never as "still failing".
+        again = export.error is not None and export.error_step == step and error.retryable
         failed = ledger.fail_export(export.id, step, message, retry_at)
         label = f"export {export.export_id}" if export.export_id else "export"
         what = export.file_name or export.key

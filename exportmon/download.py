@@ -114,6 +114,7 @@ class DownloadSettings:
             ca_key="download.ca_file",
             allow_hosts=tuple(self.allow_hosts),
             allow_key="download.allow_hosts",
+            action="download from",
             timeout=self.timeout,
             min_rate=self.min_rate,
             max_redirects=self.max_redirects,

@@ -107,6 +107,8 @@ class HttpSettings:
     ca_key: str = "ca_file"
     allow_hosts: Sequence[str] = ()
     allow_key: str = "allow_hosts"
+    #: How refusals put it: "refused to <action> <host>" ("download from", "upload to").
+    action: str = "connect to"
     timeout: float = 60.0
     min_rate: int | None = None
     max_redirects: int = 5
@@ -185,7 +187,12 @@ def address_problem(address: str) -> str | None:
 
 
 def resolve_checked(
-    host: str, port: int, allow_hosts: Sequence[str], *, allow_key: str = "allow_hosts"
+    host: str,
+    port: int,
+    allow_hosts: Sequence[str],
+    *,
+    allow_key: str = "allow_hosts",
+    action: str = "connect to",
 ) -> list[str]:
     """The addresses of ``host`` that may be connected to, or :class:`LinkRefused`.
 
@@ -205,7 +212,7 @@ def resolve_checked(
         if problem and not (allowed or host_allowed(address, allow_hosts)):
             shown = host if host == address else f"{host} ({address})"
             raise LinkRefused(
-                f"refused to connect to {shown}: {problem}",
+                f"refused to {action} {shown}: {problem}",
                 hint=f'if this is your own server, add "{host}" to {allow_key}',
             )
     if not addresses:
@@ -687,7 +694,9 @@ def _exchange(
 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
     """Connect to a checked address of ``url``'s host, send the request, read the head."""
     scheme, host, port = check_scheme(url)
-    addresses = resolve_checked(host, port, settings.allow_hosts, allow_key=settings.allow_key)
+    addresses = resolve_checked(
+        host, port, settings.allow_hosts, allow_key=settings.allow_key, action=settings.action
+    )
     parts = urlsplit(url.strip())
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     if scheme == "https" and context is None:

@@ -19,16 +19,10 @@ import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from exportmon.download import (
-    DownloadSettings,
-    check_not_expired,
-    check_scheme,
-    display_url,
-    resolve_checked,
-    tls_context,
-    tls_error,
-)
+from exportmon.download import DownloadSettings, check_not_expired
 from exportmon.errors import ConnectionFailed, DownloadError, ExportmonError
+from exportmon.net.http import check_scheme, display_url, resolve_checked
+from exportmon.net.tls import client_context, tls_error
 from exportmon.units import format_size
 
 if TYPE_CHECKING:
@@ -41,10 +35,12 @@ def check_link(monitor: MonitorConfig, link: str) -> None:
     settings = DownloadSettings.from_config(monitor.download)
     scheme, host, port = check_scheme(link)
     check_not_expired(link)
-    addresses = resolve_checked(host, port, settings.allow_hosts)
+    addresses = resolve_checked(
+        host, port, settings.allow_hosts, allow_key="download.allow_hosts", action="download from"
+    )
     if scheme != "https":
         return
-    context = tls_context(settings.ca_file)
+    context = client_context(settings.ca_file, ca_key="download.ca_file")
     last: OSError | None = None
     for address in addresses:
         try:

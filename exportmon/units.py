@@ -79,3 +79,16 @@ def format_size(size: float) -> str:
 def plural(count: int, word: str, many: str | None = None) -> str:
     """``"1 export"``, ``"2 exports"``; ``many`` for irregular plurals (``"1 entry"``)."""
     return f"{count} {word if count == 1 else many or word + 's'}"
+
+
+def human_time(text: str | None, *, offset: bool = False) -> str:
+    """Ledger time as local ``2026-11-23 09:40`` (with ``+0100`` if ``offset``), ``-`` for none."""
+    from exportmon.ledger.db import from_text
+
+    if not text:
+        return "-"
+    try:
+        moment = from_text(text).astimezone()
+    except ValueError:
+        return text
+    return moment.strftime("%Y-%m-%d %H:%M %z" if offset else "%Y-%m-%d %H:%M")

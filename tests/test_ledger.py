@@ -171,3 +171,64 @@ def test_atomic_keeps_all_changes_of_the_block_or_none(ledger):
         raise RuntimeError("killed half-way")
     assert [m.uid for m in ledger.mails()] == ["1"]
     assert ledger.find_export("k3") is None
+
+
+def _counter_values(ledger):
+    return {(c.name, c.export_id, c.destination): c.value for c in ledger.counters()}
+
+
+def _deliver(ledger, key, export_id=777, destination="local:/srv/in"):
+    export = ledger.add_export(key=key, kind="link", export_id=export_id)
+    ledger.advance_export(export.id, "unpacked")
+    file = ledger.add_file(
+        path=f"/d/{key}.csv", name=f"{key}.csv", export_row=export.id, rows=5, bytes=50
+    )
+    delivery = ledger.start_delivery(
+        destination=destination, source_path=file.path, target=file.name, file_id=file.id
+    )
+    ledger.finish_delivery(delivery.id, bytes=50)
+    ledger.finish_delivery(delivery.id, bytes=50)  # finishing again counts nothing more
+    ledger.advance_export(export.id, "delivered")
+    ledger.advance_export(export.id, "delivered")
+    return export
+
+
+def test_counters_grow_once_per_change_and_pruning_leaves_them(ledger):
+    _deliver(ledger, "a")
+    _deliver(ledger, "b")
+    failing = ledger.add_export(key="c", kind="link", export_id=777)
+    ledger.fail_export(failing.id, "download", "HTTP 500", None)
+    ledger.fail_export(failing.id, "download", "HTTP 500", None)
+    broken = ledger.start_delivery(destination="local:/srv/in", source_path="/x", target="x")
+    ledger.fail_delivery(broken.id, "disk full")
+    expected = {
+        ("delivered_exports", "777", ""): 2,
+        ("delivered_files", "777", ""): 2,
+        ("delivered_rows", "777", ""): 10,
+        ("delivered_bytes", "777", ""): 100,
+        ("export_failures", "777", ""): 2,
+        ("destination_files", "", "local:/srv/in"): 2,
+        ("destination_bytes", "", "local:/srv/in"): 100,
+        ("destination_failures", "", "local:/srv/in"): 1,
+    }
+    assert _counter_values(ledger) == expected
+    ledger.prune("9999-01-01T00:00:00.000000Z")
+    assert ledger.exports("delivered") == []
+    assert _counter_values(ledger) == expected
+
+
+def test_counters_start_from_what_an_older_ledger_holds(tmp_path):
+    from exportmon.ledger.db import MIGRATIONS as ALL
+
+    path = tmp_path / "ledger.sqlite"
+    with Ledger.open(path) as ledger:
+        _deliver(ledger, "a")
+    with sqlite3.connect(path) as db:  # back to schema 3, as an older exportmon left it
+        db.execute("DROP TABLE counters")
+        db.execute("PRAGMA user_version = 3")
+    assert len(ALL) >= 4
+    with Ledger.open(path) as ledger:
+        values = _counter_values(ledger)
+    assert values[("delivered_files", "777", "")] == 1
+    assert values[("delivered_rows", "777", "")] == 5
+    assert values[("destination_bytes", "", "local:/srv/in")] == 50

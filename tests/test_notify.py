@@ -130,9 +130,7 @@ def test_a_refusing_webhook_keeps_its_queue_in_order_while_mail_goes_on(
     assert len(smtp_env.messages) == 2
 
 
-def test_urls_from_the_environment_are_secret_everywhere(
-    tmp_path, receiver, monkeypatch, caplog
-):
+def test_urls_from_the_environment_are_secret_everywhere(tmp_path, receiver, monkeypatch, caplog):
     receiver.fail(f"/hooks/{TOKEN}", 500)
     monkeypatch.setenv("NOTIFY_URLS", f"{json_url(receiver)} , ")
     monitor, ledger = monitor_with(tmp_path, '[alerts]\nnotify_env = "NOTIFY_URLS"\n')
@@ -158,9 +156,7 @@ def test_urls_from_a_command(tmp_path, receiver):
     assert alert.state == "sent" and len(receiver.at(f"/hooks/{TOKEN}")) == 1
 
 
-def test_an_unset_url_variable_waits_and_the_other_channels_go(
-    tmp_path, receiver, monkeypatch
-):
+def test_an_unset_url_variable_waits_and_the_other_channels_go(tmp_path, receiver, monkeypatch):
     out = tmp_path / "ran"
     monkeypatch.delenv("NOTIFY_URLS", raising=False)
     extra = f'[alerts]\nnotify_env = "NOTIFY_URLS"\ncommand = "cat > {out}"\n'

@@ -151,7 +151,10 @@ def test_markdown_escapes_table_separators(filled):
         elif current:
             tables.append(current)
             current = []
-    assert len(tables) == 2 and len(tables[0]) == 10  # header and nine exports
+    # Exports (a header and nine), their files (a header and two per delivered export)
+    # and the destinations.
+    assert len(tables) == 3 and len(tables[0]) == 10 and len(tables[1]) == 15
+    assert tables[1][0] == "| export | download | file | type | rows | size | delivered to |"
     for table in tables:  # an unescaped | in a value would add a cell
         assert {line.count(" | ") for line in table} == {table[0].count(" | ")}
     assert "=cmd\\|" in result.stdout
@@ -230,7 +233,7 @@ def test_table_output(filled):
     result = run_cli("-c", filled, "report")
     assert result.code == 0
     assert "9 exports: 7 delivered, 1 failed, 1 pending" in result.stdout
-    assert "Per destination" in result.stdout
+    assert "Destinations" in result.stdout
 
 
 def test_mail_to_sends_text_and_html_through_the_alert_smtp_settings(tmp_path, smtp_server):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from monitoring import (
@@ -50,7 +51,7 @@ def test_ok_late_missing_and_failing_give_the_nagios_exit_codes(tmp_path):
     result = nagios(path)
     assert result.code == 1, result.output
     assert result.stdout.startswith("EXPORTMON WARNING - export 777 did not arrive: expected ")
-    assert "1h late (every 1d)" in result.stdout
+    assert re.search(r"1h( 1m)? late \(every 1d\)", result.stdout)  # NOW is import time
 
     backdate_export(ledger, export, hours=2)  # 27 h ago: past grace
     result = nagios(path)
@@ -119,14 +120,15 @@ def test_with_several_monitors_the_worst_wins_and_names_its_monitor(tmp_path):
     assert nagios(good).code == 0
 
 
-def test_a_broken_config_is_unknown_for_nagios_and_a_usage_error_otherwise(tmp_path):
+def test_a_broken_config_is_critical_for_nagios_and_named_by_its_file(tmp_path):
     good, _, ledger = make(tmp_path / "a", "good", extra="")
     delivered_export(ledger, 777, "tok-1")
     broken = tmp_path / "broken.toml"
     broken.write_text("ids = [777]\n[source]\nkind = 'dir'\n")
     result = nagios(good, broken)
-    assert result.code == 3, result.output
-    assert "EXPORTMON UNKNOWN - config error: " in result.stdout and "source.path" in result.stdout
+    assert result.code == 2, result.output
+    assert result.stdout.startswith("EXPORTMON CRITICAL - broken: config does not load: ")
+    assert "source.path" in result.stdout
     result = run_cli("-c", good, "-c", broken, "status")
     assert result.code == 2
     assert "good" in result.stdout and "source.path" in result.stderr
@@ -174,10 +176,17 @@ def test_prometheus_output_parses_and_carries_the_figures(tmp_path):
     assert samples[("exportmon_state", (("export_id", "778"), ("monitor", "shop")))] == 2
     assert samples[("exportmon_delivered_rows_total", key)] == 120
     assert samples[("exportmon_delivered_files_total", key)] == 1
-    assert samples[("exportmon_exports_total", (*key, ("state", "delivered")))] == 1
+    assert samples[("exportmon_exports", (*key, ("state", "delivered")))] == 1
+    assert samples[("exportmon_exports", (*key, ("state", "failed")))] == 0
+    assert samples[("exportmon_delivered_exports_total", key)] == 1
+    dest = (("destination", "/srv/in"), ("monitor", "shop"))
+    assert samples[("exportmon_destination_delivered_files_total", dest)] == 1
+    assert samples[("exportmon_destination_state", dest)] == 0
     assert samples[("exportmon_last_success_timestamp_seconds", key)] > 1e9
     assert samples[("exportmon_monitor_state", (("monitor", "shop"),))] == 2
-    assert families["exportmon_exports"].type == "counter"
+    assert families["exportmon_exports"].type == "gauge"
+    assert families["exportmon_delivered_rows"].type == "counter"
+    assert families["exportmon_pending_exports"].type == "gauge"
     for line in text.splitlines():
         if line.startswith("# TYPE "):
             name = line.split()[2]
@@ -185,11 +194,12 @@ def test_prometheus_output_parses_and_carries_the_figures(tmp_path):
 
 
 def test_prometheus_label_values_are_escaped(tmp_path):
-    from exportmon.actions.status import ExportStatus, MonitorStatus, prometheus_text
+    from exportmon.actions.status import ExportStatus, MonitorStatus, summarise
+    from exportmon.render.prometheus import prometheus_text
 
     odd = MonitorStatus('we"ird\\name\n', None, None, "ok", "", "2026-01-01T00:00:00.000000Z")
     odd.exports = [ExportStatus(export_id=1, state="ok", reason="")]
-    (family, *_) = text_string_to_metric_families(prometheus_text([odd]))
+    (family, *_) = text_string_to_metric_families(prometheus_text(summarise([odd])))
     assert family.samples[0].labels["monitor"] == 'we"ird\\name\n'
 
 

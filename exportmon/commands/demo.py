@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from exportmon.actions.run import RunOptions
+from exportmon.actions.status import summarise
 from exportmon.commands.common import options
 from exportmon.commands.console import (
     print_json,
@@ -19,7 +20,7 @@ from exportmon.commands.console import (
     stdout_console,
     task_advancer,
 )
-from exportmon.commands.status import print_status_table
+from exportmon.commands.status import print_status
 from exportmon.demo import run_demo
 from exportmon.errors import UsageError
 
@@ -79,7 +80,8 @@ def demo_command(
         )
         return
     out = stdout_console()
-    print_status_table([result.status], datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc)
+    print_status(summarise([result.status], now=now), now)
     out.print(f"\nDelivered to the local folder {directory / 'delivered'}:", highlight=False)
     for path in result.delivered:
         out.print(f"  {path.relative_to(directory / 'delivered')}", highlight=False)

@@ -7,34 +7,24 @@ from datetime import datetime, timedelta, timezone
 from typing import Annotated
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
-from exportmon.actions.report import (
-    DESTINATION_COLUMNS,
-    EXPORT_COLUMNS,
-    Report,
-    build_report,
-    destination_cells,
-    export_cells,
-    mail_report,
-    render_csv,
-    render_html,
-    render_markdown,
-    title,
-)
-from exportmon.actions.status import mask_configured_secrets
+from exportmon.actions.mail_report import mail_report
+from exportmon.actions.report import collect_report
 from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import print_json, print_note, stdout_console
-from exportmon.config.schema import MonitorConfig
 from exportmon.errors import UsageError
-from exportmon.ledger import Ledger
+from exportmon.render.csv import render_csv
+from exportmon.render.html import render_html
+from exportmon.render.markdown import render_markdown
+from exportmon.render.table import report_table
 from exportmon.units import parse_duration
 
 EPILOG = """\
 Examples:
 
   exportmon report                              # the last 7 days, as a table
+
+  exportmon report --wide | less -S             # every column, nothing shortened
 
   exportmon report --since 30d --csv > month.csv
 
@@ -44,8 +34,6 @@ Examples:
 
   exportmon report --since 7d --mail-to ops@example.com   # weekly from cron
 """
-
-_OUTCOME_STYLES = {"delivered": "green", "failed": "bold red", "pending": "yellow"}
 
 
 def register(app: typer.Typer) -> None:
@@ -74,6 +62,10 @@ def report_command(
     as_html: Annotated[
         bool, typer.Option("--html", help="A self-contained HTML page with a chart.")
     ] = False,
+    wide: Annotated[
+        bool,
+        typer.Option("--wide", help="Every column and all of every text, however wide."),
+    ] = False,
     mail_to: Annotated[
         list[str] | None,
         typer.Option(
@@ -92,7 +84,7 @@ def report_command(
     now = datetime.now(timezone.utc)
     start, end = period(since, from_, to, now)
     monitors = select_monitors(ctx)
-    report = _build(monitors, start, end, now)
+    report = collect_report(monitors, start, end, now=now)
 
     if mail_to:
         used = mail_report(monitors, report, mail_to)
@@ -109,25 +101,10 @@ def report_command(
     elif as_html:
         typer.echo(render_html(report), nl=False)
     else:
-        _print_table(report)
+        console = stdout_console()
+        for line in report_table(report, console.width, wide=wide):
+            console.print(line, soft_wrap=True)
     raise typer.Exit(options(ctx).exit_code(work_failed=False))
-
-
-def _build(monitors: list[MonitorConfig], start: datetime, end: datetime, now: datetime) -> Report:
-    opened: list[Ledger] = []
-    try:
-        sources: list[tuple[MonitorConfig, Ledger | None]] = []
-        for monitor in monitors:
-            mask_configured_secrets(monitor)
-            ledger = None
-            if monitor.dirs.ledger.exists():
-                ledger = Ledger.open(monitor.dirs.ledger)
-                opened.append(ledger)
-            sources.append((monitor, ledger))
-        return build_report(sources, start, end, now=now)
-    finally:
-        for ledger in opened:
-            ledger.close()
 
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -168,29 +145,3 @@ def period(
     if start >= end:
         raise UsageError("the period is empty: --from must be before --to")
     return start, end
-
-
-def _print_table(report: Report) -> None:
-    console = stdout_console()
-    console.print(Text(title(report), style="bold"))
-    if report.exports:
-        table = Table(header_style="bold")
-        for column in EXPORT_COLUMNS:
-            numeric = column in ("files", "rows", "size", "duration")
-            table.add_column(column, overflow="fold", justify="right" if numeric else "left")
-        for export in report.exports:
-            cells = export_cells(export)
-            cells_text = [Text(cell) for cell in cells]
-            cells_text[EXPORT_COLUMNS.index("outcome")].stylize(_OUTCOME_STYLES[export.outcome])
-            table.add_row(*cells_text)
-        console.print(table)
-    else:
-        console.print("No exports were received in this period.")
-    if report.destinations:
-        table = Table(header_style="bold", title="Per destination")
-        for column in DESTINATION_COLUMNS:
-            table.add_column(column, overflow="fold")
-        for total in report.destinations:
-            table.add_row(*(Text(cell) for cell in destination_cells(total)))
-        console.print(table)
-    console.print(Text(report.summary.line(), style="bold"), soft_wrap=True)

@@ -14,6 +14,7 @@ read queries to :class:`Ledger`; no SQL lives outside this package.
 - :mod:`~exportmon.ledger.deliveries`: files written to destinations
 - :mod:`~exportmon.ledger.alerts`: alerts and the channels that carried them
 - :mod:`~exportmon.ledger.runs`: runs, step failures and notices
+- :mod:`~exportmon.ledger.counters`: running totals that never fall
 - :mod:`~exportmon.ledger.pruning`: forgetting old finished records
 """
 
@@ -23,11 +24,13 @@ import dataclasses
 from typing import Any
 
 from exportmon.ledger.alerts import Alert, AlertChannel, AlertRecords, UnsentAlerts
+from exportmon.ledger.counters import COUNTERS, Counter, CounterRecords
 from exportmon.ledger.db import MIGRATIONS, Database, from_text, now, to_text
 from exportmon.ledger.deliveries import (
     DELIVERY_STATES,
     Delivery,
     DeliveryRecords,
+    DestinationState,
     DestinationTotals,
 )
 from exportmon.ledger.exports import (
@@ -43,14 +46,17 @@ from exportmon.ledger.pruning import Pruning, StoredPath
 from exportmon.ledger.runs import Run, RunRecords, StepFailure
 
 __all__ = [
+    "COUNTERS",
     "DELIVERY_STATES",
     "EXPORT_STATES",
     "MAIL_STATES",
     "MIGRATIONS",
     "Alert",
     "AlertChannel",
+    "Counter",
     "Database",
     "Delivery",
+    "DestinationState",
     "DestinationTotals",
     "Export",
     "ExportFigures",
@@ -70,7 +76,15 @@ __all__ = [
 ]
 
 
-class Ledger(MailRecords, ExportRecords, DeliveryRecords, AlertRecords, RunRecords, Pruning):
+class Ledger(
+    MailRecords,
+    ExportRecords,
+    DeliveryRecords,
+    AlertRecords,
+    RunRecords,
+    CounterRecords,
+    Pruning,
+):
     """An open ledger file. Safe to share between threads of one process.
 
     Open with :meth:`open` (creates and migrates the file) and close with

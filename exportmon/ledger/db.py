@@ -180,6 +180,44 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX alert_channels_by_channel ON alert_channels (channel, state);
     """,
+    # 4: running totals that only ever grow (pruning leaves them), counted from what the
+    # ledger holds when the table is made.
+    """
+    CREATE TABLE counters (
+        name TEXT NOT NULL,
+        export_id TEXT NOT NULL DEFAULT '',
+        destination TEXT NOT NULL DEFAULT '',
+        value INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (name, export_id, destination)
+    );
+    INSERT INTO counters (name, export_id, value)
+        SELECT 'delivered_exports', coalesce(export_id, ''), count(*) FROM exports
+        WHERE state = 'delivered' GROUP BY 1, 2;
+    INSERT INTO counters (name, export_id, value)
+        SELECT 'delivered_files', coalesce(e.export_id, ''), count(*)
+        FROM files f JOIN exports e ON f.export_row = e.id
+        WHERE e.state = 'delivered' GROUP BY 1, 2;
+    INSERT INTO counters (name, export_id, value)
+        SELECT 'delivered_rows', coalesce(e.export_id, ''), coalesce(sum(f.rows), 0)
+        FROM files f JOIN exports e ON f.export_row = e.id
+        WHERE e.state = 'delivered' GROUP BY 1, 2;
+    INSERT INTO counters (name, export_id, value)
+        SELECT 'delivered_bytes', coalesce(e.export_id, ''), coalesce(sum(f.bytes), 0)
+        FROM files f JOIN exports e ON f.export_row = e.id
+        WHERE e.state = 'delivered' GROUP BY 1, 2;
+    INSERT INTO counters (name, export_id, value)
+        SELECT 'export_failures', coalesce(export_id, ''), sum(attempts) FROM exports
+        WHERE attempts > 0 GROUP BY 1, 2;
+    INSERT INTO counters (name, destination, value)
+        SELECT 'destination_files', destination, count(*) FROM deliveries
+        WHERE state = 'done' GROUP BY 1, 2;
+    INSERT INTO counters (name, destination, value)
+        SELECT 'destination_bytes', destination, coalesce(sum(bytes), 0) FROM deliveries
+        WHERE state = 'done' GROUP BY 1, 2;
+    INSERT INTO counters (name, destination, value)
+        SELECT 'destination_failures', destination, count(*) FROM deliveries
+        WHERE state = 'failed' GROUP BY 1, 2;
+    """,
 )
 
 

@@ -8,10 +8,12 @@ a string that names them (``local:/srv/in``, ``ftp://host/dir``).
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from exportmon.ledger.counters import raise_counter
 from exportmon.ledger.db import Database, check_state, now
 
 DELIVERY_STATES = ("started", "done", "failed")
@@ -48,6 +50,27 @@ class DestinationTotals:
     last_at: str | None
 
 
+@dataclass
+class DestinationState:
+    """One destination over every delivery the ledger holds."""
+
+    destination: str
+    files_delivered: int
+    bytes_delivered: int
+    #: Files (targets) whose latest delivery there failed.
+    failing: int
+    last_success: str | None
+    last_failure: str | None
+    last_error: str | None
+
+
+def _state_and_destination(db: sqlite3.Connection, delivery_id: int) -> tuple[str, str] | None:
+    found = db.execute(
+        "SELECT state, destination FROM deliveries WHERE id = ?", (delivery_id,)
+    ).fetchone()
+    return (found[0], found[1]) if found else None
+
+
 class DeliveryRecords(Database):
     """The ledger's deliveries."""
 
@@ -78,18 +101,25 @@ class DeliveryRecords(Database):
 
     def finish_delivery(self, delivery_id: int, *, bytes: int, sha256: str | None = None) -> None:
         with self._transaction() as db:
+            before = _state_and_destination(db, delivery_id)
             db.execute(
                 "UPDATE deliveries SET state = 'done', bytes = ?, sha256 = ?, error = NULL,"
                 " finished_at = ? WHERE id = ?",
                 (bytes, sha256, now(), delivery_id),
             )
+            if before is not None and before[0] != "done":
+                raise_counter(db, "destination_files", 1, destination=before[1])
+                raise_counter(db, "destination_bytes", bytes, destination=before[1])
 
     def fail_delivery(self, delivery_id: int, error: str) -> None:
         with self._transaction() as db:
+            before = _state_and_destination(db, delivery_id)
             db.execute(
                 "UPDATE deliveries SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
                 (error, now(), delivery_id),
             )
+            if before is not None:
+                raise_counter(db, "destination_failures", 1, destination=before[1])
 
     def delivery(self, delivery_id: int) -> Delivery | None:
         return self._one(Delivery, "SELECT * FROM deliveries WHERE id = ?", (delivery_id,))
@@ -166,4 +196,22 @@ class DeliveryRecords(Database):
             " FROM deliveries WHERE started_at >= ? AND started_at < ?"
             " GROUP BY destination ORDER BY destination",
             (start, end),
+        )
+
+    def destination_states(self) -> list[DestinationState]:
+        """Per destination: what was delivered there, and what is failing there now."""
+        return self._all(
+            DestinationState,
+            "SELECT d.destination,"
+            " coalesce(sum(d.state = 'done'), 0) AS files_delivered,"
+            " coalesce(sum(CASE WHEN d.state = 'done' THEN d.bytes END), 0) AS bytes_delivered,"
+            " (SELECT count(*) FROM deliveries l WHERE l.destination = d.destination"
+            "   AND l.state = 'failed' AND l.id = (SELECT max(m.id) FROM deliveries m"
+            "   WHERE m.destination = l.destination AND m.file_id IS l.file_id"
+            "   AND m.target = l.target)) AS failing,"
+            " max(CASE WHEN d.state = 'done' THEN d.finished_at END) AS last_success,"
+            " max(CASE WHEN d.state = 'failed' THEN d.finished_at END) AS last_failure,"
+            " (SELECT f.error FROM deliveries f WHERE f.destination = d.destination"
+            "   AND f.state = 'failed' ORDER BY f.id DESC LIMIT 1) AS last_error"
+            " FROM deliveries d GROUP BY d.destination ORDER BY d.destination",
         )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from exportmon.errors import LedgerError
+from exportmon.ledger.counters import count_delivered_export, raise_counter
 from exportmon.ledger.db import Database, check_state, now
 from exportmon.ledger.mails import settle_mail_in
 
@@ -245,6 +246,8 @@ class ExportRecords(Database):
             db.execute(
                 f"UPDATE exports SET {', '.join(assignments)} WHERE id = ?", (*params, row_id)
             )
+            if state == "delivered" and current[0] != "delivered":
+                count_delivered_export(db, row_id)
             if state == "delivered":
                 mail_id = db.execute(
                     "SELECT mail_id FROM exports WHERE id = ?", (row_id,)
@@ -264,6 +267,9 @@ class ExportRecords(Database):
                 " attempts = attempts + 1, updated_at = ? WHERE id = ?",
                 (error, step, stamp, retry_at, stamp, row_id),
             )
+            found = db.execute("SELECT export_id FROM exports WHERE id = ?", (row_id,)).fetchone()
+            if found is not None:
+                raise_counter(db, "export_failures", 1, export_id=found[0])
         export = self.export(row_id)
         if export is None:
             raise LedgerError(f"no export {row_id} in the ledger")

@@ -19,16 +19,18 @@ from typing import Any
 from exportmon.actions.report import Report, build_report
 from exportmon.actions.status import (
     MonitorStatus,
+    broken_config_status,
     mask_configured_secrets,
     overall,
-    prometheus_text,
     status_of,
+    summarise,
 )
 from exportmon.config.load import load_monitors
 from exportmon.config.schema import MonitorConfig
-from exportmon.errors import ConfigError, LedgerError
+from exportmon.errors import LedgerError
 from exportmon.ledger import Ledger, to_text
 from exportmon.redact import redact
+from exportmon.render.prometheus import prometheus_text
 
 #: Snapshots younger than this are reused (many clients refreshing at once).
 CACHE_SECONDS = 1.0
@@ -66,20 +68,7 @@ class Snapshot:
         }
 
     def metrics(self) -> str:
-        return prometheus_text(self.all_statuses)
-
-
-def broken_status(error: ConfigError, now: datetime) -> MonitorStatus:
-    """A config that does not load, as a monitor in error named by its file."""
-    path = Path(str(error.path)) if error.path is not None else None
-    return MonitorStatus(
-        monitor=path.stem if path is not None else "(config)",
-        config=str(path) if path is not None else None,
-        root=None,
-        state="error",
-        reason=redact(error.one_line()),
-        checked_at=to_text(now),
-    )
+        return prometheus_text(summarise(self.all_statuses, now=self.taken_at))
 
 
 def monitor_status(monitor: MonitorConfig, ledger: Ledger | None, now: datetime) -> MonitorStatus:
@@ -135,5 +124,5 @@ class Source:
         finally:
             for ledger in opened:
                 ledger.close()
-        broken_configs = [broken_status(error, now) for error in errors]
+        broken_configs = [broken_config_status(error, now=now) for error in errors]
         return Snapshot(now, statuses, broken_configs, report)

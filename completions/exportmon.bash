@@ -107,7 +107,7 @@ _exportmon() {
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --json --nagios --prometheus --output -o --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --json --nagios --prometheus --wide --output -o --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         report)
             case "$prev" in
                 --since) COMPREPLY=(); return ;;
@@ -117,7 +117,7 @@ _exportmon() {
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --since --from --to --json --csv --markdown --html --mail-to --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --since --from --to --json --csv --markdown --html --wide --mail-to --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         prune)
             case "$prev" in
                 --older-than) COMPREPLY=(); return ;;

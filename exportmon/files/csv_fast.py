@@ -44,6 +44,9 @@ ENGINE_VARIABLE = "EXPORTMON_CSV_ENGINE"
 NAME = "c"
 _BOM = codecs.BOM_UTF8
 _UTF8 = {"utf-8", "utf-8-sig"}
+#: Bytes read per block when a value hook runs Python for every value: small, so that a
+#: stop request (``checkpoint``) is seen within a fraction of a second.
+_HOOK_BLOCK = 8192
 #: Bytes read at a time from input in other encodings, where the reference's line
 #: limit check (``line_bound``) counts per read as the reference's reads do.
 _LINE_CHUNK = 8192
@@ -134,9 +137,10 @@ def rewrite(
         decoder = codecs.getincrementaldecoder(dialect.encoding)(errors="strict")
     head: bytes | None = b"" if in_codec == "utf-8-sig" else None  # until the BOM is known
     writer = _Writer(write)
+    block = _HOOK_BLOCK if hook is not None else BLOCK
     try:
         while True:
-            raw = reader.read(BLOCK if decoder is None else _LINE_CHUNK)
+            raw = reader.read(block if decoder is None else _LINE_CHUNK)
             checkpoint()
             if advance is not None and raw:
                 advance(len(raw))

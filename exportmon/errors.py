@@ -94,6 +94,16 @@ class AuthError(ExportmonError):
     """A server refused the credentials."""
 
 
+class SignInError(AuthError):
+    """An OAuth2 sign-in is missing, has expired or was refused by the provider.
+
+    Not retryable: someone has to run ``exportmon login`` (or fix the app
+    registration) before it can work again.
+    """
+
+    retryable = False
+
+
 class MailError(ExportmonError):
     """A mail could not be read or is not a usable export mail."""
 

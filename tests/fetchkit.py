@@ -193,12 +193,38 @@ def oauth_dovecot_server(tls_ca: Any, token_server: Any) -> Iterator[DovecotServ
     Dovecot asks ``<token_server>/tokeninfo/<token>`` and expects JSON whose
     ``username`` is the login name (see :func:`grant_token`).
     """
+    with oauth_dovecot(
+        tls_ca,
+        f"tokeninfo_url = {token_server.base_url}/tokeninfo/\nusername_attribute = username\n",
+    ) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def introspecting_dovecot(tls_ca: Any, oauth_server: Any) -> Iterator[DovecotServer]:
+    """A Dovecot taking XOAUTH2/OAUTHBEARER that validates every token at the
+    introspection endpoint (RFC 7662) of ``oauth_server`` (tests/servers/oauth.py)."""
+    settings = (
+        "introspection_mode = post\n"
+        f"introspection_url = {oauth_server.url('/introspect')}\n"
+        "force_introspection = yes\n"
+        "username_attribute = username\n"
+        "active_attribute = active\n"
+        "active_value = true\n"
+        f"tls_ca_cert_file = {tls_ca.ca_file}\n"
+    )
+    with oauth_dovecot(tls_ca, settings) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def oauth_dovecot(tls_ca: Any, oauth2_settings: str) -> Iterator[DovecotServer]:
+    """A Dovecot whose ``oauth2`` passdb (for XOAUTH2 and OAUTHBEARER) is configured
+    by ``oauth2_settings``; password logins keep working for the test's own clients."""
     workdir = Path(tempfile.mkdtemp(prefix="exportmon-oauth-"))
     workdir.chmod(0o755)
     settings = workdir / "oauth2.conf.ext"
-    settings.write_text(
-        f"tokeninfo_url = {token_server.base_url}/tokeninfo/\nusername_attribute = username\n"
-    )
+    settings.write_text(oauth2_settings)
     settings.chmod(0o644)
     server = DovecotServer(
         workdir,

@@ -30,6 +30,8 @@ from servers.browser import Browser
 from servers.dovecot import DovecotServer, MailUser
 from servers.ftp import FtpServer
 from servers.receiver import Receiver
+from servers.graph import GraphServer
+from servers.oauth import OAuthServer
 from servers.smtp import SmtpServer
 from servers.tlsca import LocalCA
 from servers.web import WebServer
@@ -193,3 +195,31 @@ def browser() -> Iterator[Browser]:
         yield _start_or_fail(chromium, "headless Chromium")
     finally:
         chromium.stop()
+
+
+#: The client ids the ``oauth_server`` fixture knows: a public one and a confidential one.
+OAUTH_CLIENT = "exportmon-test"
+OAUTH_APP = "exportmon-app"
+OAUTH_APP_SECRET = "app-secret-9c41d2"
+
+
+@pytest.fixture
+def oauth_server(tls_ca: LocalCA) -> Iterator[OAuthServer]:
+    """A local OAuth2 authorization server (device, PKCE, refresh, client credentials)."""
+    server = OAuthServer(
+        tls_ca.server, clients={OAUTH_CLIENT: None, OAUTH_APP: OAUTH_APP_SECRET}
+    )
+    try:
+        yield _start_or_fail(server, "OAuth2 server")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def graph_server(tls_ca: LocalCA, oauth_server: OAuthServer) -> Iterator[GraphServer]:
+    """A local Microsoft Graph mail API accepting the ``oauth_server``'s tokens."""
+    server = GraphServer(tls_ca.server, oauth_server)
+    try:
+        yield _start_or_fail(server, "Graph server")
+    finally:
+        server.stop()

@@ -81,7 +81,11 @@ def device_login(config: Path, server: OAuthServer, user, env: dict[str, str]) -
         text=True,
     )
     try:
-        code = wait_for(lambda: server.pending_user_codes(), timeout=30)[0]
+        code = wait_for(
+            lambda: server.pending_user_codes() or process.poll() is not None, timeout=30
+        )
+        assert process.poll() is None, process.communicate()[1]
+        code = server.pending_user_codes()[0]
         assert server.approve(user.name, code)
         _out, err = process.communicate(timeout=30)
     finally:

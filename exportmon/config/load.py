@@ -387,6 +387,8 @@ def _check_source(config: MonitorConfig, fail: Any) -> None:
                 fail,
                 required=True,
             )
+        elif source.auth == "oauth2":
+            _check_oauth(source, fail)
         elif not source.token_command:
             fail(
                 "source.token_command",
@@ -399,12 +401,41 @@ def _check_source(config: MonitorConfig, fail: Any) -> None:
                 '%s: source.security = "plain": the mail password travels unencrypted',
                 config.path,
             )
+    elif source.kind == "graph":
+        if not source.user:
+            fail("source.user", 'kind = "graph" needs the mailbox\'s address')
+        if source.auth != "oauth2":
+            fail("source.auth", 'kind = "graph" signs in with auth = "oauth2"')
+        else:
+            _check_oauth(source, fail)
+        if not source.graph_url.startswith("https://"):
+            fail("source.graph_url", "must be an https:// URL")
     elif not source.path:
         fail("source.path", f"kind = {source.kind!r} needs the path of the mail store")
     if not source.mailbox:
         fail("source.mailbox", "must not be empty")
     if "\r" in source.search or "\n" in source.search:
         fail("source.search", "must be one line of IMAP search criteria")
+
+
+def _check_oauth(source: Any, fail: Any) -> None:
+    """The OAuth2 sign-in settings: a provider that knows its endpoints and the flow."""
+    from exportmon.oauth.providers import flow_name, provider_for
+
+    _check_one_secret(
+        "source",
+        {
+            "oauth_client_secret": source.oauth_client_secret,
+            "oauth_client_secret_env": source.oauth_client_secret_env,
+            "oauth_client_secret_command": source.oauth_client_secret_command,
+        },
+        fail,
+        required=False,
+    )
+    try:
+        provider_for(source, flow_name(source))
+    except ConfigError as exc:
+        fail(exc.key or "source.oauth_provider", exc.message.split(": ", 1)[-1], exc.hint)
 
 
 def _check_csv(config: MonitorConfig, fail: Any) -> None:

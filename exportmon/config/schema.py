@@ -21,7 +21,7 @@ from exportmon.paths import MonitorDirs
 #: The gem's search: mails from ITRP that carry an export id header.
 ITRP_SEARCH = 'FROM ITRP HEADER X-ITRP-ExportID ""'
 
-SourceKind = Literal["imap", "pop3", "maildir", "mbox", "dir"]
+SourceKind = Literal["imap", "pop3", "maildir", "mbox", "dir", "graph"]
 Security = Literal["ssl", "starttls", "plain"]
 Quoting = Literal["minimal", "all", "nonnumeric", "none", "gem"]
 Overwrite = Literal["replace", "keep", "timestamp"]
@@ -54,9 +54,35 @@ class SourceConfig:
     password: str | None = _secret("IMAP/POP3 password (prefer password_command or password_env)")
     password_command: str | None = None
     password_env: str | None = None
-    #: ``password`` logs in with a password; the OAuth2 mechanisms use ``token_command``.
-    auth: Literal["password", "xoauth2", "oauthbearer"] = "password"
+    #: ``password`` logs in with a password; ``oauth2`` with exportmon's own OAuth2
+    #: sign-in (``exportmon login``, the ``oauth_*`` options); ``xoauth2`` and
+    #: ``oauthbearer`` with a token printed by ``token_command``.
+    auth: Literal["password", "xoauth2", "oauthbearer", "oauth2"] = "password"
     token_command: str | None = None
+    #: ``auth = "oauth2"``: microsoft, google or custom (the oauth_*_url endpoints);
+    #: unset: guessed from the host (Microsoft for kind = "graph").
+    oauth_provider: Literal["microsoft", "google", "custom"] | None = None
+    #: How ``exportmon login`` signs in; unset: device, or browser for Google.
+    oauth_flow: Literal["device", "browser", "client-credentials"] | None = None
+    #: The client (application) id of the app registered with the provider.
+    oauth_client_id: str = ""
+    #: Microsoft only: the tenant (directory) id or domain.
+    oauth_tenant: str = "common"
+    oauth_client_secret: str | None = _secret(
+        "the app's client secret (client-credentials, Google's installed apps)"
+    )
+    oauth_client_secret_command: str | None = None
+    oauth_client_secret_env: str | None = None
+    #: The scopes asked for; empty: the provider's mail scopes.
+    oauth_scopes: list[str] = field(
+        default_factory=list, metadata={"doc": "OAuth2 scopes; empty: the provider's defaults"}
+    )
+    #: Endpoints of a custom provider (token; device or authorize for the flow).
+    oauth_token_url: str | None = None
+    oauth_device_url: str | None = None
+    oauth_authorize_url: str | None = None
+    #: ``kind = "graph"``: the Microsoft Graph API's base address.
+    graph_url: str = "https://graph.microsoft.com/v1.0"
     mailbox: str = "INBOX"
     #: Folder processed mails are moved to; empty means leave them where they are.
     archive: str = "[Gmail]/All Mail"
@@ -78,6 +104,14 @@ class SourceConfig:
     def password_source(self) -> SecretSource:
         return SecretSource(
             "source.password", self.password, self.password_env, self.password_command
+        )
+
+    def oauth_client_secret_source(self) -> SecretSource:
+        return SecretSource(
+            "source.oauth_client_secret",
+            self.oauth_client_secret,
+            self.oauth_client_secret_env,
+            self.oauth_client_secret_command,
         )
 
     def default_port(self) -> int:

@@ -126,7 +126,7 @@ class ImapSource(MailSource):
         timeout = config.timeout or 60.0
         # Before connecting, as for POP3: a missing or failing secret is a config error,
         # not a connection problem, and leaves nothing open.
-        secret = login_secret(config)
+        secret = login_secret(self.monitor)
         context = client_tls_context(config)
         try:
             if config.security == "ssl":
@@ -175,7 +175,7 @@ class ImapSource(MailSource):
         try:
             if config.auth == "password":
                 client.login(config.user, secret)
-            elif config.auth == "xoauth2":
+            elif config.auth in ("xoauth2", "oauth2"):
                 client.oauth2_login(config.user, secret)
             else:
                 client.oauthbearer_login(config.user, secret)

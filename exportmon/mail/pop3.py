@@ -84,7 +84,7 @@ class Pop3Source(MailSource):
         config = self.monitor.source
         timeout = config.timeout or 60.0
         # Before connecting: a failing password command leaves nothing open.
-        secret = login_secret(config)
+        secret = login_secret(self.monitor)
         context = client_tls_context(config)
         client: poplib.POP3
         try:

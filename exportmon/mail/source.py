@@ -193,22 +193,32 @@ def client_tls_context(config: SourceConfig) -> ssl.SSLContext:
     return client_context(config.ca_file, ca_key="source.ca_file")
 
 
-def login_secret(config: SourceConfig) -> str:
-    """The password, or for OAuth2 a fresh token from ``source.token_command``."""
+def login_secret(monitor: MonitorConfig) -> str:
+    """The password; for ``auth = "oauth2"`` a fresh access token from the saved sign-in
+    (renewed when needed); for xoauth2/oauthbearer one from ``source.token_command``."""
+    config = monitor.source
     if config.auth == "password":
         return resolve(config.password_source())
+    if config.auth == "oauth2":
+        from exportmon import oauth
+
+        return oauth.access_token(monitor)
     # Tokens expire: run the command for every login.
     return resolve(SecretSource("source.token", command=config.token_command), cache=False)
 
 
 def login_refused(server: str, config: SourceConfig, reason: str) -> AuthError:
     """The one-line error for credentials the server refused (secrets masked)."""
-    how = "password" if config.auth == "password" else f"{config.auth} token"
+    if config.auth == "oauth2":
+        hint = "check source.user, that the app may use this protocol, and the sign-in (login)"
+    else:
+        how = "password" if config.auth == "password" else f"{config.auth} token"
+        hint = f"check source.user and the {how}"
     if reason.startswith(("b'", 'b"')):  # a bytes repr some libraries put in their text
         reason = reason_text(Exception(reason))
     return AuthError(
         f"{server} refused the login of {config.user}: {redact(reason) or 'no reason given'}",
-        hint=f"check source.user and the {how}",
+        hint=hint,
     )
 
 
@@ -231,6 +241,10 @@ def open_source(monitor: MonitorConfig) -> MailSource:
         return MboxSource(monitor)
     if kind == "dir":
         return DirSource(monitor)
+    if kind == "graph":
+        from exportmon.mail.graph import GraphSource
+
+        return GraphSource(monitor)
     raise ConfigError(f"unknown source kind {kind!r}", path=monitor.path, key="source.kind")
 
 

@@ -17,14 +17,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exportmon.errors import SignInError
-from exportmon.hooks.credentials import SecretSource, resolve
+from exportmon.hooks.credentials import resolve
 from exportmon.oauth import flows, store
-from exportmon.oauth.providers import Provider, provider_for
+from exportmon.oauth.providers import Provider, flow_name, provider_for
 
 #: Refresh when less than this is left of an access token's life (at most a quarter of it).
 REFRESH_MARGIN = 300.0
@@ -52,12 +51,7 @@ def login_hint(monitor: Any) -> str:
 
 
 def _client_secret(source: Any) -> str | None:
-    secret = SecretSource(
-        "source.oauth_client_secret",
-        getattr(source, "oauth_client_secret", None),
-        getattr(source, "oauth_client_secret_env", None),
-        getattr(source, "oauth_client_secret_command", None),
-    )
+    secret = source.oauth_client_secret_source()
     return resolve(secret) if secret.configured else None
 
 
@@ -79,8 +73,8 @@ def sign_in(
 ) -> store.Tokens:
     """Run the sign-in flow for ``monitor`` and save its tokens; the tokens."""
     source = monitor.source
-    flow = flow or source.oauth_flow
-    provider = provider_for(_with_flow(source, flow))
+    flow = flow or flow_name(source)
+    provider = provider_for(source, flow)
     client_id = _client_id(source)
     secret = _client_secret(source)
     hint = login_hint(monitor)
@@ -111,21 +105,6 @@ def sign_in(
     tokens.signed_in_at = tokens.refreshed_at
     store.save(monitor.dirs.root, tokens)
     return tokens
-
-
-@dataclass
-class _FlowView:
-    """``source`` seen with another flow (``exportmon login --flow``)."""
-
-    source: Any
-    oauth_flow: str
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.source, name)
-
-
-def _with_flow(source: Any, flow: str) -> Any:
-    return source if flow == source.oauth_flow else _FlowView(source, flow)
 
 
 def _take(tokens: store.Tokens, answer: dict[str, Any]) -> None:
@@ -159,7 +138,7 @@ def access_token(monitor: Any) -> str:
         tokens = store.load(root)
         source = monitor.source
         if tokens is None:
-            if source.oauth_flow == "client-credentials":
+            if flow_name(source) == "client-credentials":
                 return sign_in(monitor).access_token
             raise SignInError(
                 "nobody has signed in for this monitor yet",
@@ -168,9 +147,9 @@ def access_token(monitor: Any) -> str:
         now = time.time()
         if not _needs_refresh(tokens, now):
             return tokens.access_token
-        provider = provider_for(source)
+        provider = provider_for(source, tokens.flow)
         if tokens.refresh_token is None:
-            if source.oauth_flow == "client-credentials":
+            if tokens.flow == "client-credentials":
                 return sign_in(monitor).access_token
             raise SignInError(
                 "the saved sign-in has no refresh token", hint=f"run {login_hint(monitor)}"
@@ -217,7 +196,7 @@ def sign_in_state(monitor: Any) -> dict[str, Any] | None:
     except SignInError as exc:
         return {"signed_in": False, "problem": exc.one_line()}
     if tokens is None:
-        if monitor.source.oauth_flow == "client-credentials":
+        if flow_name(monitor.source) == "client-credentials":
             return {"signed_in": True, "flow": "client-credentials"}
         return {"signed_in": False, "problem": f"not signed in: run {login_hint(monitor)}"}
     state: dict[str, Any] = {

@@ -42,15 +42,39 @@ class Provider:
     console: str
 
 
-def provider_for(source: Any) -> Provider:
+def provider_name(source: Any) -> str:
+    """``oauth_provider``, or the one the host names (Microsoft for Graph)."""
+    if source.oauth_provider:
+        return str(source.oauth_provider)
+    host = (getattr(source, "host", "") or "").lower()
+    if source.kind == "graph" or host.endswith(("office365.com", "outlook.com", "office.com")):
+        return "microsoft"
+    if host.endswith(("gmail.com", "googlemail.com", "google.com")):
+        return "google"
+    raise ConfigError(
+        "oauth_provider is not set and the host does not say which provider it is",
+        key="source.oauth_provider",
+        hint='set oauth_provider = "microsoft", "google" or "custom"',
+    )
+
+
+def flow_name(source: Any) -> str:
+    """``oauth_flow``, or the provider's usual one: browser for Google, else device."""
+    if source.oauth_flow:
+        return str(source.oauth_flow)
+    return "browser" if provider_name(source) == "google" else "device"
+
+
+def provider_for(source: Any, flow: str | None = None) -> Provider:
     """The provider a ``[source]`` table signs in with (endpoints and default scopes).
 
     Raises :class:`ConfigError` for a custom provider without its endpoints or a
     flow the provider does not offer for mail.
     """
-    name = source.oauth_provider
+    name = provider_name(source)
+    flow = flow or flow_name(source)
     graph = source.kind == "graph"
-    app_only = source.oauth_flow == "client-credentials"
+    app_only = flow == "client-credentials"
     if name == "microsoft":
         tenant = source.oauth_tenant or ("organizations" if app_only else "common")
         if app_only and tenant in ("common", "organizations", "consumers"):
@@ -73,7 +97,7 @@ def provider_for(source: Any) -> Provider:
             "the Microsoft Entra admin center (App registrations)",
         )
     elif name == "google":
-        if source.oauth_flow == "device":
+        if flow == "device":
             raise ConfigError(
                 "Google's device flow does not allow the mail scope",
                 key="source.oauth_flow",

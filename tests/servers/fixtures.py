@@ -29,9 +29,9 @@ from servers import ServerStartError
 from servers.browser import Browser
 from servers.dovecot import DovecotServer, MailUser
 from servers.ftp import FtpServer
-from servers.receiver import Receiver
 from servers.graph import GraphServer
 from servers.oauth import OAuthServer
+from servers.receiver import Receiver
 from servers.smtp import SmtpServer
 from servers.tlsca import LocalCA
 from servers.web import WebServer

@@ -145,14 +145,18 @@ class GraphServer:
 
     # -- the API ----------------------------------------------------------------------
 
-    def handle(self, method: str, path: str, query: dict[str, str], headers: Any,
-               body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def handle(
+        self, method: str, path: str, query: dict[str, str], headers: Any, body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
         with self._lock:
             if self._throttle > 0:
                 self._throttle -= 1
                 self.requests["throttled"] += 1
-                return _json(429, {"error": {"code": "TooManyRequests"}},
-                             {"Retry-After": str(self._retry_after)})
+                return _json(
+                    429,
+                    {"error": {"code": "TooManyRequests"}},
+                    {"Retry-After": str(self._retry_after)},
+                )
         match = re.match(r"^/v1\.0/users/([^/]+)/(.*)$", path)
         if not match:
             return _json(404, {"error": {"code": "ResourceNotFound"}})
@@ -160,14 +164,29 @@ class GraphServer:
         token = (headers.get("Authorization") or "").removeprefix("Bearer ")
         owner = self.oauth.username_for(token)
         if owner is None or (owner.lower() != user and not owner.startswith("app:")):
-            return _json(401, {"error": {"code": "InvalidAuthenticationToken",
-                                         "message": "Access token has expired or is not valid."}})
+            return _json(
+                401,
+                {
+                    "error": {
+                        "code": "InvalidAuthenticationToken",
+                        "message": "Access token has expired or is not valid.",
+                    }
+                },
+            )
         with self._lock:
             box = self._box(user)
-            return self._route(box, method, rest, query, headers, body)
+            return self._route(box, user, method, rest, query, headers, body)
 
-    def _route(self, box: Mailbox, method: str, rest: str, query: dict[str, str], headers: Any,
-               body: bytes) -> tuple[int, dict[str, str], bytes]:
+    def _route(
+        self,
+        box: Mailbox,
+        user: str,
+        method: str,
+        rest: str,
+        query: dict[str, str],
+        headers: Any,
+        body: bytes,
+    ) -> tuple[int, dict[str, str], bytes]:
         parts = [unquote(p) for p in rest.split("/") if p]
         if parts[:1] == ["mailFolders"]:
             if len(parts) == 1 and method == "POST":
@@ -179,11 +198,16 @@ class GraphServer:
             if len(parts) == 1 or (len(parts) == 3 and parts[2] == "childFolders"):
                 self.requests["list-folders"] += 1
                 wanted = re.match(r"^displayName eq '(.*)'$", query.get("$filter", ""))
-                found = [
-                    {"id": i, "displayName": n}
-                    for i, n in box.folders.items()
-                    if "/" not in n and (wanted is None or n == wanted.group(1).replace("''", "'"))
-                ] if len(parts) == 1 else []
+                found = (
+                    [
+                        {"id": i, "displayName": n}
+                        for i, n in box.folders.items()
+                        if "/" not in n
+                        and (wanted is None or n == wanted.group(1).replace("''", "'"))
+                    ]
+                    if len(parts) == 1
+                    else []
+                )
                 return _json(200, {"value": found})
             folder_id = self._folder(box, parts[1])
             if folder_id is None:
@@ -192,15 +216,21 @@ class GraphServer:
                 self.requests["get-folder"] += 1
                 return _json(200, {"id": folder_id, "displayName": box.folders[folder_id]})
             if parts[2:] == ["messages", "delta"]:
-                return self._delta(box, folder_id, query, headers)
+                return self._delta(box, user, folder_id, query, headers)
         if parts[:1] == ["messages"] and len(parts) >= 2:
             message = box.messages.get(parts[1])
             if message is None:
                 return _json(404, {"error": {"code": "ErrorItemNotFound"}})
             if len(parts) == 2:
                 self.requests["get-message"] += 1
-                return _json(200, {"id": message.id, "internetMessageHeaders": message.headers,
-                                   "subject": message.subject})
+                return _json(
+                    200,
+                    {
+                        "id": message.id,
+                        "internetMessageHeaders": message.headers,
+                        "subject": message.subject,
+                    },
+                )
             if parts[2] == "$value":
                 self.requests["get-mime"] += 1
                 return 200, {"Content-Type": "text/plain"}, message.raw
@@ -225,8 +255,9 @@ class GraphServer:
                 return folder_id
         return None
 
-    def _delta(self, box: Mailbox, folder_id: str, query: dict[str, str],
-               headers: Any) -> tuple[int, dict[str, str], bytes]:
+    def _delta(
+        self, box: Mailbox, user: str, folder_id: str, query: dict[str, str], headers: Any
+    ) -> tuple[int, dict[str, str], bytes]:
         self.requests["delta"] += 1
         page_size = 10
         prefer = headers.get("Prefer") or ""
@@ -236,8 +267,15 @@ class GraphServer:
         if "$deltatoken" in query:
             since = int(query["$deltatoken"])
             if since < self._expired_before:
-                return _json(410, {"error": {"code": "SyncStateNotFound",
-                                             "message": "The sync state is not found."}})
+                return _json(
+                    410,
+                    {
+                        "error": {
+                            "code": "SyncStateNotFound",
+                            "message": "The sync state is not found.",
+                        }
+                    },
+                )
             offset, upto = 0, self._seq
         elif "$skiptoken" in query:
             since_text, upto_text, offset_text = query["$skiptoken"].split(".")
@@ -249,19 +287,27 @@ class GraphServer:
             if since < seq <= upto and event_folder == folder_id:
                 changes[message_id] = kind
         if since == 0:  # an initial round lists what is in the folder now
-            changes = {m: k for m, k in changes.items() if k == "added"
-                       and box.messages[m].folder == folder_id}
+            changes = {
+                m: k
+                for m, k in changes.items()
+                if k == "added" and box.messages[m].folder == folder_id
+            }
         items = list(changes.items())
-        page = items[offset:offset + page_size]
+        page = items[offset : offset + page_size]
         value = []
         for message_id, kind in page:
             if kind == "removed":
                 value.append({"id": message_id, "@removed": {"reason": "deleted"}})
             else:
                 message = box.messages[message_id]
-                value.append({"id": message_id, "internetMessageId": message.internet_message_id,
-                              "subject": message.subject})
-        base = f"{self.base_url}/users/x/mailFolders/{folder_id}/messages/delta"
+                value.append(
+                    {
+                        "id": message_id,
+                        "internetMessageId": message.internet_message_id,
+                        "subject": message.subject,
+                    }
+                )
+        base = f"{self.base_url}/users/{user}/mailFolders/{folder_id}/messages/delta"
         answer: dict[str, Any] = {"value": value}
         if offset + page_size < len(items):
             answer["@odata.nextLink"] = f"{base}?$skiptoken={since}.{upto}.{offset + page_size}"
@@ -285,8 +331,7 @@ class GraphServer:
                 query = {k: v[0] for k, v in parse_qs(split.query).items()}
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, headers, data = owner.handle(method, split.path, query, self.headers,
-                                                     body)
+                status, headers, data = owner.handle(method, split.path, query, self.headers, body)
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -306,8 +351,9 @@ class GraphServer:
         context.load_cert_chain(str(self.cert.cert_file), str(self.cert.key_file))
         server.socket = context.wrap_socket(server.socket, server_side=True)
         self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True,
-                         kwargs={"poll_interval": 0.05}).start()
+        threading.Thread(
+            target=server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
+        ).start()
         try:
             wait_for_port(LOCALHOST, server.server_address[1], timeout=10)
         except TimeoutError as exc:
@@ -321,7 +367,11 @@ class GraphServer:
             self._server = None
 
 
-def _json(status: int, body: dict, headers: dict[str, str] | None = None
-          ) -> tuple[int, dict[str, str], bytes]:
-    return status, {"Content-Type": "application/json", **(headers or {})}, json.dumps(
-        body).encode()
+def _json(
+    status: int, body: dict, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    return (
+        status,
+        {"Content-Type": "application/json", **(headers or {})},
+        json.dumps(body).encode(),
+    )

@@ -20,11 +20,27 @@ import sys
 import time
 from pathlib import Path
 
-from bench import csv_rewrite, download_speed, end_to_end, latency, poll_cost, unzip_speed
+from bench import (
+    csv_rewrite,
+    download_speed,
+    end_to_end,
+    graph_poll,
+    latency,
+    poll_cost,
+    unzip_speed,
+)
 
 BENCHMARKS = {
     module.NAME: module
-    for module in (csv_rewrite, download_speed, unzip_speed, poll_cost, latency, end_to_end)
+    for module in (
+        csv_rewrite,
+        download_speed,
+        unzip_speed,
+        poll_cost,
+        graph_poll,
+        latency,
+        end_to_end,
+    )
 }
 
 
@@ -49,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         options.csv_sizes, options.rss_size = "20MB", "20MB"
         options.download_size = options.unzip_size = "50MB"
         options.big = 2_000
+        options.graph_big = 2_000
         options.e2e_size, options.e2e_exports = "20MB", 10
         options.latency_mails, options.latency_once = 3, 1
     names = options.names or list(BENCHMARKS)

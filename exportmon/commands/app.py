@@ -34,6 +34,8 @@ COMMANDS = [
     LazyCommand("serve", "serve", "Serve the status page, /metrics and the API."),
     LazyCommand("status", "status", "Each monitor's state (also JSON, Nagios)."),
     LazyCommand("report", "report", "The exports of a period, per file."),
+    LazyCommand("login", "login", "Sign a mailbox in with OAuth2, once."),
+    LazyCommand("explain", "explain", "Why a mail is (or is not) taken."),
     LazyCommand("prune", "prune", "Remove old downloads and records."),
     LazyCommand("demo", "demo", "Try it on a built-in mailbox."),
     LazyCommand("completion", "completion", "Shell completion for bash, zsh, fish."),

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from html.parser import HTMLParser
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from exportmon.files.names import (
     EXPORT_SUFFIXES,
@@ -326,6 +326,38 @@ def identify(message: Message, monitor: MonitorConfig) -> tuple[str, int | None]
         if identity is not None:
             return recognizer.name, identity.export_id
     return None
+
+
+def identities(message: Message, monitor: MonitorConfig) -> list[tuple[str, Any, str]]:
+    """Each recogniser of ``monitor`` on ``message``: (name, identity or None, why not).
+
+    For ``exportmon explain``: ``why not`` says what a recogniser that does not apply
+    looked for and did not find.
+    """
+    found = []
+    for recognizer in recognizers(monitor):
+        identity = _identify(message, recognizer)
+        found.append((recognizer.name, identity, "" if identity else _why_not(message, recognizer)))
+    return found
+
+
+def forwarded_identities(message: Message, monitor: MonitorConfig) -> list[Any]:
+    """The identities recognisers find in mails forwarded (attached) inside ``message``."""
+    return [
+        identity
+        for inner in _forwarded(message, 1)
+        for recognizer in recognizers(monitor)
+        if (identity := _identify(inner, recognizer)) is not None
+    ]
+
+
+def _why_not(message: Message, recognizer: Recognizer) -> str:
+    pattern = recognizer.subject_pattern
+    if pattern is not None and pattern.search(header(message, "Subject") or "") is None:
+        return f"the subject does not match {pattern.pattern!r}"
+    if recognizer.id_header and header(message, recognizer.id_header) is None:
+        return f"no {recognizer.id_header} header"
+    return "no export id (no id header, no id in the subject, no export_id)"
 
 
 # --- links and attachments ---------------------------------------------------------

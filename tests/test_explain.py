@@ -118,3 +118,15 @@ def test_the_text_output_fits_and_escapes_sender_text(config, tmp_path):
 def test_a_missing_file_is_one_line(config, tmp_path):
     result = run_cli("-c", config(), "explain", tmp_path / "nope.eml")
     assert result.code == 2 and "cannot read" in result.stderr
+
+
+def test_the_mailbox_new_mails_and_those_left_alone(config, tmp_path):
+    mails = tmp_path / "mails"
+    mails.mkdir()
+    (mails / "a.eml").write_bytes(export_mail("https://93.184.216.34/e/a.csv", export_id=5))
+    (mails / "b.eml").write_bytes(export_mail("https://93.184.216.34/e/b.csv", token="t-b"))
+    path = config()
+    verdicts = explained(path)
+    assert sorted(v["outcome"] for v in verdicts) == ["download", "leave alone"]
+    assert any("export id 5 is not monitored" in v["reason"] for v in verdicts)
+    assert list((tmp_path / "state").glob("downloads/**/*.csv")) == []

@@ -186,3 +186,52 @@ def render(verdict: Verdict) -> str:
     for step in verdict.steps:
         lines.append(f"  {mark[step.passed]:<3} {step.check:<20} {printable(step.detail)}")
     return "\n".join(lines)
+
+
+def explain_mailbox(monitor: MonitorConfig, *, recent: int = 20) -> list[Verdict]:
+    """Verdicts for the monitor's mailbox: every mail a poll would look at now (a dry
+    run: nothing recorded), then the last ``recent`` mails the ledger recorded as left
+    alone or failed, with the reason recorded then."""
+    from exportmon.ledger import Ledger
+    from exportmon.mail.source import open_source
+
+    verdicts: list[Verdict] = []
+    monitor.dirs.create()
+    with Ledger.open(monitor.dirs.ledger) as ledger:
+        with open_source(monitor) as source:
+            for polled in source.poll(ledger, dry_run=True):
+                where = polled.location.describe()
+                info = polled.info
+                verdict = Verdict(
+                    where,
+                    polled.outcome == "export",
+                    {"export": "download", "failed": "fail"}.get(polled.outcome, "leave alone"),
+                    polled.reason or "",
+                    info.subject if info else None,
+                    info.sender if info else None,
+                )
+                for found in polled.found:
+                    verdict.export_id = found.export_id
+                    problem = link_problem(found.link, monitor) if found.link else None
+                    verdict.files.append(
+                        {"kind": found.kind, "file": found.file_name, "refused": problem}
+                    )
+                    if problem:
+                        verdict.outcome, verdict.reason = "fail", problem
+                if verdict.export_mail and not verdict.reason:
+                    names = ", ".join(str(f["file"]) for f in verdict.files)
+                    verdict.reason = f"an export mail for export {verdict.export_id}: {names}"
+                verdicts.append(verdict)
+        earlier = [m for m in ledger.mails("ignored", "failed")][-recent:]
+        for mail in earlier:
+            verdicts.append(
+                Verdict(
+                    f"recorded mail #{mail.id} ({mail.first_seen_at})",
+                    False,
+                    "left alone" if mail.state == "ignored" else "failed",
+                    mail.note or "",
+                    mail.subject,
+                    mail.sender,
+                )
+            )
+    return verdicts

@@ -26,6 +26,8 @@ Examples:
 
   exportmon -c 777.toml explain saved.eml
 
+  exportmon -c 777.toml explain          # the mailbox: new mails, and those left alone
+
   exportmon -c 777.toml explain --json ~/Maildir/cur/*
 
   exportmon -c 777.toml explain --headers newer-export.eml
@@ -34,12 +36,19 @@ Examples:
 
 def explain(
     ctx: typer.Context,
-    mails: Annotated[list[Path], typer.Argument(metavar="MAIL...", help="Saved mails (.eml).")],
+    mails: Annotated[
+        list[Path] | None,
+        typer.Argument(
+            metavar="[MAIL...]",
+            help="Saved mails (.eml); none: the monitor's mailbox, changing nothing.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per mail.")] = False,
     headers: Annotated[bool, typer.Option("--headers", help="Also print each mail's headers.")]
     = False,
 ) -> None:
-    from exportmon.actions.explain import explain_mail, printable, render
+    from exportmon.actions.explain import explain_mail, explain_mailbox, printable, render
     from exportmon.mail.message import parse
 
     monitors = select_monitors(ctx)
@@ -50,6 +59,10 @@ def explain(
             hint="choose one with -c FILE",
         )
     monitor = monitors[0]
+    if not mails:
+        for verdict in explain_mailbox(monitor):
+            print(json.dumps(verdict.as_dict()) if as_json else render(verdict))
+        return
     for path in mails:
         try:
             raw = path.read_bytes()

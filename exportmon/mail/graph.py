@@ -37,7 +37,6 @@ from exportmon.mail.source import (
     MailLocation,
     MailSource,
     PolledMail,
-    known_uids,
 )
 
 if TYPE_CHECKING:
@@ -221,7 +220,6 @@ class GraphSource(MailSource):
         )
         target = saved.get("delta") or first
         intake = Intake(self.monitor, ledger, dry_run=dry_run, relocating=False)
-        known: set[str] | None = None
         page_header = {"Prefer": f'IdType="ImmutableId", odata.maxpagesize={PAGE_SIZE}'}
         while True:
             status, answer = self._json("GET", target, extra_headers=page_header)
@@ -235,13 +233,11 @@ class GraphSource(MailSource):
                     f"{self.where}: delta query on {self.mailbox!r} answered HTTP {status}: "
                     f"{answer.get('error', {}).get('message', '')}".rstrip(": ")
                 )
-            items = [i for i in answer.get("value") or [] if "@removed" not in i and i.get("id")]
-            if items and known is None:
-                known = known_uids(ledger, self.key, self.mailbox, None)
-            for item in items:
-                if str(item["id"]) in (known or set()):
+            for item in answer.get("value") or []:
+                if "@removed" in item or not item.get("id"):
                     continue
-                self._take(intake, str(item["id"]))
+                if not self._taken_before(ledger, str(item["id"])):
+                    self._take(intake, str(item["id"]))
             if answer.get("@odata.nextLink"):
                 target = str(answer["@odata.nextLink"])
                 continue
@@ -250,6 +246,14 @@ class GraphSource(MailSource):
         if not dry_run and delta:
             ledger.save_mailbox_state(self.key, self.mailbox, None, 0, {"delta": delta})
         return intake.results
+
+    def _taken_before(self, ledger: Ledger, message_id: str) -> bool:
+        """Whether the mail was recorded before (one indexed look-up, not the whole list);
+        a mail recorded as new without exports (a crash cut its intake short) is taken again."""
+        mail = ledger.find_mail(source=self.key, mailbox=self.mailbox, uid=message_id)
+        if mail is None:
+            return False
+        return mail.state != "new" or bool(ledger.exports(mail_id=mail.id))
 
     def _take(self, intake: Intake, message_id: str) -> None:
         location = MailLocation(self.key, self.mailbox, None, message_id)

@@ -14,7 +14,7 @@ _exportmon() {
         --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
     esac
     case "$cmd" in
-        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp run serve status report prune demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp run serve status report login explain prune demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
         generate)
             case "$prev" in
                 --password) COMPREPLY=(); return ;;
@@ -118,6 +118,19 @@ _exportmon() {
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
             COMPREPLY=($(compgen -W " --since --from --to --json --csv --markdown --html --wide --mail-to --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
+        login)
+            case "$prev" in
+                --flow) COMPREPLY=($(compgen -W "device browser client-credentials" -- "$cur")); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W " --flow --no-browser --check --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
+        explain)
+            case "$prev" in
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W " --json --headers --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         prune)
             case "$prev" in
                 --older-than) COMPREPLY=(); return ;;

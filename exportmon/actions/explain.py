@@ -147,19 +147,26 @@ def _recognizer_step(name: str, identity: Any, why_not: str) -> Step:
 
 
 def _shown(link: str) -> str:
-    from exportmon.download import display_url
+    from exportmon.net.http import display_url
 
     return display_url(link)
 
 
 def link_problem(link: str, monitor: MonitorConfig) -> str | None:
     """Why a run would refuse to download ``link`` before the first byte, or None."""
-    from exportmon.download import check_not_expired, check_scheme, resolve_checked
+    from exportmon.download import check_not_expired
+    from exportmon.net.http import check_scheme, resolve_checked
 
     try:
         _scheme, host, port = check_scheme(link)
         check_not_expired(link)
-        resolve_checked(host, port, monitor.download.allow_hosts)
+        resolve_checked(
+            host,
+            port,
+            monitor.download.allow_hosts,
+            allow_key="download.allow_hosts",
+            action="download from",
+        )
     except ExportmonError as exc:
         return exc.one_line()
     return None

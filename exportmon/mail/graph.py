@@ -27,7 +27,6 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from exportmon.download import tls_context
 from exportmon.errors import ArchiveError, AuthError, ConnectionFailed, TLSError
 from exportmon.log import get_logger
 from exportmon.mail.source import (
@@ -38,6 +37,7 @@ from exportmon.mail.source import (
     MailSource,
     PolledMail,
 )
+from exportmon.net.tls import client_context
 
 if TYPE_CHECKING:
     from exportmon.config.schema import MonitorConfig
@@ -82,10 +82,7 @@ class GraphSource(MailSource):
     def _connect(self) -> http.client.HTTPSConnection:
         if self._connection is None:
             if self._context is None:
-                try:
-                    self._context = tls_context(self.monitor.source.ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise TLSError(f"cannot read source.ca_file: {exc}") from None
+                self._context = client_context(self.monitor.source.ca_file, ca_key="source.ca_file")
             timeout = self.monitor.source.timeout or 60.0
             self._connection = http.client.HTTPSConnection(
                 self.host, self.port, timeout=timeout, context=self._context

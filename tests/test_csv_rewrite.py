@@ -60,7 +60,7 @@ def test_gem_quoting_reproduces_the_gems_rewritten_files(gem_csvs, tmp_path):
         text = target.read_bytes().decode("utf-8")
         assert GEM_LINES[kind] in text, kind
         assert text.endswith("##\n")
-        assert result.engine == csv_fast.NAME
+        assert result.engine == (csv_fast.NAME if csv_fast.available() else "python")
     sites = (tmp_path / "out" / gem_csvs["sites"].name).read_bytes()
     assert sites == (
         b"ITRP ID|Source|Source ID|Disabled|Name|Address|City|State|Zip|Country|Time Zone|"
@@ -93,7 +93,8 @@ def test_rewriting_with_the_default_dialect_gives_the_input_back(gem_csvs, tmp_p
     for source in gem_csvs.values():
         result = rewrite_csv(source, tmp_path / source.name, Dialect())
         assert (tmp_path / source.name).read_bytes() == source.read_bytes()
-        assert result.engine == csv_fast.NAME and result.row_sep == "\n"
+        assert result.engine == (csv_fast.NAME if csv_fast.available() else "stdlib")
+        assert result.row_sep == "\n"
 
 
 def test_rows_are_records_not_lines(gem_csvs):

@@ -30,7 +30,6 @@ import email.policy
 import json
 import re
 import secrets
-import ssl
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,7 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from servers import LOCALHOST, ServerStartError, wait_for_port
+from servers import LOCALHOST
+from servers.https import start_https, stop_https
 from servers.oauth import OAuthServer
 from servers.tlsca import ServerCert
 
@@ -350,26 +350,11 @@ class GraphServer:
             def do_POST(self) -> None:
                 self._do("POST")
 
-        server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        server.daemon_threads = True
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(str(self.cert.cert_file), str(self.cert.key_file))
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        threading.Thread(
-            target=server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
-        ).start()
-        try:
-            wait_for_port(LOCALHOST, server.server_address[1], timeout=10)
-        except TimeoutError as exc:
-            self.stop()
-            raise ServerStartError(f"Graph server did not come up: {exc}") from exc
+        self._server = start_https(Handler, self.cert, "Graph server")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_https(self._server)
+        self._server = None
 
 
 def _json(

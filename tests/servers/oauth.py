@@ -27,7 +27,6 @@ import base64
 import hashlib
 import json
 import secrets
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from servers import LOCALHOST, ServerStartError, wait_for_port
+from servers import LOCALHOST
+from servers.https import start_https, stop_https
 from servers.tlsca import ServerCert
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -93,7 +93,6 @@ class OAuthServer:
         self._access: dict[str, tuple[str, float]] = {}
         self._refresh_failure: tuple[str, str] | None = None
         self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # -- what tests do ----------------------------------------------------------------
 
@@ -339,24 +338,8 @@ class OAuthServer:
                 else:
                     self._answer(status, result)
 
-        server = ThreadingHTTPServer((LOCALHOST, 0), Handler)
-        server.daemon_threads = True
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(str(self.cert.cert_file), str(self.cert.key_file))
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, daemon=True, kwargs={"poll_interval": 0.05}
-        )
-        self._thread.start()
-        try:
-            wait_for_port(LOCALHOST, server.server_address[1], timeout=10)
-        except TimeoutError as exc:
-            self.stop()
-            raise ServerStartError(f"OAuth server did not come up: {exc}") from exc
+        self._server = start_https(Handler, self.cert, "OAuth server")
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        stop_https(self._server)
+        self._server = None

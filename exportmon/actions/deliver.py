@@ -1,11 +1,12 @@
 """The step unpacked → delivered: every file of an export to every destination, once.
 
-Destinations are ``deliver.to`` (a local folder), ``deliver.ftp_url`` (FTP/FTPS)
-and, when either is set, ``deliver.archive_dir`` (a time-stamped copy of every
-file). Files go in ``deliver.order`` (export types first, in that order), then
-alphabetically. Each delivery is recorded in the ledger before its first byte
-moves (:meth:`Ledger.start_delivery`) and when its rename is done
-(:meth:`Ledger.finish_delivery`), so a restarted process knows exactly what
+Destinations are the monitor's ``[[deliver]]`` entries (a folder, FTP/FTPS, SFTP
+or HTTPS, see :mod:`exportmon.deliver.kinds`); the old ``[deliver]`` table gives
+``to``, ``ftp_url`` and ``archive_dir`` as entries. Files go in each destination's
+``order`` (export types first, in that order), then alphabetically. Each delivery
+is recorded in the ledger before its first byte moves (:meth:`Ledger.start_delivery`)
+and when its rename is done (:meth:`Ledger.finish_delivery`), so a restarted process
+knows exactly what
 reached where:
 
 * a file already delivered to a destination is skipped;
@@ -16,7 +17,7 @@ reached where:
   ``overwrite = "timestamp"``.
 
 When a file fails at a destination, the other files are still delivered there,
-unless ``deliver.order`` is set: then the files after it wait for the retry at
+unless that destination's ``order`` is set: then the files after it wait for the retry at
 that destination, so a consumer never gets sites before their organizations.
 Other destinations go on either way.
 """
@@ -29,13 +30,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exportmon.config.schema import DeliverConfig, MonitorConfig
+from exportmon.config.schema import DestinationConfig, MonitorConfig
 from exportmon.crashpoints import crash_point
 from exportmon.deliver import Destination, Outgoing, Placed, choose_target, delivery_order
-from exportmon.deliver.ftp import FtpDestination
-from exportmon.deliver.local import LocalDestination
+from exportmon.deliver.kinds import open_destination
 from exportmon.errors import DeliveryError, ExportmonError
-from exportmon.hooks.credentials import resolve
 from exportmon.ledger import Export, File, Ledger
 from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory
@@ -54,39 +53,13 @@ class Delivered:
     earlier: bool = False
 
 
-def destinations(deliver: DeliverConfig) -> list[Destination]:
-    """The destinations of a ``[deliver]`` table, the archive copy last.
+def destinations(configs: Sequence[DestinationConfig]) -> list[Destination]:
+    """The destinations of a monitor's ``[[deliver]]`` entries (or its old ``[deliver]``
+    table, see :attr:`MonitorConfig.destinations`), in the order written.
 
-    Empty when neither ``to`` nor ``ftp_url`` is set (an archive alone is no
-    delivery). Nothing is connected yet; the FTP password is resolved here.
+    Nothing is connected yet; passwords are resolved here.
     """
-    found: list[Destination] = []
-    if deliver.to:
-        found.append(LocalDestination(Path(deliver.to), overwrite=deliver.overwrite))
-    if deliver.ftp_url:
-        found.append(ftp_destination(deliver))
-    if found and deliver.archive_dir:
-        found.append(
-            LocalDestination(Path(deliver.archive_dir), overwrite="timestamp", kind="archive")
-        )
-    return found
-
-
-def ftp_destination(deliver: DeliverConfig) -> FtpDestination:
-    """The FTP destination of a ``[deliver]`` table (``ftp_url`` must be set)."""
-    source = deliver.ftp_password_source()
-    password = resolve(source) if source.configured else None
-    return FtpDestination(
-        deliver.ftp_url or "",
-        deliver.ftp_dir,
-        user=deliver.ftp_user,
-        password=password,
-        ca_file=deliver.ftp_ca_file,
-        passive=deliver.ftp_passive,
-        timeout=deliver.ftp_timeout,
-        retries=deliver.ftp_retries,
-        overwrite=deliver.overwrite,
-    )
+    return [open_destination(config) for config in configs]
 
 
 def deliver_one(
@@ -216,27 +189,28 @@ def deliver_export(
             f"export {export.id} is {export.state}, not unpacked: nothing to deliver yet",
             retryable=False,
         )
-    targets = destinations(monitor.deliver)
-    if not targets:
+    if not monitor.destinations:
         log.warning(
-            "no destination configured (deliver.to or deliver.ftp_url): '%s' stays undelivered",
+            "no destination configured ([[deliver]] url): '%s' stays undelivered",
             export.download_path,
         )
         return export
     files = ledger.files(export.id)
-    items = delivery_order(
-        [(Outgoing.from_path(Path(f.path), f.name, f.sha256), f) for f in files],
-        monitor.deliver.order,
-        name=lambda pair: pair[0].name,
-    )
+    outgoing = [(Outgoing.from_path(Path(f.path), f.name, f.sha256), f) for f in files]
     failures: list[ExportmonError] = []
-    for destination in targets:
+    for config in monitor.destinations:
+        try:
+            destination = open_destination(config)
+        except ExportmonError as exc:
+            failures.append(exc)
+            continue
+        items = delivery_order(outgoing, config.order, name=lambda pair: pair[0].name)
         delivered, failed = deliver_items(
             destination,
             items,
             ledger=ledger,
             progress=progress,
-            keep_order=bool(monitor.deliver.order),
+            keep_order=bool(config.order),
         )
         if failed:
             # The first failure is raised (and logged by the caller), later ones logged

@@ -120,8 +120,12 @@ def explain_mail(raw: bytes, monitor: MonitorConfig, where: str) -> Verdict:
             problem = link_problem(found.link, monitor)
             entry["refused"] = problem
             steps.append(
-                Step("link", problem is None, f"{_shown(found.link)} -> {found.file_name}: "
-                     + (problem or "passes the download rules"))
+                Step(
+                    "link",
+                    problem is None,
+                    f"{_shown(found.link)} -> {found.file_name}: "
+                    + (problem or "passes the download rules"),
+                )
             )
             if problem:
                 refusals.append(problem)

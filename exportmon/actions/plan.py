@@ -14,9 +14,9 @@ each destination (as the destination describes itself, see
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 import ssl
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from exportmon.download import DownloadSettings, check_not_expired
@@ -74,28 +74,18 @@ def destination_lines(monitor: MonitorConfig) -> list[str]:
     Each destination says it itself (its ``describe()``, where it has one); nothing
     is connected and no password is looked up.
     """
-    from exportmon.deliver.ftp import FtpDestination
-    from exportmon.deliver.local import LocalDestination
+    from exportmon.deliver.kinds import open_destination
 
-    deliver = monitor.deliver
     found: list[Any] = []
-    if deliver.to:
-        found.append(LocalDestination(Path(deliver.to), overwrite=deliver.overwrite))
-    if deliver.ftp_url:
+    for config in monitor.destinations:
+        # No password is looked up for a plan: the secrets are left out.
+        bare = dataclasses.replace(
+            config, password=None, password_env=None, password_command=None,
+            token=None, token_env=None, token_command=None, ssh_key_passphrase=None,
+            ssh_key_passphrase_env=None, ssh_key_passphrase_command=None,
+        )  # fmt: skip
         with contextlib.suppress(ExportmonError):
-            found.append(
-                FtpDestination(
-                    deliver.ftp_url,
-                    deliver.ftp_dir,
-                    user=deliver.ftp_user,
-                    password=None,
-                    overwrite=deliver.overwrite,
-                )
-            )
-    if found and deliver.archive_dir:
-        found.append(
-            LocalDestination(Path(deliver.archive_dir), overwrite="timestamp", kind="archive")
-        )
+            found.append(open_destination(bare))
     lines = []
     for destination in found:
         describe = getattr(destination, "describe", None)

@@ -475,6 +475,8 @@ def _cycle_failed(ledger: Ledger, error: ExportmonError, outcome: WatchOutcome) 
         log.error("%s", error.one_line())
     else:
         log.info("still failing: %s", error.one_line())
+
+
 def _reconnect_later(
     options: RunOptions,
     monitor: MonitorConfig,

@@ -158,11 +158,7 @@ def mask_configured_secrets(monitor: MonitorConfig) -> None:
 
     Password commands are not run for this: status and reports must not prompt or wait.
     """
-    for source in (
-        monitor.source.password_source(),
-        monitor.deliver.ftp_password_source(),
-        monitor.alerts.smtp_password_source(),
-    ):
+    for source in monitor.secret_sources():
         if source.value:
             register_secret(source.value)
         elif source.env:

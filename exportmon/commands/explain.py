@@ -45,8 +45,9 @@ def explain(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per mail.")] = False,
-    headers: Annotated[bool, typer.Option("--headers", help="Also print each mail's headers.")]
-    = False,
+    headers: Annotated[
+        bool, typer.Option("--headers", help="Also print each mail's headers.")
+    ] = False,
 ) -> None:
     from exportmon.actions.explain import explain_mail, explain_mailbox, printable, render
     from exportmon.mail.message import parse

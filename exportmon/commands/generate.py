@@ -185,7 +185,7 @@ def _list_monitors(ctx: typer.Context, as_json: bool) -> None:
             continue
         source = config.source
         where = source_url(source)
-        destinations = [d for d in (config.deliver.to, config.deliver.ftp_url) if d]
+        destinations = [d.url for d in config.destinations]
         entries.append(
             {
                 "name": config.name,

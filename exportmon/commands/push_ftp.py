@@ -155,8 +155,10 @@ def push_ftp_command(
                     continue
                 if order_list is not None:
                     wanted = order_list
+                elif monitor and monitor.destinations:
+                    wanted = monitor.destinations[0].order
                 else:
-                    wanted = monitor.deliver.order if monitor else []
+                    wanted = []
                 items = delivery_order(group.items, wanted, name=lambda pair: pair[0].name)
                 for destination in targets:
                     _deliver(step, emitter, group, destination, items, keep_order=bool(wanted))
@@ -258,10 +260,10 @@ def _monitor_destinations(
             "no destination: give --url and/or --to",
             hint="or deliver files of a monitor that has deliver.to or deliver.ftp_url",
         )
-    deliver = monitor.deliver
+    configs = monitor.destinations
     if overwrite is not None:
-        deliver = replace(deliver, overwrite=overwrite)
-    found = destinations(deliver)
+        configs = [replace(config, overwrite=overwrite) for config in configs]
+    found = destinations(configs)
     if not found:
         raise ConfigError(
             "no destination configured",

@@ -22,7 +22,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from exportmon.config.schema import MonitorConfig
+from exportmon.config.schema import DestinationConfig, MonitorConfig
 from exportmon.errors import ConfigError
 from exportmon.notify import apprise as apprise_channels
 from exportmon.paths import monitors_dir, state_dir
@@ -144,7 +144,19 @@ def parse(data: dict[str, Any], *, path: Path, name: str | None = None) -> Monit
 
     Relative paths in the config are taken relative to the file's directory.
     """
+    deliver = data.get("deliver")
+    entries: list[DestinationConfig] | None = None
+    if isinstance(deliver, list):
+        # [[deliver]]: an array of destinations; [deliver]: the old single table.
+        data = {k: v for k, v in data.items() if k != "deliver"}
+        entries = [
+            _build(DestinationConfig, entry, path, f"deliver[{i}].")
+            for i, entry in enumerate(deliver)
+        ]
     config = _build(MonitorConfig, data, path, prefix="")
+    for i, entry in enumerate(entries or []):
+        entry.key = f"deliver[{i}]."
+    config.deliver_list = entries
     config.name = name or path.stem
     config.path = path
     _resolve_paths(config, path.parent)
@@ -288,6 +300,12 @@ def _resolve_paths(config: MonitorConfig, base: Path) -> None:
     config.deliver.archive_dir = resolve(config.deliver.archive_dir)
     config.deliver.ftp_ca_file = resolve(config.deliver.ftp_ca_file)
     config.alerts.smtp_ca_file = resolve(config.alerts.smtp_ca_file)
+    for destination in config.deliver_list or []:
+        if "://" not in destination.url:
+            destination.url = resolve(destination.url) or ""
+        for f in dataclasses.fields(destination):
+            if f.metadata.get("path"):
+                setattr(destination, f.name, resolve(getattr(destination, f.name)))
 
 
 def _check_semantics(config: MonitorConfig, path: Path) -> None:
@@ -495,6 +513,37 @@ def _check_deliver(config: MonitorConfig, fail: Any) -> None:
         fail("deliver.ftp_url", "FTP options are set but ftp_url is missing")
     if deliver.ftp_retries < 0:
         fail("deliver.ftp_retries", "must not be negative")
+    for i, destination in enumerate(config.destinations):
+        _check_destination(destination, f"deliver[{i}]", fail)
+
+
+def _check_destination(destination: DestinationConfig, key: str, fail: Any) -> None:
+    from exportmon.deliver.urls import parse_destination_url
+    from exportmon.errors import UsageError
+
+    if not destination.url:
+        fail(f"{key}.url", "every destination needs a url", 'e.g. url = "/srv/in"')
+    try:
+        url = parse_destination_url(destination.url)
+    except UsageError as exc:
+        fail(f"{key}.url", exc.message, exc.hint)
+    for secret in ("password", "token", "ssh_key_passphrase"):
+        values = {
+            name: getattr(destination, name)
+            for name in (secret, f"{secret}_env", f"{secret}_command")
+        }
+        _check_one_secret(key, values, fail, required=False)
+    if destination.retries < 0:
+        fail(f"{key}.retries", "must not be negative")
+    if destination.trigger is None and destination.trigger_content:
+        fail(f"{key}.trigger_content", 'needs trigger = "file" or "export"')
+    if url.kind == "file" and destination.ca_file:
+        fail(f"{key}.ca_file", "a local folder has no TLS")
+    if destination.ca_file and not Path(destination.ca_file).is_file():
+        fail(f"{key}.ca_file", f"file not found: {destination.ca_file}")
+    for name in ("status_done", "status_fail", "status_warn"):
+        if getattr(destination, name) and not destination.status_url:
+            fail(f"{key}.{name}", "needs status_url")
 
 
 def _check_alerts(config: MonitorConfig, fail: Any) -> None:
@@ -559,7 +608,11 @@ def _secret_keys(config: MonitorConfig) -> list[str]:
         for f in dataclasses.fields(table):
             if f.metadata.get("secret") and getattr(table, f.name) not in (None, []):
                 found.append(f"{table_name}.{f.name}")
-    return found
+    for i, destination in enumerate(config.destinations):
+        for f in dataclasses.fields(destination):
+            if f.metadata.get("secret") and getattr(destination, f.name) not in (None, []):
+                found.append(f"deliver[{i}].{f.name}")
+    return sorted(set(found))
 
 
 def _check_permissions(config: MonitorConfig, path: Path, *, strict: bool) -> None:

@@ -244,12 +244,148 @@ class DeliverConfig:
     #: Keep a timestamped copy of every delivered file here.
     archive_dir: str | None = None
 
+    def destinations(self) -> list[DestinationConfig]:
+        """This table as ``[[deliver]]`` entries: ``to``, ``ftp_url`` (with ``ftp_dir``)
+        and, when either is set, ``archive_dir`` as a time-stamped copy. The FTP URL
+        is written the way :class:`~exportmon.deliver.ftp.FtpDestination` labels it,
+        so ledgers written before keep matching."""
+        found: list[DestinationConfig] = []
+        if self.to:
+            found.append(DestinationConfig(url=self.to, overwrite=self.overwrite, order=self.order))
+        if self.ftp_url:
+            # The URL's path is the folder below the login folder; "//abs" is absolute.
+            found.append(
+                DestinationConfig(
+                    url=self.ftp_url.strip().rstrip("/") + "/" + (self.ftp_dir or "."),
+                    user=self.ftp_user,
+                    password=self.ftp_password,
+                    password_env=self.ftp_password_env,
+                    password_command=self.ftp_password_command,
+                    ca_file=self.ftp_ca_file,
+                    passive=self.ftp_passive,
+                    timeout=self.ftp_timeout,
+                    retries=self.ftp_retries,
+                    overwrite=self.overwrite,
+                    order=self.order,
+                    key="deliver.ftp_",
+                )
+            )
+        if found and self.archive_dir:
+            found.append(
+                DestinationConfig(
+                    url=self.archive_dir, overwrite="timestamp", order=self.order, archive=True
+                )
+            )
+        return found
+
     def ftp_password_source(self) -> SecretSource:
         return SecretSource(
             "deliver.ftp_password",
             self.ftp_password,
             self.ftp_password_env,
             self.ftp_password_command,
+        )
+
+
+TempNaming = Literal["suffix", "prefix", "dir"]
+Trigger = Literal["file", "export"]
+Manifest = Literal["json", "csv"]
+
+
+def _path(doc: str, default: str | None = None) -> str | None:
+    """A file or folder option: ``~`` and ``$VAR`` expanded, relative to the config file."""
+    return field(default=default, metadata={"path": True, "doc": doc})
+
+
+@dataclass
+class DestinationConfig:
+    """``[[deliver]]``: one destination, named by its ``url``.
+
+    ``url`` is a local folder (``/srv/in``, ``file:///srv/in``), ``ftp://``,
+    ``ftps://``, ``sftp://`` or ``https://``; the rest are that destination's own
+    options (each kind reads the ones that apply to it). The old ``[deliver]``
+    table is turned into a list of these at load (:func:`DeliverConfig.destinations`).
+    """
+
+    url: str = ""
+    #: Login name (FTP, SFTP, HTTPS basic); may also be the URL's ``user@``.
+    user: str | None = None
+    password: str | None = _secret("password (prefer password_env or password_command)")
+    password_env: str | None = None
+    password_command: str | None = None
+    #: HTTPS: a bearer token instead of user and password.
+    token: str | None = _secret("HTTPS bearer token (prefer token_env or token_command)")
+    token_env: str | None = None
+    token_command: str | None = None
+    #: SFTP: the private key (OpenSSH or PEM); its passphrase, if any, as a secret.
+    ssh_key: str | None = _path("SFTP private key file")
+    ssh_key_passphrase: str | None = _secret("passphrase of ssh_key")
+    ssh_key_passphrase_env: str | None = None
+    ssh_key_passphrase_command: str | None = None
+    #: SFTP: host keys trusted (OpenSSH format), unless ``host_key`` pins one.
+    known_hosts: str | None = _path("OpenSSH known_hosts file", "~/.ssh/known_hosts")
+    #: SFTP: the one host key accepted, as ``SHA256:...`` (ssh-keygen -l).
+    host_key: str | None = None
+    #: HTTPS: ``POST`` or ``PUT``; the body is the file (``raw``) or a form (``multipart``).
+    method: Literal["POST", "PUT"] = "POST"
+    body: Literal["raw", "multipart"] = "raw"
+    multipart_field: str = "file"
+    headers: dict[str, str] = field(
+        default_factory=dict, metadata={"doc": "extra HTTP request headers"}
+    )
+    #: HTTPS: the receiving system's processing reference in the answer: a regular
+    #: expression with a group ``(?P<ref>...)``, or a JSON pointer (``/id``).
+    reference: str | None = None
+    #: HTTPS: polled until ``status_done`` holds; may contain ``{reference}``.
+    status_url: str | None = None
+    status_done: str | None = None
+    status_fail: str | None = None
+    status_warn: str | None = None
+    status_interval: float | None = _duration(30.0, "time between status polls")
+    status_timeout: float | None = _duration(24 * 3600.0, "give up polling after this long")
+    overwrite: Overwrite = "replace"
+    #: Export types delivered first, in this order; the rest follow alphabetically.
+    order: list[str] = field(
+        default_factory=list, metadata={"doc": "export types delivered first, in this order"}
+    )
+    #: A file is written under a temporary name first: ``<name><temp_suffix>``,
+    #: ``<temp_prefix><name>``, or in ``temp_dir`` (on the same server) and moved out.
+    temp_suffix: str = ".in_progress"
+    temp_prefix: str = ""
+    temp_dir: str | None = None
+    #: Trigger files written after the data: one per file or one per export.
+    trigger: Trigger | None = None
+    trigger_name: str = "{name}.done"
+    #: The trigger holds the row count and SHA-256 of what it announces.
+    trigger_content: bool = False
+    #: A manifest per export (files, sizes, rows, SHA-256), written last, atomically.
+    manifest: Manifest | None = None
+    manifest_name: str = "{export}.manifest.{format}"
+    retries: int = 3
+    timeout: float | None = _duration(60.0, "network timeout")
+    ca_file: str | None = _path("CA certificates trusted for TLS")
+    #: FTP: passive mode.
+    passive: bool = True
+    #: A time-stamped copy of every file (the old ``deliver.archive_dir``).
+    archive: bool = False
+    #: How messages name this entry's keys: ``deliver[0].`` (``deliver.ftp_`` for the
+    #: old table's FTP server), so an error names the key the user wrote.
+    key: str = field(default="deliver.", metadata={"derived": True})
+
+    def password_source(self) -> SecretSource:
+        return SecretSource(
+            self.key + "password", self.password, self.password_env, self.password_command
+        )
+
+    def token_source(self) -> SecretSource:
+        return SecretSource(self.key + "token", self.token, self.token_env, self.token_command)
+
+    def passphrase_source(self) -> SecretSource:
+        return SecretSource(
+            self.key + "ssh_key_passphrase",
+            self.ssh_key_passphrase,
+            self.ssh_key_passphrase_env,
+            self.ssh_key_passphrase_command,
         )
 
 
@@ -359,10 +495,37 @@ class MonitorConfig:
     zip: ZipConfig = field(default_factory=ZipConfig)
     #: ``None`` when the file has no ``[csv]`` table: files are delivered unchanged.
     csv: CsvConfig | None = None
+    #: The old single ``[deliver]`` table; ``destinations`` is what is used.
     deliver: DeliverConfig = field(default_factory=DeliverConfig)
+    #: The ``[[deliver]]`` entries; ``None`` when the file has the old ``[deliver]`` table.
+    deliver_list: list[DestinationConfig] | None = field(default=None, metadata={"derived": True})
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
     exports: dict[int, ExportExpectation] = field(default_factory=dict)
+
+    @property
+    def destinations(self) -> list[DestinationConfig]:
+        """Every destination: the ``[[deliver]]`` entries, or those of the ``[deliver]``
+        table (derived afresh, so a change to that table is seen)."""
+        if self.deliver_list is not None:
+            return self.deliver_list
+        return self.deliver.destinations()
+
+    @destinations.setter
+    def destinations(self, entries: list[DestinationConfig]) -> None:
+        self.deliver_list = list(entries)
+
+    def secret_sources(self) -> list[SecretSource]:
+        """Every password, token and passphrase the monitor names (configured or not)."""
+        found = [self.source.password_source()]
+        for destination in self.destinations:
+            found += [
+                destination.password_source(),
+                destination.token_source(),
+                destination.passphrase_source(),
+            ]
+        found += [self.alerts.smtp_password_source()]
+        return found
 
     @property
     def dirs(self) -> MonitorDirs:

@@ -24,7 +24,7 @@ import ssl
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 with warnings.catch_warnings():
     # ftputil warns that its default path encoding changes in 6.0; we always pass UTF-8.
@@ -48,6 +48,10 @@ from exportmon.net import retry
 from exportmon.net.tls import client_context, tls_error
 from exportmon.progress import ProgressFactory, start_task
 from exportmon.signals import checkpoint
+
+if TYPE_CHECKING:
+    from exportmon.config.schema import DestinationConfig
+    from exportmon.deliver.urls import DestinationURL
 
 log = get_logger(__name__)
 
@@ -376,3 +380,25 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and not isinstance(exc, ftputil.error.FTPError):
         return f"{type(exc).__name__}: {first}"
     return first
+
+
+def open_destination(config: DestinationConfig, url: DestinationURL) -> FtpDestination:
+    """The FTP/FTPS server of a ``[[deliver]]`` entry; the password is resolved here.
+
+    The URL's path is the folder below the login folder (``//in`` is absolute).
+    """
+    from exportmon.hooks.credentials import resolve
+
+    source = config.password_source()
+    password = resolve(source) if source.configured else None
+    return FtpDestination(
+        f"{url.kind}://{url.netloc}",
+        url.path[1:] if url.path.startswith("/") else url.path or ".",
+        user=config.user or url.user,
+        password=password,
+        ca_file=config.ca_file,
+        passive=config.passive,
+        timeout=config.timeout,
+        retries=config.retries,
+        overwrite=config.overwrite,
+    )

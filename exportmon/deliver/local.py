@@ -11,12 +11,17 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from exportmon.atomic import atomic_copy, sha256_stream
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
 from exportmon.errors import DeliveryError, UnsafePathError
 from exportmon.progress import ProgressFactory, start_task
 from exportmon.safe_open import folder, open_nofollow, parts_below
+
+if TYPE_CHECKING:
+    from exportmon.config.schema import DestinationConfig
+    from exportmon.deliver.urls import DestinationURL
 
 
 class LocalDestination:
@@ -96,3 +101,11 @@ class LocalDestination:
                 f"{item.bytes})"
             )
         return Placed(target=target, location=str(final), bytes=written)
+
+
+def open_destination(config: DestinationConfig, url: DestinationURL) -> LocalDestination:
+    """The local folder of a ``[[deliver]]`` entry (``archive = true``: a time-stamped
+    copy, labelled ``archive:`` in the ledger)."""
+    if config.archive:
+        return LocalDestination(Path(url.path), overwrite="timestamp", kind="archive")
+    return LocalDestination(Path(url.path), overwrite=config.overwrite)

@@ -136,7 +136,7 @@ class GraphSource(MailSource):
                 self.close()
                 if attempt == ATTEMPTS:
                     raise ConnectionFailed(f"cannot reach {self.where}: {exc}") from None
-                time.sleep(min(2.0 ** attempt, MAX_WAIT))
+                time.sleep(min(2.0**attempt, MAX_WAIT))
                 continue
             status = response.status
             if status == 429 or status >= 500:
@@ -211,9 +211,8 @@ class GraphSource(MailSource):
         folder = self._folder(self.mailbox)
         state = ledger.mailbox_state(self.key, self.mailbox)
         saved = json.loads(state.extra) if state and state.extra else {}
-        first = (
-            f"mailFolders/{folder}/messages/delta?"
-            + urlencode({"$select": "id,internetMessageId,subject"})
+        first = f"mailFolders/{folder}/messages/delta?" + urlencode(
+            {"$select": "id,internetMessageId,subject"}
         )
         target = saved.get("delta") or first
         intake = Intake(self.monitor, ledger, dry_run=dry_run, relocating=False)
@@ -221,8 +220,9 @@ class GraphSource(MailSource):
         while True:
             status, answer = self._json("GET", target, extra_headers=page_header)
             if status == 410 and target != first:
-                log.info("%s: the saved delta link has expired; reading the folder again",
-                         self.where)
+                log.info(
+                    "%s: the saved delta link has expired; reading the folder again", self.where
+                )
                 target, intake.relocating = first, True
                 continue
             if status != 200:
@@ -263,8 +263,7 @@ class GraphSource(MailSource):
             f"{h.get('name', '')}: {h.get('value', '')}\r\n"
             for h in answer.get("internetMessageHeaders") or []
         )
-        if not intake.screen_headers(location, (headers + "\r\n").encode("utf-8", "replace"),
-                                     None):
+        if not intake.screen_headers(location, (headers + "\r\n").encode("utf-8", "replace"), None):
             return
         status, raw = self._request(
             "GET", f"messages/{quote(message_id, safe='')}/$value", limit=MAX_MAIL_BYTES + 1
@@ -319,9 +318,9 @@ def _read_bounded(response: http.client.HTTPResponse, limit: int) -> tuple[bytes
 
 def _retry_after(header: str | None, attempt: int) -> float:
     try:
-        return min(MAX_WAIT, max(0.0, float(header))) if header else min(2.0 ** attempt, MAX_WAIT)
+        return min(MAX_WAIT, max(0.0, float(header))) if header else min(2.0**attempt, MAX_WAIT)
     except ValueError:
-        return min(2.0 ** attempt, MAX_WAIT)
+        return min(2.0**attempt, MAX_WAIT)
 
 
 def _graph_error(payload: bytes) -> str:

@@ -46,13 +46,8 @@ def channels(monitor: MonitorConfig) -> list[Channel]:
 
 def secret_variables(monitor: MonitorConfig) -> set[str]:
     """The environment variables the config names as holding secrets."""
-    names = (
-        monitor.source.password_env,
-        monitor.deliver.ftp_password_env,
-        monitor.alerts.smtp_password_env,
-        monitor.alerts.notify_env,
-        monitor.heartbeat.url_env,
-    )
+    names = [source.env for source in monitor.secret_sources()]
+    names += [monitor.alerts.notify_env, monitor.heartbeat.url_env]
     return {name for name in names if name}
 
 

@@ -41,9 +41,12 @@ def test_generate_gmail_writes_private_valid_config_and_hides_password(exportmon
         "row_sep",
         "quoting",
         "value_hook",
-        "ftp_url",
+        "url",
         "overwrite",
-        "archive_dir",
+        "archive",
+        "trigger",
+        "manifest",
+        "temp_suffix",
         "smtp_url",
         "repeat_after",
         "expect_every",
@@ -90,9 +93,7 @@ def test_password_from_stdin_and_refusal_to_overwrite(exportmon_home):
     path = exportmon_home / "monitors" / "people.toml"
     config = load_monitor(path)
     assert config.source.password == "StdinPw-77"
-    assert (
-        config.deliver.to == "/srv/in" and config.deliver.ftp_url == "ftps://ftp.example.com:2121"
-    )
+    assert [d.url for d in config.destinations] == ["/srv/in", "ftps://ftp.example.com:2121"]
     again = run_cli(
         "generate", "777", "a@example.com", "--password-command", "pass show x", "--name", "people"
     )

@@ -66,13 +66,11 @@ def render(new: NewMonitor, provider: Provider | None = None) -> str:
     else:
         secret = f"password = {q(new.password or '')}"
     provider_note = "\n".join(f"# {line}" for line in provider.note.splitlines())
-    ftp = (
-        f'ftp_url = {q(new.ftp_url)}\nftp_dir = "."\n'
-        '# ftp_user = "user"\n# ftp_password_env = "EXPORTMON_FTP_PASSWORD"\n'
+    ftp_entry = "[[deliver]]" if new.ftp_url else "# [[deliver]]"
+    ftp_url = (
+        f"url = {q(new.ftp_url)}"
         if new.ftp_url
-        else '# ftp_url = "ftps://ftp.example.com:21"   # ftp:// or ftps:// (explicit TLS)\n'
-        '# ftp_dir = "in/exports"                   # created one level at a time\n'
-        '# ftp_user = "user"\n# ftp_password_env = "EXPORTMON_FTP_PASSWORD"\n'
+        else '# url = "ftps://ftp.example.com:21/in/exports"'
     )
     return f"""\
 # exportmon monitor {q(name)}: export {new.export_id} mailed to {new.address}
@@ -145,15 +143,32 @@ search = {q(ITRP_SEARCH)}
 # replace_newlines = " "    # replaces line breaks inside values
 # value_hook = "myhooks:clean_value"   # a Python function called on every value
 
-[deliver]
-to = {q(to)}
-{ftp}# ftp_ca_file = "/etc/ssl/private-ca.pem"
-# ftp_passive = true
-# ftp_timeout = "60s"
-# ftp_retries = 3
+# Destinations: any number of [[deliver]] entries, each a url with its own options
+# (see docs/destinations.md). An export is delivered when every destination has it.
+[[deliver]]
+url = {q(to)}   # a folder, file:///..., ftp://, ftps://, sftp:// or https://
 # overwrite = "replace"     # replace, keep, or timestamp (keep earlier deliveries)
 # order = ["organizations", "sites"]  # export types delivered first, in this order
-# archive_dir = "/srv/exports/archive"  # keep a timestamped copy of every delivered file
+# temp_suffix = ".in_progress"  # written as <name>.in_progress, renamed once complete
+# temp_prefix = "."         # or as .<name>; temp_dir = "tmp": in a folder moved out of
+# trigger = "file"          # a trigger file after each file, or "export": one per export
+# trigger_name = "{{name}}.done"  # placeholders {{name}}, {{export}}, {{type}}
+# trigger_content = false   # the trigger holds the row count and SHA-256
+# manifest = "json"         # a manifest per export (json or csv), written last
+# manifest_name = "{{export}}.manifest.{{format}}"
+
+{ftp_entry}
+{ftp_url}   # ftp:// or ftps:// (explicit TLS)
+# user = "user"
+# password_env = "EXPORTMON_FTP_PASSWORD"
+# ca_file = "/etc/ssl/private-ca.pem"
+# passive = true
+# timeout = "60s"
+# retries = 3
+
+# [[deliver]]               # a time-stamped copy of every delivered file
+# url = "/srv/exports/archive"
+# archive = true
 
 [alerts]
 # smtp_url = "submission://smtp.example.com:587"  # smtp://, smtps:// or submission:// (STARTTLS)

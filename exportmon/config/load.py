@@ -502,13 +502,8 @@ def _check_deliver(config: MonitorConfig, fail: Any) -> None:
             "ftp_password_env": deliver.ftp_password_env,
             "ftp_password_command": deliver.ftp_password_command,
         }
+        # A plain ftp:// server is warned about where it is used (deliver.ftp), not here.
         _check_one_secret("deliver", secret_values, fail, required=bool(deliver.ftp_user))
-        if match.group(1) == "ftp":
-            log.warning(
-                "%s: deliver.ftp_url is ftp://, not ftps://: the FTP password and the files "
-                "travel unencrypted",
-                config.path,
-            )
     elif deliver.ftp_user or deliver.ftp_password or deliver.ftp_dir != ".":
         fail("deliver.ftp_url", "FTP options are set but ftp_url is missing")
     if deliver.ftp_retries < 0:
@@ -537,6 +532,17 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Any) -> N
         fail(f"{key}.retries", "must not be negative")
     if destination.trigger is None and destination.trigger_content:
         fail(f"{key}.trigger_content", 'needs trigger = "file" or "export"')
+    from exportmon.deliver.signals import TempNaming, check_template
+
+    try:
+        TempNaming.of(destination)
+    except UsageError as exc:
+        fail(f"{key}.temp_suffix", exc.message, exc.hint)
+    for name in ("trigger_name", "manifest_name"):
+        try:
+            check_template(getattr(destination, name), name)
+        except UsageError as exc:
+            fail(f"{key}.{name}", exc.message, exc.hint)
     if url.kind == "file" and destination.ca_file:
         fail(f"{key}.ca_file", "a local folder has no TLS")
     if destination.ca_file and not Path(destination.ca_file).is_file():

@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 
 log = get_logger(__name__)
 
+#: Plain FTP servers warned about in this process: once per run, where they are used.
+_warned_plain: set[str] = set()
+
 _URL = re.compile(r"(ftps?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d+))?/?")
 
 
@@ -171,6 +174,7 @@ class FtpDestination:
 
     def _connected(self) -> Any:
         if self._host is None:
+            self._warn_plain()
             factory = ftputil.session.session_factory(
                 base_class=_session_base(self.address.tls, self._tls_context(), self.timeout),
                 port=self.address.port,
@@ -188,6 +192,23 @@ class FtpDestination:
             host.stat_cache.disable()
             self._host = host
         return self._host
+
+    def _warn_plain(self) -> None:
+        """Say once per run, when a plain ``ftp://`` server is first used, that the
+        password and the files travel unencrypted (not with ``--quiet``)."""
+        from exportmon.log import quiet
+
+        if self.address.tls or self.label in _warned_plain:
+            return
+        _warned_plain.add(self.label)
+        if quiet():
+            return
+        key = f"{self.config.key}url" if self.config is not None else "the URL"
+        log.warning(
+            "%s: %s is ftp://, not ftps://: the FTP password and the files travel unencrypted",
+            self.display,
+            key,
+        )
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.address.tls:

@@ -211,7 +211,7 @@ def deliver_one(
         if ledger is not None and record is not None:
             ledger.fail_delivery(record.id, exc.one_line())
         discard = getattr(destination, "discard", None)
-        if discard is not None:
+        if discard is not None and not isinstance(exc, AuthError):  # no second refused login
             discard(target)
         raise
     crash_point("deliver.placed")
@@ -288,7 +288,7 @@ def place_signal(
             if ledger is not None and record is not None:
                 ledger.fail_delivery(record.id, exc.one_line())
             discard = getattr(destination, "discard", None)
-            if discard is not None:
+            if discard is not None and not isinstance(exc, AuthError):
                 discard(signal.target)
             raise
     crash_point("deliver.placed")

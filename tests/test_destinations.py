@@ -159,6 +159,12 @@ def test_a_failing_destination_holds_back_no_other_and_is_one_error_line(tmp_pat
     shown = json.loads(status.stdout)["monitors"][0]["destinations"]
     states = {d["destination"]: d["state"] for d in shown}
     assert states == {f"local:{bad}": "error", f"local:{good}": "ok"}
+    table = run_cli("-c", config, "status", env=env)
+    lines = table.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), table.stdout
+    (bad_row,) = [line for line in lines if "bad " in line and line.startswith("777")]
+    (good_row,) = [line for line in lines if "good " in line and line.startswith("777")]
+    assert " error " in bad_row and " ok " in good_row
     # Fixed: the retry delivers to the bad one only; the good one is not written again.
     bad.unlink()
     before = (good / FILES[0]).stat().st_mtime_ns
@@ -400,6 +406,13 @@ def test_an_ad_hoc_push_inside_a_monitor_settles_nothing(tmp_path, gem_fixtures,
     with ledger_of(tmp_path) as ledger:
         assert ledger.exports()[0].state == "unpacked"  # the monitor's folder has nothing yet
         assert {d.destination for d in ledger.deliveries()} == {ftp_url(ftp_server)}
+    status = run_cli("-c", config, "status", "--json")
+    shown = json.loads(status.stdout)["monitors"][0]["destinations"]
+    assert {d["destination"]: d["configured"] for d in shown} == {
+        ftp_url(ftp_server): False,
+        f"local:{out}": True,
+    }
+    assert "(ad hoc)" in run_cli("-c", config, "status", env={"COLUMNS": "80"}).stdout
     # The monitor's own destination gets the files on the next run, which settles it.
     run = run_cli("-c", config, "run", "--once")
     assert run.code == 0, run.stderr

@@ -430,7 +430,7 @@ def _monitor_targets(group: _Group, overwrite: str | None) -> list[_Target]:
         )
     configs = monitor.destinations
     if overwrite is not None:
-        configs = [replace(config, overwrite=overwrite) for config in configs]
+        configs = [replace(config, overwrite=overwrite) for config in configs]  # type: ignore[arg-type]
     if not configs:
         raise ConfigError(
             "no destination configured",
@@ -553,32 +553,32 @@ def flag_configs(flags: _Flags) -> list[DestinationConfig]:
                     hint="use --password-env VAR or --password-command CMD "
                     "(never on the command line)",
                 )
-        options = {
-            "user": flags.user,
-            "password_env": flags.password_env,
-            "password_command": flags.password_command,
-            "ca_file": str(flags.ca_file) if flags.ca_file and kind in ("ftps", "https") else None,
-            "passive": not flags.active,
-            "timeout": seconds,
-            "retries": 3 if flags.retries is None else flags.retries,
-        }
-        if kind == "sftp":
-            options["ssh_key"] = str(flags.ssh_key.expanduser()) if flags.ssh_key else None
-            options["ssh_key_passphrase_env"] = flags.ssh_key_passphrase_env
-            options["host_key"] = flags.host_key
-            if flags.known_hosts is not None:
-                options["known_hosts"] = str(flags.known_hosts.expanduser())
-        if kind == "https":
-            options["token_env"] = flags.token_env
-            options["token_command"] = flags.token_command
-            options["headers"] = headers
-            if flags.method:
-                options["method"] = flags.method
-            if flags.body:
-                options["body"] = flags.body
-        found.append(
-            DestinationConfig(
-                url=url, overwrite=policy, order=list(flags.order or []), key="--", **options
-            )
+        entry = DestinationConfig(
+            url=url,
+            user=flags.user,
+            password_env=flags.password_env,
+            password_command=flags.password_command,
+            ca_file=str(flags.ca_file) if flags.ca_file and kind in ("ftps", "https") else None,
+            passive=not flags.active,
+            timeout=seconds,
+            retries=3 if flags.retries is None else flags.retries,
+            overwrite=policy,
+            order=list(flags.order or []),
+            key="--",
         )
+        if kind == "sftp":
+            entry.ssh_key = str(flags.ssh_key.expanduser()) if flags.ssh_key else None
+            entry.ssh_key_passphrase_env = flags.ssh_key_passphrase_env
+            entry.host_key = flags.host_key
+            if flags.known_hosts is not None:
+                entry.known_hosts = str(flags.known_hosts.expanduser())
+        if kind == "https":
+            entry.token_env = flags.token_env
+            entry.token_command = flags.token_command
+            entry.headers = headers
+            if flags.method:
+                entry.method = flags.method  # type: ignore[assignment]
+            if flags.body:
+                entry.body = flags.body  # type: ignore[assignment]
+        found.append(entry)
     return found

@@ -543,6 +543,15 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Any) -> N
             check_template(getattr(destination, name), name)
         except UsageError as exc:
             fail(f"{key}.{name}", exc.message, exc.hint)
+    if url.kind in ("https", "http"):
+        for name in ("trigger", "manifest", "temp_prefix", "temp_dir"):
+            if getattr(destination, name):
+                fail(
+                    f"{key}.{name}",
+                    "an HTTPS destination takes each file in one request: it has no "
+                    "temporary names, triggers or manifests",
+                    "use status_url to learn when the receiving system has processed it",
+                )
     if url.kind == "file" and destination.ca_file:
         fail(f"{key}.ca_file", "a local folder has no TLS")
     if destination.ca_file and not Path(destination.ca_file).is_file():

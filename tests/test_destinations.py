@@ -39,7 +39,9 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def monitor_config(tmp_path: Path, gem_fixtures: Path, destinations: list[dict]) -> Path:
+def monitor_config(
+    tmp_path: Path, gem_fixtures: Path, destinations: list[dict], **extra: object
+) -> Path:
     """A monitor reading mails from a folder, one export mail with the gem's zip in it."""
     mails = tmp_path / "mails"
     mails.mkdir(exist_ok=True)
@@ -52,6 +54,7 @@ def monitor_config(tmp_path: Path, gem_fixtures: Path, destinations: list[dict])
             "root": str(tmp_path / "state"),
             "source": {"kind": "dir", "path": str(mails), "archive": ""},
             "deliver": destinations,
+            **extra,
         },
     )
 
@@ -140,8 +143,12 @@ def test_one_run_delivers_to_folders_ftp_and_ftps_with_their_signals(
 def test_a_failing_destination_holds_back_no_other_and_is_one_error_line(tmp_path, gem_fixtures):
     good, bad = tmp_path / "good", tmp_path / "bad"
     bad.write_text("a file where the folder should be")
+    alert = tmp_path / "alert.json"
     config = monitor_config(
-        tmp_path, gem_fixtures, [{"url": str(bad)}, {"url": str(good), "manifest": "json"}]
+        tmp_path,
+        gem_fixtures,
+        [{"url": str(bad)}, {"url": str(good), "manifest": "json"}],
+        alerts={"command": f"cat > {alert}"},
     )
     env = {"COLUMNS": "80"}
     first = run_cli("-c", config, "run", "--once", env=env)
@@ -156,9 +163,16 @@ def test_a_failing_destination_holds_back_no_other_and_is_one_error_line(tmp_pat
     with ledger_of(tmp_path) as ledger:
         assert ledger.exports()[0].state == "unpacked"
     status = run_cli("-c", config, "status", "--json", env=env)
-    shown = json.loads(status.stdout)["monitors"][0]["destinations"]
-    states = {d["destination"]: d["state"] for d in shown}
+    monitor = json.loads(status.stdout)["monitors"][0]
+    states = {d["destination"]: d["state"] for d in monitor["destinations"]}
     assert states == {f"local:{bad}": "error", f"local:{good}": "ok"}
+    # The failure (and so its alert) says where the export stands at each destination.
+    (problem,) = monitor["problems"]
+    progress = problem["details"]["destination_states"]
+    assert progress[f"local:{good}"] == "delivered"
+    assert progress[f"local:{bad}"].startswith("failed: cannot copy")
+    sent = json.loads(alert.read_text())
+    assert sent["destination_states"] == progress
     table = run_cli("-c", config, "status", env=env)
     lines = table.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines), table.stdout

@@ -271,12 +271,19 @@ class FtpDestination:
             if text.startswith("530"):
                 return AuthError(
                     f"{self.display}: login refused for user {self.user or 'anonymous'}: {text}",
-                    hint="check ftp_user and the FTP password",
+                    hint=self._login_hint(),
                 )
             return DeliveryError(f"{what} at {self.display} refused: {text}")
         if isinstance(exc, ftputil.error.InternalError):  # e.g. a listing it cannot parse
             return DeliveryError(f"{what} at {self.display} failed: {_describe(exc)}")
         return None
+
+    def _login_hint(self) -> str:
+        """Which settings hold the login, as the user wrote them."""
+        key = self.config.key if self.config is not None else "deliver.ftp_"
+        if key == "--":
+            return "check --user and --password-env / --password-command"
+        return f"check {key}user and the password ({key}password_env or _command)"
 
     # --- paths -------------------------------------------------------------------------
 

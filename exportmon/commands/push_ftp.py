@@ -54,7 +54,7 @@ Examples:
   exportmon push-ftp --url ftps://ftp.example.com:21 --dir in/exports --user u \\
       --password-env FTP_PASS export/*.csv
 
-  exportmon fetch | exportmon unzip | exportmon push          # the monitor's \\[[deliver]]
+  exportmon fetch | exportmon unzip | exportmon push          # the monitor's destinations
 
   exportmon push --to /srv/in --url sftp://u@sftp.example.com/in --ssh-key ~/.ssh/id x/*.csv
 
@@ -192,8 +192,8 @@ def push_ftp_command(
 ) -> None:
     """Deliver files to folders, FTP/FTPS, SFTP or HTTPS, never showing partial files.
 
-    With --url and/or --to the files go there; without, to the \\[\\[deliver]]
-    destinations of the monitor they belong to (or the one chosen with --config).
+    With --url and/or --to the files go there; without, to the destinations of the
+    monitor they belong to (or the one chosen with --config).
     Inside a monitor's state folder every delivery is recorded in its ledger; a file
     already delivered to a destination is skipped, and an export that reached every
     destination of its monitor is marked delivered so its mail can be archived

@@ -401,6 +401,32 @@ def test_a_dead_server_is_retried_once_for_the_batch(tmp_path, loose_files):
     assert "retried later" not in result.stderr
 
 
+def test_a_dead_server_costs_one_round_of_retries_per_run_not_per_export(tmp_path, gem_fixtures):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    out = tmp_path / "out"
+    dead = f"ftps://127.0.0.1:{port}/in"
+    entries = [{"url": dead, "retries": 1}, {"url": str(out)}]
+    config = monitor_config(tmp_path, gem_fixtures, entries)
+    zipped = (gem_fixtures / GEM_ZIP).read_bytes()
+    (tmp_path / "mails" / "b.eml").write_bytes(
+        export_mail(token="tok-0002", attachments=[("20130924-072313-export.zip", zipped)])
+    )
+    result = run_cli("-c", config, "run", "--once", env={"COLUMNS": "80"})
+    assert result.code == 1
+    lines = result.stderr.splitlines()
+    retried = [line for line in lines if line.startswith("WARNING") and "retrying" in line]
+    assert len(retried) == 1, result.stderr
+    errors = [line for line in lines if line.startswith("ERROR")]
+    assert len(errors) == 2 and all(f"127.0.0.1:{port}" in line for line in errors), errors
+    assert "not tried again for this export" in errors[1]
+    # The folder got both exports.
+    assert len([p for p in out.iterdir() if p.suffix == ".csv"]) == 4
+
+
 # --- 14.11: an ad-hoc push settles nothing -------------------------------------------------
 
 

@@ -38,6 +38,7 @@ import copy
 import dataclasses
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -62,6 +63,12 @@ from exportmon.log import get_logger
 from exportmon.progress import ProgressFactory
 
 log = get_logger(__name__)
+
+#: How long a destination found unreachable (a refused login, a dead server) is not
+#: tried again for the next exports of the same run: one round of retries per batch,
+#: not one per export. Short, so a watcher tries again soon for new exports.
+UNREACHABLE_FOR = 60.0
+_unreachable: dict[str, tuple[float, ExportmonError]] = {}
 
 
 @dataclass(frozen=True)
@@ -441,6 +448,10 @@ def deliver_export(
         except ExportmonError as exc:
             errors.append(exc)
             continue
+        known = _still_unreachable(destination, files, ledger)
+        if known is not None:
+            errors.append(known)
+            continue
         items = delivery_order(outgoing, config.order, name=lambda pair: pair[0].name)
         batch = Batch(items, export=export, keep_order=bool(config.order))
         outcome = deliver_batches(
@@ -449,7 +460,11 @@ def deliver_export(
         error = outcome.error()
         if error is not None:
             errors.append(error)
+            cause = next((f for f in outcome.failures if unreachable(f)), None)
+            if cause is not None:
+                _unreachable[destination.label] = (time.monotonic() + UNREACHABLE_FOR, cause)
             continue
+        _unreachable.pop(destination.label, None)
         log.info(
             "Copied %d file(s) from '%s' to '%s'",
             len(outcome.delivered),
@@ -470,6 +485,22 @@ def deliver_export(
     export = ledger.advance_export(export.id, "delivered")
     crash_point("export.delivered")
     return export
+
+
+def _still_unreachable(
+    destination: Destination, files: list[File], ledger: Ledger
+) -> ExportmonError | None:
+    """The error of a destination found unreachable moments ago in this run, when
+    this export still has files for it; ``None``: try it."""
+    known = _unreachable.get(destination.label)
+    if known is None or time.monotonic() >= known[0]:
+        return None
+    if all(ledger.delivered(f.id, destination.label) is not None for f in files):
+        return None
+    again = copy.copy(known[1])
+    again.message = f"not tried again for this export: {known[1].message}"
+    again.args = (again.message,)
+    return again
 
 
 def settle_exports(

@@ -173,6 +173,13 @@ def test_a_failing_destination_holds_back_no_other_and_is_one_error_line(tmp_pat
     assert progress[f"local:{bad}"].startswith("failed: cannot copy")
     sent = json.loads(alert.read_text())
     assert sent["destination_states"] == progress
+    metrics = run_cli("-c", config, "status", "--prometheus").stdout.splitlines()
+    series = {
+        line.split('destination="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in metrics
+        if line.startswith("exportmon_destination_state{")
+    }
+    assert series == {f"local:{bad}": 2, f"local:{good}": 0}
     table = run_cli("-c", config, "status", env=env)
     lines = table.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines), table.stdout

@@ -69,7 +69,7 @@ class Problem:
     #: Stable identity, the alert's subject: ``export:<row>``, ``mail:<id>``,
     #: ``step:<name>``, ``missing:<export id>:<expected at>``, ``rows:<row>:<type>``.
     key: str
-    #: ``failure``, ``missing``, ``rows``, ``late``, ``pending`` or ``unsent``.
+    #: ``failure``, ``missing``, ``rows``, ``late``, ``pending``, ``unsent`` or ``sign-in``.
     kind: str
     #: ``export:<export id>`` or ``monitor``: recoveries are announced per scope.
     scope: str
@@ -213,6 +213,8 @@ def find_problems(
             )
         )
 
+    problems.extend(sign_in_problems(monitor))
+
     unsent = ledger.unsent_alerts()
     if unsent.count:
         problems.append(
@@ -227,6 +229,30 @@ def find_problems(
             )
         )
     return problems
+
+
+def sign_in_problems(monitor: MonitorConfig) -> list[Problem]:
+    """A sign-in that ends soon (a warning, alerted once) or is missing (an error);
+    failed renewals are the mailbox's step failures already."""
+    if monitor.source.auth != "oauth2":
+        return []
+    from exportmon.oauth import sign_in_state
+
+    state = sign_in_state(monitor) or {}
+    problem = state.get("problem")
+    if not problem:
+        return []
+    return [
+        Problem(
+            key="sign-in",
+            kind="sign-in",
+            scope=MONITOR_SCOPE,
+            state="warning" if state.get("signed_in") else "error",
+            summary=_short(problem),
+            reason=_full(problem),
+            details={"monitor": monitor.name, "sign_in": state},
+        )
+    ]
 
 
 def _expectation_problems(

@@ -27,6 +27,7 @@ from exportmon.actions.problems import (
     config_problem,
     export_scope,
     find_problems,
+    sign_in_problems,
     worst,
 )
 from exportmon.config.load import discover, load_monitors
@@ -133,6 +134,9 @@ class MonitorStatus:
     alerts_pending: int = 0
     #: Set when the monitor's config does not load (``state`` is then ``error``).
     config_error: str | None = None
+    #: ``auth = "oauth2"`` monitors: who signed in with which flow, when the sign-in
+    #: was last renewed (``renewed_at``) and when it ends, if the provider said.
+    sign_in: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -200,6 +204,7 @@ def status_of(
         state="unknown",
         reason="",
         checked_at=to_text(moment),
+        sign_in=_sign_in(monitor),
     )
     if ledger is None:
         base.exports = [
@@ -212,6 +217,11 @@ def status_of(
             for export_id in monitor.ids
         ]
         base.reason = "never ran (no ledger yet)"
+        # A missing sign-in is worth saying before the first run.
+        base.problems = sign_in_problems(monitor)
+        if base.problems:
+            base.state = worst([p.state for p in base.problems])
+            base.reason = base.problems[0].summary
         return base
 
     problems = find_problems(monitor, ledger, now=moment)
@@ -268,6 +278,14 @@ def status_of(
             )
         )
     return base
+
+
+def _sign_in(monitor: MonitorConfig) -> dict[str, Any] | None:
+    if monitor.source.auth != "oauth2":
+        return None
+    from exportmon.oauth import sign_in_state
+
+    return sign_in_state(monitor)
 
 
 def _destination_totals(counters: dict[tuple[str, str, str], int], destination: str) -> Totals:

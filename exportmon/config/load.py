@@ -562,7 +562,18 @@ def _check_alerts(config: MonitorConfig, fail: Any) -> None:
             "smtp_password_env": alerts.smtp_password_env,
             "smtp_password_command": alerts.smtp_password_command,
         }
-        _check_one_secret("alerts", secret_values, fail, required=bool(alerts.smtp_user))
+        oauth2 = alerts.smtp_auth == "oauth2"
+        if oauth2 and config.source.auth != "oauth2":
+            fail(
+                "alerts.smtp_auth",
+                'smtp_auth = "oauth2" uses the mailbox\'s sign-in, but [source] auth is '
+                f"{config.source.auth!r}",
+                'set [source] auth = "oauth2" (and run exportmon login), or use a password',
+            )
+        if oauth2 and any(secret_values.values()):
+            fail("alerts.smtp_auth", 'smtp_auth = "oauth2" takes no SMTP password')
+        required = bool(alerts.smtp_user) and not oauth2
+        _check_one_secret("alerts", secret_values, fail, required=required)
     elif alerts.to and not alerts.command:
         fail("alerts.smtp_url", "alert recipients are set but no smtp_url to send through")
     _check_one_secret(

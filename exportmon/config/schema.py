@@ -396,6 +396,10 @@ class AlertsConfig:
     #: ``smtp://host:25``, ``smtps://host:465`` or ``submission://host:587`` (STARTTLS).
     smtp_url: str | None = None
     smtp_user: str | None = None
+    #: ``password`` logs in with smtp_user and the SMTP password; ``oauth2`` with
+    #: XOAUTH2 and the monitor's own sign-in (``[source] auth = "oauth2"``, ``exportmon
+    #: login``), as ``smtp_user`` or else the mailbox's ``[source] user``.
+    smtp_auth: Literal["password", "oauth2"] = "password"
     smtp_password: str | None = _secret("SMTP password")
     smtp_password_command: str | None = None
     smtp_password_env: str | None = None

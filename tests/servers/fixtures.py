@@ -206,9 +206,7 @@ OAUTH_APP_SECRET = "app-secret-9c41d2"
 @pytest.fixture
 def oauth_server(tls_ca: LocalCA) -> Iterator[OAuthServer]:
     """A local OAuth2 authorization server (device, PKCE, refresh, client credentials)."""
-    server = OAuthServer(
-        tls_ca.server, clients={OAUTH_CLIENT: None, OAUTH_APP: OAUTH_APP_SECRET}
-    )
+    server = OAuthServer(tls_ca.server, clients={OAUTH_CLIENT: None, OAUTH_APP: OAUTH_APP_SECRET})
     try:
         yield _start_or_fail(server, "OAuth2 server")
     finally:

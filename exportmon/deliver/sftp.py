@@ -225,6 +225,9 @@ class SftpDestination:
         self._sftp: Any = None
         self._posix_rename = True
         self._made_dirs: set[str] = set()
+        #: A login or host key refusal: the rest of the batch fails with it at once
+        #: instead of knocking again (``with destination:`` starts a new batch).
+        self._refused: ExportmonError | None = None
 
     def describe(self) -> str:
         """What delivering here does, for ``--dry-run`` (nothing is connected)."""
@@ -239,6 +242,7 @@ class SftpDestination:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        self._refused = None
 
     def close(self) -> None:
         """End the SFTP session and the SSH connection (quietly: they may be gone)."""
@@ -253,8 +257,14 @@ class SftpDestination:
                     log.debug("closing the SFTP connection to %s: %s", self.display, exc)
 
     def _connected(self) -> Any:
+        if self._refused is not None:
+            raise self._refused
         if self._sftp is None:
-            self._connect()
+            try:
+                self._connect()
+            except (AuthError, ConnectionFailed, UsageError) as exc:
+                self._refused = exc
+                raise
         return self._sftp
 
     def _connect(self) -> None:
@@ -507,11 +517,13 @@ class SftpDestination:
             except FileNotFoundError:
                 try:
                     sftp.mkdir(path)
-                except OSError:
-                    # Another client may have made it meanwhile; a real failure shows here.
-                    mode = sftp.stat(path).st_mode
-                    if not stat.S_ISDIR(mode or 0):
-                        raise
+                except OSError as exc:
+                    # Another client may have made it meanwhile; else the refusal stands.
+                    if not _is_dir(sftp, path):
+                        raise DeliveryError(
+                            f"cannot create the folder {path} at {self.display}: {_describe(exc)}",
+                            hint=f"create it, or let the user {self.user} write there",
+                        ) from None
             else:
                 if not stat.S_ISDIR(mode or 0):
                     raise DeliveryError(
@@ -524,41 +536,33 @@ class SftpDestination:
     def exists(self, target: str) -> bool:
         path = self.remote_path(target)
 
-        def check(sftp: Any) -> bool:
-            try:
-                sftp.lstat(path)
-            except FileNotFoundError:
-                return False
-            return True
-
-        return bool(self._with_retries(f"checking {target}", check))
+        return bool(self._with_retries(f"checking {target}", lambda sftp: _exists(sftp, path)))
 
     def holds(self, target: str, size: int, sha256: str | None) -> bool:
         """Whether ``target`` is a file of ``size`` bytes and, when ``sha256`` is given,
         of those very bytes, read back (SFTP has no checksum request OpenSSH answers).
         Only deliveries cut short by a crash or a failure are checked, and a file of
-        the same name and size (yesterday's export) must not pass for today's."""
-        path = self.remote_path(target)
+        the same name and size (yesterday's export) must not pass for today's.
+
+        An upload complete under its temporary name (a crash between the size check
+        and the rename) passes the same check there and is renamed to ``target``
+        instead of being uploaded again.
+        """
+        final = self.remote_path(target)
+        temporary = self.temporary(target)
 
         def check(sftp: Any) -> bool:
-            try:
-                attributes = sftp.stat(path)
-            except FileNotFoundError:
-                return False
-            if not stat.S_ISREG(attributes.st_mode or 0) or attributes.st_size != size:
-                return False
-            if sha256 is None:
+            if _has(sftp, final, size, sha256):
                 return True
-            digest = hashlib.sha256()
-            with sftp.open(path, "rb") as remote:
-                # readv keeps a window of requests in flight: fast, and bounded memory.
-                for start in range(0, size, _READ_WINDOW):
-                    end = min(size, start + _READ_WINDOW)
-                    chunks = [(at, min(_REQUEST, end - at)) for at in range(start, end, _REQUEST)]
-                    for block in remote.readv(chunks):
-                        digest.update(block)
-                    checkpoint()
-            return digest.hexdigest() == sha256
+            # Only a temporary file whose bytes are known to be right is taken.
+            if sha256 is None or not _has(sftp, temporary, size, sha256):
+                return False
+            if self.overwrite == "keep" and _exists(sftp, final):
+                sftp.remove(temporary)  # another file took the name meanwhile: it stays
+                return False
+            log.info("%s was complete under %s; renaming it", target, temporary)
+            self._rename(sftp, temporary, final)
+            return True
 
         return bool(self._with_retries(f"checking {target}", check))
 
@@ -633,6 +637,43 @@ class SftpDestination:
             self.close()
 
 
+def _has(sftp: Any, path: str, size: int, sha256: str | None) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes with that SHA-256 (read back)."""
+    try:
+        attributes = sftp.stat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(attributes.st_mode or 0) or attributes.st_size != size:
+        return False
+    if sha256 is None:
+        return True
+    digest = hashlib.sha256()
+    with sftp.open(path, "rb") as remote:
+        # readv keeps a window of requests in flight: fast, and bounded memory.
+        for start in range(0, size, _READ_WINDOW):
+            end = min(size, start + _READ_WINDOW)
+            chunks = [(at, min(_REQUEST, end - at)) for at in range(start, end, _REQUEST)]
+            for block in remote.readv(chunks):
+                digest.update(block)
+            checkpoint()
+    return digest.hexdigest() == sha256
+
+
+def _exists(sftp: Any, path: str) -> bool:
+    try:
+        sftp.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _is_dir(sftp: Any, path: str) -> bool:
+    try:
+        return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
+    except OSError:
+        return False
+
+
 def _is_file(sftp: Any, path: str) -> bool:
     try:
         return stat.S_ISREG(sftp.stat(path).st_mode or 0)
@@ -688,15 +729,16 @@ def _auth_reason(exc: BaseException) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    """A one-line reason: the OS error or the library's text, with its kind when the
-    text alone says little."""
-    text = str(getattr(exc, "strerror", None) or exc).strip()
+    """A one-line reason: the OS error's text (``Permission denied``), else the
+    library's, with the kind of error when the text alone says little."""
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return str(strerror)
+    text = str(exc).strip()
     first = text.splitlines()[0] if text else ""
     if not first:
         return type(exc).__name__
-    if isinstance(exc, OSError) and exc.errno is None and not exc.args[1:]:
-        return first
-    if isinstance(exc, OSError | EOFError):
+    if isinstance(exc, EOFError | TimeoutError):
         return f"{type(exc).__name__}: {first}"
     return first
 

@@ -13,8 +13,9 @@ Both get SFTP and nothing else (``ForceCommand internal-sftp``). Every file live
 under ``/var/lib/exportmon-tests/sshd-XXXX``: sshd refuses a ``ChrootDirectory``
 with any world- or group-writable folder above it (``/tmp`` and ``/var/tmp`` are
 1777), and the users must be able to reach their folders, which pytest's
-``tmp_path`` (0700) does not allow. ``internal-sftp -l INFO`` logs every request to
-:meth:`SshServer.log`, so a test can see which rename was used.
+``tmp_path`` (0700) does not allow. :meth:`SshServer.log` holds what sshd logged
+(connections, logins, failed passwords); what the SFTP subsystem logs goes to the
+client, so tests look at the folders on disk instead.
 """
 
 from __future__ import annotations
@@ -148,11 +149,13 @@ class ClientKeys:
 class SshServer:
     """sshd on 127.0.0.1, SFTP only, see the module docstring."""
 
-    def __init__(self, keys: ClientKeys, *, sftp_log: bool = True) -> None:
+    def __init__(self, keys: ClientKeys, *, denied: tuple[str, ...] = ()) -> None:
         self.keys = keys
         self.host = LOCALHOST
         self.port = 0
-        self.sftp_log = sftp_log
+        #: SFTP requests the server refuses (``internal-sftp -P``), e.g. ``posix-rename``
+        #: to see a client fall back to the standard RENAME.
+        self.denied = denied
         self.folder: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -177,6 +180,18 @@ class SshServer:
     def jail_upload(self) -> Path:
         """``/upload`` in the chroot, the one folder :data:`JAIL_USER` may write in."""
         return self._path("jail", "upload")
+
+    def user_folder(self, relative: str, *, user: str = USER) -> Path:
+        """``relative`` below :attr:`home` (or the jail with :data:`JAIL_USER`), made
+        with its parents and owned by ``user``, as if that user had made it."""
+        entry = pwd.getpwnam(user)
+        top = self.home if user == USER else self.jail_upload
+        path = top
+        for part in Path(relative).parts:
+            path = path / part
+            path.mkdir(mode=0o755, exist_ok=True)
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        return path
 
     @property
     def host_key(self) -> Path:
@@ -262,7 +277,7 @@ class SshServer:
 
     def _config(self) -> str:
         base = self._path()
-        sftp = "internal-sftp -l INFO" if self.sftp_log else "internal-sftp"
+        sftp = "internal-sftp" + (f" -P {','.join(self.denied)}" if self.denied else "")
         lines = [
             f"ListenAddress {self.host}:{self.port}",
             f"HostKey {self.host_key}",

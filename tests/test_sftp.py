@@ -357,6 +357,27 @@ def test_one_connection_for_a_batch(sshd, known_hosts, payload):
     assert leftovers(sshd.home) == [f"in/f{n}.csv" for n in range(4)]
 
 
+def test_a_connection_lost_during_the_upload_is_retried_on_a_new_one(
+    sshd, known_hosts, payload, caplog
+):
+    dropped = []
+
+    def progress(description, total):
+        def advance(amount):
+            if not dropped:
+                dropped.append(sshd.drop_sessions())
+
+        return advance, lambda: None
+
+    with destination(sshd, known_hosts, retries=2) as sftp:
+        sftp.put(payload, "people.csv", progress=progress)
+    assert dropped[0] >= 1
+    assert logins(sshd) == 2
+    assert "retrying in" in caplog.text
+    assert (sshd.home / "in" / "people.csv").read_bytes() == payload.source.read_bytes()
+    assert leftovers(sshd.home) == ["in/people.csv"]
+
+
 def test_an_unreachable_server_is_retried_with_back_off_then_reported(sshd, known_hosts):
     sshd.stop()
     sftp = destination(sshd, known_hosts, retries=2, backoff=0.05)

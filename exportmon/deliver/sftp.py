@@ -262,7 +262,7 @@ class SftpDestination:
         if self._sftp is None:
             try:
                 self._connect()
-            except (AuthError, ConnectionFailed, UsageError) as exc:
+            except (AuthError, ConfigError, ConnectionFailed, UsageError) as exc:
                 self._refused = exc
                 raise
         return self._sftp
@@ -273,6 +273,7 @@ class SftpDestination:
             raise UsageError(
                 f"{self.display}: no way to log in as {self.user}",
                 hint="set ssh_key, or password_env / password_command (or password)",
+                retryable=False,
             )
         pkey = self._load_key(paramiko) if self.key_file else None
         known = self._known_keys(paramiko)
@@ -372,6 +373,7 @@ class SftpDestination:
                     f"{self.display}: the host key is {shown}, not the pinned host_key "
                     f"{self.host_key}; refused",
                     hint=f'if the server\'s key was changed on purpose, set host_key = "{seen}"',
+                    retryable=False,
                 )
             return
         expected = known.get(key.get_name())
@@ -381,6 +383,7 @@ class SftpDestination:
             raise ConnectionFailed(
                 f"{self.display}: unknown host key {shown}: not in {where}{missing}; refused",
                 hint=self._trust_hint(seen),
+                retryable=False,
             )
         if expected.asbytes() != key.asbytes():
             raise ConnectionFailed(
@@ -389,6 +392,7 @@ class SftpDestination:
                 hint=f"if it was changed on purpose, remove the old line "
                 f"(ssh-keygen -R '{self._known_name()}' -f {self.known_hosts}) and "
                 + self._trust_hint(seen).replace("check it with", "check the new key with"),
+                retryable=False,
             )
 
     def _authenticate(self, paramiko: Any, transport: Any, pkey: Any) -> None:

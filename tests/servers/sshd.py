@@ -307,6 +307,28 @@ class SshServer:
         ]
         return "\n".join(lines) + "\n"
 
+    def drop_sessions(self) -> int:
+        """Kill (SIGKILL) every session process of this sshd, cutting each client's
+        connection as a network failure would; the listener stays. Returns how many."""
+        if self._process is None:
+            return 0
+        children: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    # The parent pid is the 2nd field after the ")" closing the name.
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                    children.setdefault(ppid, []).append(int(entry.name))
+        doomed, todo = [], list(children.get(self._process.pid, []))
+        while todo:
+            pid = todo.pop()
+            doomed.append(pid)
+            todo.extend(children.get(pid, []))
+        for pid in doomed:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return len(doomed)
+
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:

@@ -27,9 +27,10 @@ name:
 * with ``ssh_key`` the key file is loaded (OpenSSH or PEM format, ed25519, ECDSA or
   RSA; ``ssh_key_passphrase`` decrypts it); with a password, password login; with
   both, the key first, then the password (also for servers that require both);
-* an ssh-agent and the keys in ``~/.ssh`` are **never** used (paramiko's
-  ``allow_agent`` / ``look_for_keys`` stay off): a service must not log in with
-  whatever key its account happens to hold;
+* an ssh-agent and the keys in ``~/.ssh`` are **never** used: a service must not
+  log in with whatever key its account happens to hold. (The SSH transport is driven
+  directly, not through paramiko's ``SSHClient``, so its ``allow_agent`` and
+  ``look_for_keys`` never come into play, nor does ``~/.ssh/config``.)
 * the server's host key must be in ``known_hosts`` (OpenSSH format; hashed entries
   and ``[host]:port`` names work) or equal the pinned ``host_key = "SHA256:..."``
   (the fingerprint ``ssh-keygen -l`` prints). An unknown or changed key is refused,

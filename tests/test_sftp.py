@@ -22,7 +22,13 @@ from exportmon.config.schema import DestinationConfig
 from exportmon.crashpoints import ENVIRONMENT
 from exportmon.deliver import IN_PROGRESS, Outgoing
 from exportmon.deliver.kinds import open_destination
-from exportmon.deliver.sftp import SftpDestination, fingerprint, normalize_dir, temporary_path
+from exportmon.deliver.sftp import (
+    SftpDestination,
+    fingerprint,
+    normalize_dir,
+    normalize_pin,
+    temporary_path,
+)
 from exportmon.errors import (
     AuthError,
     ConfigError,
@@ -499,3 +505,16 @@ def test_a_kill_between_upload_and_rename_resumes_without_uploading_again(
     with Ledger.open(tmp_path / "state" / "ledger.sqlite") as ledger:
         assert len(ledger.deliveries(state="done")) == 4
     assert len(mail_user.list_uids("Archive")) == 1
+
+
+def test_describe_and_pins_without_connecting():
+    sftp = SftpDestination(
+        "sftp.example.com", 2222, "/in", user="exports", password="x",
+        host_key="SHA256:" + "A" * 43 + "=", temp_dir="staging",
+    )  # fmt: skip
+    assert sftp.describe() == (
+        "deliver to sftp://sftp.example.com:2222/in as exports with a password, "
+        f"trusting host key SHA256:{'A' * 43}"
+    )
+    assert sftp.temporary("org/a.csv") == "/in/staging/org/a.csv.in_progress"
+    assert normalize_pin("A" * 43) == "SHA256:" + "A" * 43

@@ -225,7 +225,7 @@ def deliver_export(
         return export
     files = ledger.files(export.id)
     items = delivery_order(
-        [(Outgoing.from_path(Path(f.path), f.name, f.sha256), f) for f in files],
+        [(Outgoing.from_path(Path(f.path), f.name, f.sha256, f.export_type), f) for f in files],
         monitor.deliver.order,
         name=lambda pair: pair[0].name,
     )

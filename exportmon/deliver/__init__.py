@@ -43,9 +43,14 @@ class Outgoing:
     name: str
     bytes: int
     sha256: str | None = None
+    #: The export type (``organizations``) when it is known apart from the name
+    #: (a folder source's ``[[types]]`` rule); ``None``: taken from the name.
+    type: str | None = None
 
     @classmethod
-    def from_path(cls, source: Path, name: str, sha256: str | None = None) -> Outgoing:
+    def from_path(
+        cls, source: Path, name: str, sha256: str | None = None, type: str | None = None
+    ) -> Outgoing:
         """An outgoing file as it is on disk now; :class:`DeliveryError` when it is missing."""
         try:
             size = Path(source).stat().st_size
@@ -53,7 +58,7 @@ class Outgoing:
             raise DeliveryError(
                 f"cannot deliver {source}: {exc.strerror}", retryable=False
             ) from None
-        return cls(Path(source), name, size, sha256)
+        return cls(Path(source), name, size, sha256, type)
 
 
 @dataclass(frozen=True)

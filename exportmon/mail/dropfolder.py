@@ -232,13 +232,11 @@ def classify(
         if rule.name_pattern is not None:
             how.append(f"name_pattern {rule.name_pattern!r}")
         return rule.name, f"types[{index}] {rule.name} ({'; '.join(how)})", None
-    shown = used if used != "\t" else "TAB"
+    shown = {"\t": "TAB", ",": "comma"}.get(used, used)
     if header is None:
-        why = "no header row and no name_pattern matches"
-    else:
-        head = ", ".join(columns[:4]) + (", ..." if len(columns) > 4 else "")
-        why = f"header ({shown}-separated: {head}) and name match no [[types]] rule"
-    return None, None, why
+        return None, None, "no [[types]] rule matches its name (and it has no header row)"
+    head = ", ".join(columns[:4]) + (", ..." if len(columns) > 4 else "")
+    return None, None, f"no [[types]] rule matches its name or header ({shown}: {head})"
 
 
 class FolderSource(MailSource):
@@ -315,17 +313,17 @@ class FolderSource(MailSource):
     ) -> FileState:
         config = self.monitor.source
         if is_partial(name):
-            return FileState(name, "ignored", waiting="a hidden or partial file: never taken")
+            return FileState(name, "ignored", waiting="a hidden or partial file (never taken)")
         if name in triggers:
-            return FileState(name, "trigger", waiting="the trigger file of another file")
+            return FileState(name, "trigger", waiting="the trigger file of another file (never taken)")
         try:
             info = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:
             return FileState(name, "ignored", waiting="gone")
         if stat.S_ISLNK(info.st_mode):
-            return FileState(name, "link", waiting="a symbolic link: never followed")
+            return FileState(name, "link", waiting="a symbolic link (never followed)")
         if stat.S_ISDIR(info.st_mode):
-            return FileState(name, "folder", waiting="a folder: not looked into")
+            return FileState(name, "folder", waiting="a folder (not looked into)")
         if not stat.S_ISREG(info.st_mode):
             return FileState(name, "other", waiting="not a regular file")
         pattern = matching_pattern(name, config.patterns)
@@ -448,7 +446,7 @@ class FolderSource(MailSource):
 
     def _unknown(self, ledger: Ledger, state: FileState, dry_run: bool) -> PolledMail:
         assert state.snapshot is not None
-        reason = f"{state.no_rule}: left in the folder"
+        reason = f"{state.no_rule}; left in the folder"
         key = f"folder-type:{state.name}:{state.snapshot.size}:{state.snapshot.mtime_ns}"
         if not dry_run and ledger.notice_count(key) == 0:
             ledger.notice_once(key)

@@ -274,12 +274,15 @@ def explain_folder(monitor: MonitorConfig, paths: list[Path] | None = None) -> l
         if not paths:
             return [_file_verdict(source, state) for state in source.survey(ledger)]
         folder = source.path.resolve()
+        in_folder: dict[str, Any] | None = None
         for path in paths:
             if not os.path.lexists(path):
                 raise UsageError(f"cannot read {path}: no such file")
             where = Path(path).absolute()
             if where.parent.resolve() == folder:
-                (state,) = source.survey(ledger, names=[where.name])
+                if in_folder is None:  # all of them: a file may wait for another
+                    in_folder = {state.name: state for state in source.survey(ledger)}
+                state = in_folder[where.name]
                 verdicts.append(_file_verdict(source, state, str(path)))
                 continue
             elsewhere = dataclasses.replace(

@@ -315,7 +315,9 @@ class FolderSource(MailSource):
         if is_partial(name):
             return FileState(name, "ignored", waiting="a hidden or partial file (never taken)")
         if name in triggers:
-            return FileState(name, "trigger", waiting="the trigger file of another file (never taken)")
+            return FileState(
+                name, "trigger", waiting="the trigger file of another file (never taken)"
+            )
         try:
             info = os.stat(name, dir_fd=fd, follow_symlinks=False)
         except FileNotFoundError:

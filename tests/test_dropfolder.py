@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from fetchkit import config_data, write_config
+from stress.crash import FolderCrashWorld, folder_crash_loop
 from watching import Watcher, wait_for
 
 from cli import run_cli
@@ -317,3 +318,15 @@ def test_a_file_waits_while_one_of_an_earlier_type_is_still_written(tmp_path):
         ("users",),
         ("courses",),
     ]
+
+
+@pytest.mark.slow
+def test_killed_runs_take_every_dropped_file_exactly_once(tmp_path):
+    world = FolderCrashWorld(tmp_path / "world", seed=5, rows=3000)
+    figures = folder_crash_loop(world, kills=16, batches=3, seed=5, report=print)
+    print(figures.table())
+    print(figures.details())
+    assert figures.problems == []
+    assert figures.kills >= 16 and figures.files >= 9
+    assert figures.lost == figures.duplicated == figures.partial == figures.archived_early == 0
+    assert figures.archived == figures.files

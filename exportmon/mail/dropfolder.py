@@ -282,8 +282,11 @@ class FolderSource(MailSource):
         try:
             if names is None:
                 names = sorted(os.listdir(fd))
-                for gone in set(self._changes) - set(names):
+                listed = set(names)
+                for gone in set(self._changes) - listed:
                     del self._changes[gone]
+                for key in [k for k in self._digests if k[0] not in listed]:
+                    del self._digests[key]
             trigger = self.monitor.source.trigger
             triggers = {trigger.format(name=n) for n in names} if trigger else set()
             known = self._known(ledger) if ledger is not None else {}
@@ -337,7 +340,9 @@ class FolderSource(MailSource):
             )
         state = FileState(name, "export", pattern, snapshot)
         state.complete, state.waiting = self._completeness(fd, name, snapshot)
-        header = self._header(fd, name, snapshot)
+        # The header of a file still being written is read only for the order rule.
+        wanted = state.complete or bool(self.monitor.deliver.order)
+        header = self._header(fd, name, snapshot) if wanted else None
         rules = self.monitor.types
         state.type, state.rule, state.no_rule = classify(name, header, rules, config.header_sep)
         candidates = known.get((name, snapshot.size, snapshot.mtime_ns))

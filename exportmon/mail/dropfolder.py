@@ -13,9 +13,10 @@ of mail exports. Archiving moves the original after delivery.
 * **Complete:** with ``trigger = "{name}.done"``, once that file exists and is not
   older than the file (it is removed once the file is taken); otherwise once size
   and modification time have stayed the same for ``settle``, judged from ``stat``
-  alone (no file is held open while it may still be written): the modification
-  time must be ``settle`` old, and when this process saw the file change, the
-  change must be ``settle`` ago. An empty file is never complete.
+  alone: the modification time must be ``settle`` old, and when this process saw
+  the file change, the change must be ``settle`` ago. An empty file is never
+  complete. A file that may still be written is never held open; its first bytes
+  are read (to find its type) only when ``order`` needs it.
 * **Type:** the first ``[[types]]`` rule whose ``header_has`` columns are all in
   the header row (split by ``header_sep``, or the separator the row uses most of
   ``| TAB ; ,``; for a zip, the first member's header) and whose ``name_pattern``
@@ -27,8 +28,8 @@ of mail exports. Archiving moves the original after delivery.
   between delivery and archiving — while a file replaced under the same name is a
   new export. SHA-256 sums are remembered per inode and change time in memory.
 * **Order:** the files complete in one poll are recorded (and so delivered) in
-  ``deliver.order`` of their types, then by modification time; a file waits while
-  a file of a type earlier in that order is still being written.
+  the ``order`` of their types (:func:`type_order`), then by modification time; a
+  file waits while a file of a type earlier in that order is still being written.
 * **Archive:** ``source.archive`` (relative: inside the folder; ``""``: leave the
   files) receives the original as ``NAME.<UTC stamp>.EXT`` by a hard link and an
   unlink of the original (a copy, fsync and rename across file systems), the
@@ -157,6 +158,15 @@ class FileState:
             and self.processed is None
             and self.held_by is None
         )
+
+
+def type_order(monitor: MonitorConfig) -> list[str]:
+    """The export types files are taken in: the first ``order`` of the destinations
+    (``[[deliver]]`` entries where the config has them, else ``[deliver]``)."""
+    for destination in getattr(monitor, "destinations", ()):
+        if destination.order:
+            return list(destination.order)
+    return list(monitor.deliver.order)
 
 
 def identity(name: str, snapshot: Snapshot, sha256: str) -> str:
@@ -341,7 +351,7 @@ class FolderSource(MailSource):
         state = FileState(name, "export", pattern, snapshot)
         state.complete, state.waiting = self._completeness(fd, name, snapshot)
         # The header of a file still being written is read only for the order rule.
-        wanted = state.complete or bool(self.monitor.deliver.order)
+        wanted = state.complete or bool(type_order(self.monitor))
         header = self._header(fd, name, snapshot) if wanted else None
         rules = self.monitor.types
         state.type, state.rule, state.no_rule = classify(name, header, rules, config.header_sep)
@@ -415,7 +425,7 @@ class FolderSource(MailSource):
         return self._digests[key]
 
     def _rank(self, kind: str | None) -> int:
-        order = self.monitor.deliver.order
+        order = type_order(self.monitor)
         return order.index(kind) if kind in order else len(order)
 
     def _hold_for_order(self, states: list[FileState]) -> None:

@@ -302,7 +302,7 @@ def test_a_plain_file_can_be_pushed_by_hand(tmp_path, ftp_server):
 def test_a_file_waits_while_one_of_an_earlier_type_is_still_written(tmp_path):
     world = World(tmp_path, settle="2s")
     world.drop("courses.txt", snapshot("courses"))
-    writer = SlowWriter(world.inbox / "users.txt", "users", rows=10, pause=0.2)
+    writer = SlowWriter(world.inbox / "users.txt", "users", rows=30, pause=0.25)
     writer.start()
     wait_for(lambda: (world.inbox / "users.txt").exists())
     held = run_cli("-c", world.config, "explain", "--json", world.inbox / "courses.txt")

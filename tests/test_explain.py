@@ -181,6 +181,12 @@ def test_folder_files_each_get_a_verdict(tmp_path):
     assert steps["pattern"]["detail"] == "matches *.txt"
     fresh = verdicts["fresh.txt"]
     assert fresh["outcome"] == "wait" and "settling" in fresh["reason"]
+    fresh_steps = {s["check"]: s for s in fresh["steps"]}
+    assert fresh_steps["type"] == {
+        "check": "type",
+        "passed": None,
+        "detail": "told once the file is complete",
+    }
     grades = verdicts["grades.csv"]
     assert grades["outcome"] == "leave alone" and not grades["export_mail"]
     assert "no [[types]] rule matches its name or header (TAB: STUDENT, GRADE)" in grades["reason"]

@@ -317,7 +317,10 @@ def _file_verdict(source: Any, state: Any, where: str | None = None) -> Verdict:
         else (f"unchanged for settle = {settle:g} s")
     )
     steps.append(Step("complete", state.complete, state.waiting or how))
-    steps.append(Step("type", state.no_rule is None, state.rule or state.no_rule or "none"))
+    if state.rule is None and state.no_rule is None:
+        steps.append(Step("type", None, "told once the file is complete"))
+    else:
+        steps.append(Step("type", state.no_rule is None, state.rule or state.no_rule))
     verdict.files.append({"kind": "file", "file": state.name, "type": state.type})
     verdict.export_id = source.export_id
     if state.processed is not None:
@@ -329,10 +332,10 @@ def _file_verdict(source: Any, state: Any, where: str | None = None) -> Verdict:
     if state.processed is not None:
         verdict.outcome = "done"
         verdict.reason = f"already processed ({state.processed}): not taken again"
-    elif state.no_rule is not None:
-        verdict.reason = f"{state.no_rule}; it stays in the folder"
     elif not state.complete:
         verdict.outcome, verdict.reason = "wait", f"not complete: {state.waiting}"
+    elif state.no_rule is not None:
+        verdict.reason = f"{state.no_rule}; it stays in the folder"
     elif state.held_by is not None:
         verdict.outcome, verdict.reason = "wait", state.held_by
     else:

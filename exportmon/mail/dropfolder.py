@@ -351,13 +351,16 @@ class FolderSource(MailSource):
         state = FileState(name, "export", pattern, snapshot)
         state.complete, state.waiting = self._completeness(fd, name, snapshot)
         # The header of a file still being written is read only for the order rule.
-        wanted = state.complete or bool(type_order(self.monitor))
-        header = self._header(fd, name, snapshot) if wanted else None
-        rules = self.monitor.types
-        state.type, state.rule, state.no_rule = classify(name, header, rules, config.header_sep)
+        if state.complete or type_order(self.monitor):
+            header = self._header(fd, name, snapshot)
+            rules = self.monitor.types
+            state.type, state.rule, state.no_rule = classify(name, header, rules, config.header_sep)
         candidates = known.get((name, snapshot.size, snapshot.mtime_ns))
         if candidates and ledger is not None:
-            state.sha256 = self._digest(fd, name, snapshot)
+            try:
+                state.sha256 = self._digest(fd, name, snapshot)
+            except (OSError, UnsafePathError):  # unreadable: taking it says so
+                return state
             if state.sha256 in candidates:
                 uid = identity(name, snapshot, state.sha256)
                 mail = ledger.find_mail(source=self.key, mailbox="", uidvalidity=None, uid=uid)
@@ -456,10 +459,26 @@ class FolderSource(MailSource):
         if self.monitor.source.trigger:
             self._remove_old_triggers(states)
         for state in ready:
-            taken = self._take(ledger, state, dry_run)
+            try:
+                taken = self._take(ledger, state, dry_run)
+            except ExportmonError as exc:  # this file cannot be read: the others go on
+                results.append(self._unreadable(ledger, state, exc))
+                continue
             if taken is not None:
                 results.append(taken)
         return results
+
+    def _unreadable(self, ledger: Ledger, state: FileState, exc: ExportmonError) -> PolledMail:
+        """A file that cannot be taken (unreadable, no room for its copy): a failure,
+        logged as an error once per version of the file, retried by every poll."""
+        assert state.snapshot is not None
+        key = f"folder-failed:{state.name}:{state.snapshot.size}:{state.snapshot.mtime_ns}"
+        if ledger.notice_once(key):
+            log.error("%s", exc.one_line())
+        else:
+            log.info("still failing: %s", exc.one_line())
+        location = MailLocation(self.key, "", None, state.name)
+        return PolledMail(location, "failed", self._info(state), exc.one_line())
 
     def _unknown(self, ledger: Ledger, state: FileState, dry_run: bool) -> PolledMail:
         assert state.snapshot is not None
@@ -498,18 +517,22 @@ class FolderSource(MailSource):
         fd = self._open()
         try:
             handle = open_nofollow(state.name, os.O_RDONLY, dir_fd=fd)
+            sha256 = state.sha256 or self._digest(fd, state.name, state.snapshot)
         except FileNotFoundError:
-            os.close(fd)
             return None
-        except (OSError, UnsafePathError) as exc:
+        except UnsafePathError as exc:
+            raise MailError(f"cannot read {state.name} in {self.path}: {exc.one_line()}") from None
+        except OSError as exc:
+            raise MailError(
+                f"cannot read {state.name} in {self.path}: {exc.strerror}",
+                hint="let exportmon's user read the files of source.path",
+            ) from None
+        finally:
             os.close(fd)
-            message = exc.one_line() if isinstance(exc, ExportmonError) else exc.strerror
-            raise MailError(f"cannot read {state.name} in {self.path}: {message}") from None
-        os.close(fd)
         with os.fdopen(handle, "rb") as reader:
             if not Snapshot.of(os.fstat(reader.fileno())).same_content_as(state.snapshot):
                 return None  # written again since it was looked at: next poll
-            return self._record(ledger, state, reader, info, found)
+            return self._record(ledger, state, reader, info, found, sha256)
 
     def _record(
         self,
@@ -518,12 +541,11 @@ class FolderSource(MailSource):
         reader: io.BufferedReader,
         info: MailInfo,
         found: FoundExport,
+        sha256: str,
     ) -> PolledMail | None:
         assert state.snapshot is not None and found.file_name is not None
         snapshot = state.snapshot
         downloads = self.monitor.dirs.downloads
-        with open_dir(self.path) as fd:
-            sha256 = state.sha256 or self._digest(fd, state.name, snapshot)
         uid = identity(state.name, snapshot, sha256)
         # One transaction, as for attachments: a recorded export always has its file,
         # and the copy is the file that was hashed (else it is left for the next poll).
@@ -580,9 +602,13 @@ class FolderSource(MailSource):
     def _remove_trigger(self, name: str) -> None:
         trigger = self.monitor.source.trigger
         assert trigger is not None
-        with open_dir(self.path) as fd, contextlib.suppress(FileNotFoundError):
-            os.unlink(trigger.format(name=name), dir_fd=fd)
-            os.fsync(fd)
+        flag = trigger.format(name=name)
+        try:
+            with open_dir(self.path) as fd, contextlib.suppress(FileNotFoundError):
+                os.unlink(flag, dir_fd=fd)
+                os.fsync(fd)
+        except OSError as exc:  # the file is taken all the same; its trigger stays
+            log.warning("cannot remove the trigger file %s: %s", flag, exc.strerror)
 
     def _remove_old_triggers(self, states: list[FileState]) -> None:
         """Remove the trigger of a file already taken (a crash came before its removal)."""

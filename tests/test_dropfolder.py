@@ -330,3 +330,36 @@ def test_killed_runs_take_every_dropped_file_exactly_once(tmp_path):
     assert figures.kills >= 16 and figures.files >= 9
     assert figures.lost == figures.duplicated == figures.partial == figures.archived_early == 0
     assert figures.archived == figures.files
+
+
+def test_the_same_bytes_dropped_again_are_a_new_export_archived_again(tmp_path):
+    world = World(tmp_path)
+    world.drop("users.txt", snapshot("users"), age=10)
+    assert world.run_once().code == 0
+    world.drop("users.txt", snapshot("users"), age=5)  # the next night, unchanged
+    assert world.run_once().code == 0
+    assert world.ledger("SELECT count(*), sum(state = 'delivered') FROM exports") == [(2, 2)]
+    assert len(world.archived()) == 2
+    assert {(world.processed / n).read_bytes() for n in world.archived()} == {snapshot("users")}
+
+
+def test_an_archive_on_another_file_system_gets_a_durable_copy(tmp_path):
+    import shutil
+    import tempfile
+
+    other = Path(tempfile.mkdtemp(prefix="exportmon-archive-", dir="/dev/shm"))
+    try:
+        assert os.stat(other).st_dev != os.stat(tmp_path).st_dev
+        world = World(tmp_path, archive=str(other / "processed"))
+        original = world.drop("courses.txt", snapshot("courses"))
+        mtime = original.stat().st_mtime_ns
+        result = world.run_once()
+        assert result.code == 0, result.stderr
+        (name,) = os.listdir(other / "processed")
+        assert STAMPED.match(name).group("stem") == "courses"
+        copy = other / "processed" / name
+        assert copy.read_bytes() == snapshot("courses") and copy.stat().st_mtime_ns == mtime
+        assert os.listdir(world.inbox) == []
+        assert world.ledger("SELECT state FROM mails") == [("archived",)]
+    finally:
+        shutil.rmtree(other, ignore_errors=True)

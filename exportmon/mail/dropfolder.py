@@ -50,6 +50,7 @@ import re
 import stat
 import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -628,7 +629,7 @@ class FolderSource(MailSource):
                 try:
                     info = os.stat(name, dir_fd=fd, follow_symlinks=False)
                 except FileNotFoundError:
-                    return self._moved_before(name, size, sha256)
+                    return self._moved_before(name, size, mtime_ns, sha256)
                 snapshot = Snapshot.of(info)
                 if not stat.S_ISREG(info.st_mode) or (snapshot.size, snapshot.mtime_ns) != (
                     size,
@@ -648,10 +649,10 @@ class FolderSource(MailSource):
         log.info("moved %s to %s", name, self.archive_dir_path() / target)
         return "archived"
 
-    def _moved_before(self, name: str, size: int, sha256: str) -> ArchiveOutcome:
+    def _moved_before(self, name: str, size: int, mtime_ns: int, sha256: str) -> ArchiveOutcome:
         """``archived`` when the archive holds the file (moved before an interruption)."""
         with self._archive_folder() as archive_fd:
-            gone = Snapshot(size, 0, -1, -1, 0)
+            gone = Snapshot(size, mtime_ns, -1, -1, 0)
             earlier = _archived_copy(archive_fd, name, gone, sha256)
         if earlier is None:
             return "gone"
@@ -663,7 +664,9 @@ class FolderSource(MailSource):
         return self.archive_dir if self.archive_dir.is_absolute() else self.path / self.archive_dir
 
     @contextlib.contextmanager
-    def _archive_folder(self):  # type: ignore[no-untyped-def]
+    def _archive_folder(self) -> Iterator[int]:
+        """A descriptor of the archive folder, made if missing; inside the drop folder
+        (a relative ``archive``) no part of it may be a link."""
         assert self.archive_dir is not None
         if self.archive_dir.is_absolute():
             self.archive_dir.mkdir(parents=True, exist_ok=True)
@@ -760,8 +763,9 @@ def _sha256_at(fd: int, name: str) -> str:
 
 
 def _archived_copy(archive_fd: int, name: str, snapshot: Snapshot, sha256: str) -> str | None:
-    """A time-stamped copy of ``name`` already in the archive (same inode, or same size
-    and SHA-256): what an interrupted move left."""
+    """A time-stamped copy of ``name`` already in the archive (the same inode, or the same
+    size, modification time and SHA-256): what an interrupted move left. An earlier
+    file of the same name and bytes has another modification time: it does not count."""
     stem, dot, suffix = name.rpartition(".")
     if not dot or not stem:
         stem, suffix = name, ""
@@ -779,13 +783,14 @@ def _archived_copy(archive_fd: int, name: str, snapshot: Snapshot, sha256: str) 
             continue
         if (info.st_ino, info.st_dev) == (snapshot.ino, snapshot.dev):
             return entry
-        if _sha256_at(archive_fd, entry) == sha256:
+        if info.st_mtime_ns == snapshot.mtime_ns and _sha256_at(archive_fd, entry) == sha256:
             return entry
     return None
 
 
 def _copy_into(fd: int, archive_fd: int, name: str, target: str) -> None:
-    """Copy ``name`` to ``target`` in the archive folder (temporary name, fsync, rename)."""
+    """Copy ``name`` to ``target`` in the archive folder (temporary name, fsync, rename),
+    its modification time kept (it is how an interrupted move is recognised)."""
     from exportmon.safe_open import EXCLUSIVE
 
     temp = f".{target}.part"
@@ -798,6 +803,8 @@ def _copy_into(fd: int, archive_fd: int, name: str, target: str) -> None:
             while block := source.read(COPY_BUFFER):
                 copy.write(block)
             copy.flush()
+            original = os.fstat(source.fileno())
+            os.utime(copy.fileno(), ns=(original.st_atime_ns, original.st_mtime_ns))
             os.fsync(copy.fileno())
         os.rename(temp, target, src_dir_fd=archive_fd, dst_dir_fd=archive_fd)
     except BaseException:

@@ -196,7 +196,9 @@ def deliver_export(
         )
         return export
     files = ledger.files(export.id)
-    outgoing = [(Outgoing.from_path(Path(f.path), f.name, f.sha256), f) for f in files]
+    outgoing = [
+        (Outgoing.from_path(Path(f.path), f.name, f.sha256, f.export_type), f) for f in files
+    ]
     failures: list[ExportmonError] = []
     for config in monitor.destinations:
         try:

@@ -302,11 +302,22 @@ def _expectation_problems(
 def _row_problems(
     monitor: MonitorConfig, ledger: Ledger, export_id: int, expectation: ExportExpectation
 ) -> list[Problem]:
-    export, counts = ledger.latest_row_counts(export_id)
-    if export is None:
-        return []
+    if monitor.source.kind == "folder":
+        # Every dropped file is an export of its own: each type's latest file counts.
+        by_type = ledger.latest_row_counts_by_type(export_id)
+        if not by_type:
+            return []
+        latest = max((export for _, export in by_type.values()), key=lambda e: e.id)
+        counts = {kind: rows for kind, (rows, _) in by_type.items()}
+        exports = {kind: export for kind, (_, export) in by_type.items()}
+    else:
+        export, counts = ledger.latest_row_counts(export_id)
+        if export is None:
+            return []
+        latest, exports = export, {}
     problems = []
     for export_type in sorted(set(expectation.min_rows) | set(expectation.max_rows)):
+        export = exports.get(export_type, latest)
         rows = counts.get(export_type, 0)
         low = expectation.min_rows.get(export_type)
         high = expectation.max_rows.get(export_type)

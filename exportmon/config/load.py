@@ -428,12 +428,64 @@ def _check_source(config: MonitorConfig, fail: Any) -> None:
             _check_oauth(source, fail)
         if not source.graph_url.startswith("https://"):
             fail("source.graph_url", "must be an https:// URL")
+    elif source.kind == "folder":
+        _check_folder(config, fail)
     elif not source.path:
         fail("source.path", f"kind = {source.kind!r} needs the path of the mail store")
     if not source.mailbox:
         fail("source.mailbox", "must not be empty")
     if "\r" in source.search or "\n" in source.search:
         fail("source.search", "must be one line of IMAP search criteria")
+
+
+def _check_folder(config: MonitorConfig, fail: Any) -> None:
+    """``kind = "folder"`` and the ``[[types]]`` rules (see docs/folder.md)."""
+    source = config.source
+    if not source.path:
+        fail("source.path", 'kind = "folder" needs the folder export files are dropped into')
+    if source.archive == "[Gmail]/All Mail":  # the IMAP default: not a folder anyone chose
+        fail(
+            "source.archive",
+            'kind = "folder" needs the folder delivered files are moved to',
+            'e.g. archive = "/srv/sis/processed", or archive = "" to leave them in place',
+        )
+    if not source.patterns:
+        fail("source.patterns", "must list at least one file pattern", 'e.g. ["*.csv"]')
+    for index, pattern in enumerate(source.patterns):
+        if not pattern.strip() or "/" in pattern or "\\" in pattern:
+            fail(f"source.patterns[{index}]", "must be a file name pattern such as *.csv")
+    if source.settle is not None and source.settle < 0:
+        fail("source.settle", "must not be negative")
+    if source.trigger is not None:
+        try:
+            shown = source.trigger.format(name="x.csv")
+        except (KeyError, IndexError, ValueError):
+            shown = ""
+        if "{name}" not in source.trigger or not shown or "/" in shown:
+            fail("source.trigger", "must be a file name with {name} in it", 'e.g. "{name}.done"')
+    if source.header_sep == "":
+        fail("source.header_sep", "must not be empty", "leave it out to sniff the separator")
+    if source.export_id is None:
+        if len(config.ids) != 1:
+            fail("source.export_id", "must say which of ids the dropped files count as")
+        source.export_id = config.ids[0]
+    elif source.export_id not in config.ids:
+        fail("source.export_id", f"export id {source.export_id} is not in ids")
+    names: set[str] = set()
+    for index, rule in enumerate(config.types):
+        key = f"types[{index}]"
+        if not rule.name.strip() or "/" in rule.name:
+            fail(f"{key}.name", "every type needs a name (one word, no /)")
+        if rule.name in names:
+            fail(f"{key}.name", f"type {rule.name!r} is defined twice")
+        names.add(rule.name)
+        if not (rule.header_has or rule.name_pattern):
+            fail(key, "needs header_has or name_pattern to tell its files")
+        if rule.name_pattern is not None:
+            try:
+                re.compile(rule.name_pattern)
+            except re.error as exc:
+                fail(f"{key}.name_pattern", f"invalid regular expression: {exc}")
 
 
 def _check_oauth(source: Any, fail: Any) -> None:

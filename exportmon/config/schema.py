@@ -21,7 +21,7 @@ from exportmon.paths import MonitorDirs
 #: The gem's search: mails from ITRP that carry an export id header.
 ITRP_SEARCH = 'FROM ITRP HEADER X-ITRP-ExportID ""'
 
-SourceKind = Literal["imap", "pop3", "maildir", "mbox", "dir", "graph"]
+SourceKind = Literal["imap", "pop3", "maildir", "mbox", "dir", "graph", "folder"]
 Security = Literal["ssl", "starttls", "plain"]
 Quoting = Literal["minimal", "all", "nonnumeric", "none", "gem"]
 Overwrite = Literal["replace", "keep", "timestamp"]
@@ -88,7 +88,8 @@ class SourceConfig:
     archive: str = "[Gmail]/All Mail"
     search: str = ITRP_SEARCH
     ca_file: str | None = None
-    #: Maildir, mbox file or directory of ``.eml`` files (kinds maildir, mbox, dir).
+    #: Maildir, mbox file or directory of ``.eml`` files (kinds maildir, mbox, dir), or
+    #: the folder watched for export files (kind folder).
     path: str | None = None
     timeout: float | None = _duration(60.0, "network timeout")
     #: POP3 only: delete a mail from the server once its export is delivered.
@@ -100,6 +101,24 @@ class SourceConfig:
     )
     #: Also look for export mails forwarded as ``message/rfc822`` attachments.
     accept_forwarded: bool = False
+
+    # kind = "folder": export files dropped into the folder ``path`` (docs/folder.md).
+    # ``archive`` is then the folder originals are moved to after delivery (relative:
+    # inside ``path``; "" leaves them), and it must be set: the IMAP default is no folder.
+    #: Which files of the folder are exports (shell patterns, any letter case).
+    patterns: list[str] = field(
+        default_factory=lambda: ["*.csv", "*.zip"],
+        metadata={"doc": "file names taken as exports (shell patterns)"},
+    )
+    settle: float | None = _duration(
+        30.0, "a dropped file is taken once its size and mtime are unchanged this long"
+    )
+    #: ``"{name}.done"``: a file is taken only once this file exists (removed then).
+    trigger: str | None = None
+    #: The export id dropped files count as (default: the only one in ``ids``).
+    export_id: int | None = None
+    #: The header row's column separator; unset: sniffed from the row.
+    header_sep: str | None = None
 
     def password_source(self) -> SecretSource:
         return SecretSource(
@@ -139,6 +158,19 @@ class RecognizerConfig:
     export_id: int | None = None
     #: Take attached ``.csv``/``.zip`` files as the export.
     attachments: bool = True
+
+
+@dataclass
+class TypeConfig:
+    """``[[types]]``: how a dropped file's export type is told (``kind = "folder"``)."""
+
+    name: str = ""
+    #: Column names that must all be in the file's header row.
+    header_has: list[str] = field(
+        default_factory=list, metadata={"doc": "column names the header row must all have"}
+    )
+    #: Regular expression searched for in the file name.
+    name_pattern: str | None = None
 
 
 @dataclass
@@ -495,6 +527,7 @@ class MonitorConfig:
 
     source: SourceConfig = field(default_factory=SourceConfig)
     recognizers: list[RecognizerConfig] = field(default_factory=list)
+    types: list[TypeConfig] = field(default_factory=list)
     download: DownloadConfig = field(default_factory=DownloadConfig)
     zip: ZipConfig = field(default_factory=ZipConfig)
     #: ``None`` when the file has no ``[csv]`` table: files are delivered unchanged.

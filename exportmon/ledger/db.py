@@ -218,6 +218,11 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'destination_failures', destination, count(*) FROM deliveries
         WHERE state = 'failed' GROUP BY 1, 2;
     """,
+    # 5: the export type a drop-folder source found for a file (its [[types]] rule), which
+    # wins over the one its name gives.
+    """
+    ALTER TABLE exports ADD COLUMN export_type TEXT;
+    """,
 )
 
 

@@ -56,6 +56,8 @@ class Export:
     downloaded_at: str | None
     unpacked_at: str | None
     delivered_at: str | None
+    #: The type a drop-folder source found for the file; None: from the file names.
+    export_type: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -119,18 +121,20 @@ class ExportRecords(Database):
         link: str | None = None,
         file_name: str | None = None,
         download_path: str | None = None,
+        export_type: str | None = None,
     ) -> Export:
         """Record a new export; an export with the same ``key`` is returned as it is.
 
         ``key`` identifies the export file for deduplication: the token of an ITRP
-        export, or the Message-ID plus the attachment name.
+        export, or the Message-ID plus the attachment name. ``export_type`` is the
+        type a drop-folder source found (None: the file names tell).
         """
         stamp = now()
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO exports (mail_id, export_id, key, token, kind, link, file_name,"
-                " download_path, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (key) DO NOTHING",
+                " download_path, export_type, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
                 (
                     mail_id,
                     export_id,
@@ -140,6 +144,7 @@ class ExportRecords(Database):
                     link,
                     file_name,
                     download_path,
+                    export_type,
                     stamp,
                     stamp,
                 ),
@@ -415,6 +420,26 @@ class ExportRecords(Database):
             )
         }
         return self.export(latest), counts
+
+    def latest_row_counts_by_type(self, export_id: int) -> dict[str, tuple[int, Export]]:
+        """Per export type (the file name for files without a type): the rows of the
+        latest export of ``export_id`` with counted files of that type, and that export.
+
+        For sources where every file is its own export (a drop folder), so that the
+        users file's rows are not lost when the memberships file came last."""
+        found: dict[str, tuple[int, Export]] = {}
+        for row in self._rows(
+            "SELECT kind, rows, export_row FROM (SELECT coalesce(f.export_type, f.name) AS kind,"
+            " sum(f.rows) AS rows, f.export_row, row_number() OVER (PARTITION BY"
+            " coalesce(f.export_type, f.name) ORDER BY f.export_row DESC) AS rank"
+            " FROM files f JOIN exports e ON f.export_row = e.id"
+            " WHERE e.export_id = ? AND f.rows IS NOT NULL GROUP BY 1, 3) WHERE rank = 1",
+            (export_id,),
+        ):
+            export = self.export(row["export_row"])
+            if export is not None:
+                found[row["kind"]] = (int(row["rows"]), export)
+        return found
 
     def export_figures(self) -> list[ExportFigures]:
         """Counts and times per export id, over every export the ledger holds."""

@@ -3,7 +3,8 @@
 A :class:`MailSource` is where export mails come from: an IMAP mailbox
 (:mod:`exportmon.mail.imap`), a POP3 account (:mod:`exportmon.mail.pop3`), or a
 local Maildir, mbox file, directory of ``.eml`` files or list of ``.eml`` files
-(:mod:`exportmon.mail.local`). :func:`open_source` picks the one a monitor
+(:mod:`exportmon.mail.local`), or a folder export files are dropped into
+(:mod:`exportmon.mail.dropfolder`). :func:`open_source` picks the one a monitor
 configures. Every source:
 
 * ``poll(ledger, dry_run=False)`` looks at mails it has not seen before (cheaply:
@@ -245,6 +246,10 @@ def open_source(monitor: MonitorConfig) -> MailSource:
         from exportmon.mail.graph import GraphSource
 
         return GraphSource(monitor)
+    if kind == "folder":
+        from exportmon.mail.dropfolder import FolderSource
+
+        return FolderSource(monitor)
     raise ConfigError(f"unknown source kind {kind!r}", path=monitor.path, key="source.kind")
 
 

@@ -363,3 +363,13 @@ def test_an_archive_on_another_file_system_gets_a_durable_copy(tmp_path):
         assert world.ledger("SELECT state FROM mails") == [("archived",)]
     finally:
         shutil.rmtree(other, ignore_errors=True)
+
+
+def test_a_dry_run_speaks_of_dropped_files(tmp_path):
+    world = World(tmp_path)
+    world.drop("users.txt", snapshot("users"))
+    plan = run_cli("-c", world.config, "run", "--once", "--dry-run")
+    assert plan.code == 0, plan.stderr
+    assert "would take the dropped file users.txt" in plan.stdout + plan.stderr
+    assert "attached" not in plan.stdout + plan.stderr
+    assert world.archived() == [] and (world.inbox / "users.txt").exists()

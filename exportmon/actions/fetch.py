@@ -222,6 +222,13 @@ def redownload_if_gone(monitor: MonitorConfig, ledger: Ledger, export: Export) -
         )
         ledger.reset_export(export.id, "new")
         return ledger.export(export.id) or export
+    if monitor.source.kind == "folder":
+        raise MailError(
+            f"the copy of the dropped file {missing.name} is gone",
+            hint=f"drop the file into {monitor.source.path} again (a file with a new "
+            "modification time is a new export)",
+            retryable=False,
+        )
     raise MailError(
         f"the saved attachment {missing} is gone",
         hint="move the mail back to the mailbox's unread state or pass it to "

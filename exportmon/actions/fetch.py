@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -387,7 +388,7 @@ def _fetch(
                 ledger,
                 export,
                 DOWNLOAD_STEP,
-                lambda export=export: download_export(monitor, ledger, export, progress=progress),
+                partial(download_export, monitor, ledger, export, progress=progress),
             )
             if done is None:
                 failed = ledger.export(export.id) or export

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from exportmon.actions.alerts import process_alerts
@@ -153,15 +154,12 @@ def advance_export(
         if shutdown is not None and shutdown.requested:
             return export
         _tell(options, monitor, f"{step} {export.file_name or export.key}")
-        current = export
         done = attempt(
             monitor,
             ledger,
-            current,
+            export,
             step,
-            lambda current=current, work=work: work(
-                monitor, ledger, current, progress=options.progress
-            ),
+            partial(work, monitor, ledger, export, progress=options.progress),
         )
         if done is None:
             return None

@@ -22,11 +22,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exportmon.crashpoints import crash_point
 from exportmon.errors import LedgerError
 from exportmon.safe_open import refuse_link
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # Each entry upgrades the schema by one version; PRAGMA user_version counts them.
 # Never edit an entry that has shipped: append a new one.
@@ -247,7 +250,7 @@ def marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-Row = TypeVar("Row")
+Row = TypeVar("Row", bound="DataclassInstance")
 Opened = TypeVar("Opened", bound="Database")
 
 
@@ -256,7 +259,7 @@ LEDGER_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 @functools.cache
-def _field_names(cls: type) -> frozenset[str]:
+def _field_names(cls: type[DataclassInstance]) -> frozenset[str]:
     return frozenset(field.name for field in dataclasses.fields(cls))
 
 

@@ -221,6 +221,11 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'destination_failures', destination, count(*) FROM deliveries
         WHERE state = 'failed' GROUP BY 1, 2;
     """,
+    # 5: the fingerprint of the config an export failed under, so that a run retries
+    # the failure once that config has changed.
+    """
+    ALTER TABLE exports ADD COLUMN error_config TEXT;
+    """,
 )
 
 

@@ -130,7 +130,26 @@ def status_table(
     )
     lines += [Text(""), *overall]
     shortened = laid.shortened or overall[-1].plain.endswith("…")
-    return lines + _notes(laid.hidden, shortened, "--wide (or --json)", width)
+    return (
+        lines
+        + _retry_lines(report, width)
+        + _notes(laid.hidden, shortened, "--wide (or --json)", width)
+    )
+
+
+def _retry_lines(report: StatusReport, width: int) -> list[Text]:
+    """How to retry the failing exports now: one command per monitor, never wrapped."""
+    commands = list(dict.fromkeys(s.retry for s in report.monitors if s.retry))
+    if not commands:
+        return []
+    intro = (
+        "To retry the failing exports now (a run also retries them by itself once"
+        " their config has changed):"
+    )
+    return [
+        *(Text(line) for line in textwrap.wrap(intro, width)),
+        *(Text(f"  {command}", style="bold") for command in commands),
+    ]
 
 
 # --- report ------------------------------------------------------------------------------

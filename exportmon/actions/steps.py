@@ -31,10 +31,22 @@ UNFINISHED = ("new", "downloaded", "unpacked")
 
 
 def retry_command(monitor: MonitorConfig) -> str:
-    """The command that retries ``monitor``'s failed exports now."""
+    """The command that retries ``monitor``'s failed exports now (its config file
+    named, under ``~`` when it is in the home folder)."""
     if monitor.path is None:
         return RETRY_FAILED
-    return RETRY_FAILED.replace("exportmon", f"exportmon -c {shlex.quote(str(monitor.path))}", 1)
+    path = str(monitor.path)
+    home = str(Path.home())
+    if home != "/" and path.startswith(home + "/"):
+        path = "~" + path[len(home) :]
+    return RETRY_FAILED.replace("exportmon", f"exportmon -c {shell_word(path)}", 1)
+
+
+def shell_word(word: str) -> str:
+    """``word`` quoted for a POSIX shell, a leading ``~/`` left for it to expand."""
+    if word.startswith("~/"):
+        return "~/" + shlex.quote(word[2:])
+    return shlex.quote(word)
 
 
 def not_retried(error: ExportmonError) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+from pathlib import Path
 
 from fetchkit import config_data, export_mail, imap_table, write_config
 
@@ -157,3 +158,15 @@ def test_a_zip_refused_at_unpack_is_unpacked_once_the_limit_is_raised(tmp_path, 
         "sites.csv",
         "teams.csv",
     ]
+
+
+def test_fetch_downloads_a_refused_export_again_once_the_limit_is_raised(
+    tmp_path, mail_user, https_server, tls_ca
+):
+    config, configure = _size_refusal(tmp_path, mail_user, https_server, tls_ca)
+    configure({"max_bytes": 10_000})
+    fetched = run_cli("-c", config, "fetch")
+    assert fetched.code == 0, fetched.stderr
+    assert f"{CHANGED} (big.csv) failed; retrying" in fetched.stderr, fetched.stderr
+    (path,) = fetched.stdout.split()
+    assert path.endswith("big.csv") and Path(path).read_bytes() == b"x" * 5000

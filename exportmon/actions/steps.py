@@ -84,7 +84,9 @@ def config_fingerprint(monitor: MonitorConfig) -> str:
 
 def _plain(value: object) -> object:
     """``value`` as JSON-ready data that is the same for the same settings in every
-    process (never a ``repr`` holding an address)."""
+    process. Settings are dataclasses of plain values; anything else counts by its
+    type alone, since its text may differ from process to process (an address) and
+    would then retry every failure at every run."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -99,7 +101,7 @@ def _plain(value: object) -> object:
         return value
     if isinstance(value, Path):
         return str(value)
-    return f"{type(value).__qualname__}:{value}"
+    return f"<{type(value).__qualname__}>"
 
 
 def retry_changed_config(

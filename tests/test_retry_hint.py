@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import io
 import json
+import signal
 import zipfile
 from pathlib import Path
 
 from fetchkit import config_data, export_mail, imap_table, write_config
+from watching import Watcher, wait_for, wait_for_cycles
 
 from cli import run_cli
 
@@ -170,3 +172,22 @@ def test_fetch_downloads_a_refused_export_again_once_the_limit_is_raised(
     assert f"{CHANGED} (big.csv) failed; retrying" in fetched.stderr, fetched.stderr
     (path,) = fetched.stdout.split()
     assert path.endswith("big.csv") and Path(path).read_bytes() == b"x" * 5000
+
+
+def test_a_watcher_reloaded_with_a_raised_limit_delivers_the_refused_export(
+    tmp_path, mail_user, https_server, tls_ca
+):
+    config, configure = _size_refusal(tmp_path, mail_user, https_server, tls_ca)
+    watcher = Watcher(config)
+    try:
+        log = tmp_path / "state" / "log" / "export_monitor.777.log"
+        wait_for_cycles(log)
+        assert CHANGED not in watcher.output()
+        configure({"max_bytes": 10_000})
+        watcher.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: (tmp_path / "out" / "big.csv").exists())
+        code, err = watcher.stop()
+    finally:
+        watcher.kill()
+    assert code == 0, err
+    assert err.count(f"{CHANGED} (big.csv) failed; retrying") == 1, err

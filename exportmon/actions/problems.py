@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from exportmon.actions.steps import retry_command
 from exportmon.config.schema import ExportExpectation, MonitorConfig
 from exportmon.errors import ConfigError
 from exportmon.ledger import Export, Ledger, from_text, to_text
@@ -125,6 +126,9 @@ def _export_details(monitor: MonitorConfig, export: Export) -> dict[str, Any]:
         "failed_at": export.error_at,
         "received_at": export.created_at,
         "retry_at": export.retry_at,
+        # How to retry it now; a run retries it by itself at retry_at (when set)
+        # and once the config has changed since it failed.
+        "retry": retry_command(monitor),
         "state": export.state,
     }
 

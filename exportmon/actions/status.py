@@ -30,6 +30,7 @@ from exportmon.actions.problems import (
     sign_in_problems,
     worst,
 )
+from exportmon.actions.steps import retry_command
 from exportmon.config.load import discover, load_monitors
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, LedgerError
@@ -93,6 +94,9 @@ class ExportStatus:
     last_failure: str | None = None
     last_error: str | None = None
     last_error_step: str | None = None
+    #: While exports are failing: the command that retries them now (a run retries
+    #: them by itself once their config changes, or at ``retry_after``).
+    retry: str | None = None
     expect_every: str | None = None
     next_expected: str | None = None
     #: Running totals since the ledger began; pruning never lowers them.
@@ -132,6 +136,8 @@ class MonitorStatus:
     destinations: list[DestinationStatus] = field(default_factory=list)
     failed_mails: int = 0
     alerts_pending: int = 0
+    #: While exports are failing: the command that retries them now.
+    retry: str | None = None
     #: Set when the monitor's config does not load (``state`` is then ``error``).
     config_error: str | None = None
     #: ``auth = "oauth2"`` monitors: who signed in with which flow, when the sign-in
@@ -243,6 +249,8 @@ def status_of(
     base.failed_mails = ledger.count_mails("failed")
     base.alerts_pending = ledger.count_alerts("pending")
     base.reason = _reason(base.state, rows, monitor_problems)
+    if any(p.kind == "failure" and p.key.startswith("export:") for p in problems):
+        base.retry = retry_command(monitor)
     counters = {(c.name, c.export_id, c.destination): c.value for c in ledger.counters()}
     for row in rows:
         key = "" if row.export_id is None else str(row.export_id)
@@ -408,6 +416,8 @@ def _export_status(
         row.rows_delivered = figures.rows_delivered
         row.bytes_delivered = figures.bytes_delivered
     row.failing = sum(1 for p in mine if p.kind == "failure")
+    if row.failing:
+        row.retry = retry_command(monitor)
     failed = ledger.last_failed_export(export_id)
     if failed:
         row.last_failure = failed.error_at

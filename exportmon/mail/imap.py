@@ -237,7 +237,7 @@ class ImapSource(MailSource):
 
     def _select(self, client: IMAPClient, folder: str, *, readonly: bool) -> dict[bytes, object]:
         try:
-            info = client.select_folder(folder, readonly=readonly)
+            info: dict[bytes, object] = client.select_folder(folder, readonly=readonly)
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
@@ -487,7 +487,7 @@ class ImapSource(MailSource):
                     idling = True
                     started = time.monotonic()
         finally:
-            if idling and self._client is client:
+            if idling and self._client is not None and self._client is client:
                 try:
                     client.idle_done()
                 except Exception:

@@ -19,7 +19,7 @@ import poplib
 import ssl
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from exportmon.errors import (
     ArchiveError,
@@ -176,7 +176,9 @@ class Pop3Source(MailSource):
                 if uid in seen:
                     continue
                 location = MailLocation(self.key, "", None, uid)
-                size = int(client.list(number).split()[2])
+                # With a message number LIST answers one line (b"+OK 1 4242"), not
+                # the listing typeshed types it as.
+                size = int(cast(bytes, client.list(number)).split()[2])
                 try:
                     _, lines, _ = client.top(number, 0)
                 except poplib.error_proto:

@@ -200,7 +200,7 @@ def send_mail(
     except smtplib.SMTPResponseException as exc:
         raise AlertError(f"{where} answered {_reply(exc)}") from None
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPException) as exc:
-        raise ConnectionFailed(f"{where}: {exc or 'connection closed'}") from None
+        raise ConnectionFailed(f"{where}: {str(exc) or 'connection closed'}") from None
     except OSError as exc:
         raise ConnectionFailed(
             f"cannot reach SMTP server {where}: {exc.strerror or exc}",

@@ -89,7 +89,7 @@ _KEY_ALGORITHMS = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 def load_paramiko() -> Any:
     """The ``paramiko`` module, or a one-line :class:`ConfigError` naming the extra."""
     try:
-        import paramiko  # type: ignore[import-untyped]
+        import paramiko
     except ImportError:
         raise ConfigError(
             "sftp:// destinations need paramiko, which is not installed", hint=EXTRA_HINT
@@ -710,9 +710,9 @@ def _client_class(paramiko: Any) -> type:
     (paramiko reads and drops them) in ``extensions``."""
     global _CLIENT
     if _CLIENT is None:
-        from paramiko.sftp import CMD_VERSION  # type: ignore[import-untyped]
+        from paramiko.sftp import CMD_VERSION
 
-        class Client(paramiko.SFTPClient):  # type: ignore[misc,name-defined]
+        class Client(paramiko.SFTPClient):  # type: ignore[misc]
             extensions: frozenset[str] = frozenset()
 
             def _read_packet(self) -> tuple[int, bytes]:

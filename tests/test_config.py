@@ -42,7 +42,8 @@ def test_valid_config_loads_with_defaults_and_resolved_paths(tmp_path, exportmon
     assert config.ids == [777]
     assert config.source.kind == "imap" and config.source.default_port() == 993
     assert config.source.search == 'FROM ITRP HEADER X-ITRP-ExportID ""'
-    assert config.source.archive == "[Gmail]/All Mail"
+    # Gmail's "All Mail" only for Gmail; other IMAP servers get "Archive".
+    assert config.source.archive == "Archive"
     assert config.unzip is True and config.sub_dirs is False and config.exit_when_idle == 0
     assert config.csv is None
     assert config.deliver.to == str(tmp_path / "delivered")

@@ -361,7 +361,7 @@ def test_a_hook_module_others_can_change_warns_and_strict_refuses(tmp_path, capl
         load_monitor(path)
     assert "csv.value_hook" in caplog.text and "runs code" in caplog.text
     assert "writable" in caplog.text or "changed by group or others" in caplog.text
-    with pytest.raises(ConfigError, match="csv.value_hook: the hook runs code"):
+    with pytest.raises(ConfigError, match=r"csv\.value_hook: the hook runs code"):
         load_monitor(path, strict=True)
     os.chmod(hooks, 0o600)
     os.chmod(tmp_path, 0o777)
@@ -403,7 +403,6 @@ def test_secrets_are_found_from_the_schema(tmp_path, monkeypatch):
 def test_a_second_secret_form_is_refused_for_every_secret(tmp_path):
     text = VALID + "[heartbeat]\nurl = 'https://hc/x'\nurl_command = 'echo x'\n"
     assert "heartbeat: set only one of url, url_command" in error_of(tmp_path, text)
-    text = VALID.replace("[deliver]", "[source.x]").replace('to = "delivered"\n', "")
     text = VALID.replace('[deliver]\nto = "delivered"\n', "") + (
         "[[deliver]]\nurl = 'sftp://h/in'\nssh_key_passphrase = 'a'\nssh_key_passphrase_env = 'B'\n"
     )
@@ -415,7 +414,8 @@ def test_a_second_secret_form_is_refused_for_every_secret(tmp_path):
 def test_paths_are_resolved_from_the_schema(tmp_path, monkeypatch):
     monkeypatch.setenv("EXPORTS", str(tmp_path / "exports"))
     text = VALID.replace('[deliver]\nto = "delivered"\n', "") + (
-        "[[deliver]]\nurl = '$EXPORTS/in'\n[[deliver]]\nurl = 'sftp://h/in'\nssh_key = 'id_ed25519'\n"
+        "[[deliver]]\nurl = '$EXPORTS/in'\n"
+        "[[deliver]]\nurl = 'sftp://h/in'\nssh_key = 'id_ed25519'\n"
     )
     config = load_monitor(write(tmp_path, text))
     local, sftp = config.destinations
@@ -428,3 +428,35 @@ def test_plain_security_is_not_warned_about_at_load(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         load_monitor(write(tmp_path, text))
     assert "plain" not in caplog.text
+
+
+def test_plain_security_is_warned_about_once_where_the_connection_is_made(tmp_path, mail_user):
+    from fetchkit import write_config
+
+    source = {
+        "kind": "imap",
+        "host": "127.0.0.1",
+        "port": mail_user.ports.imap,
+        "security": "plain",
+        "user": mail_user.name,
+        "password_env": "MAIL_PASS",
+        "archive": "",
+    }
+    config = write_config(
+        tmp_path,
+        {
+            "ids": [777],
+            "root": str(tmp_path / "state"),
+            "source": source,
+            "deliver": {"to": str(tmp_path / "out")},
+        },
+    )
+    env = {"MAIL_PASS": mail_user.password}
+    warning = 'source.security = "plain": the mail password travels unencrypted'
+    status = run_cli("-c", config, "status", env=env)
+    assert warning not in status.stderr  # status never connects
+    run = run_cli("-c", config, "run", "--once", env=env)
+    assert run.code == 0, run.stderr
+    assert run.stderr.count(warning) == 1, run.stderr
+    quiet = run_cli("-c", config, "run", "--once", "-q", env=env)
+    assert quiet.code == 0 and quiet.stderr == "", quiet.stderr

@@ -83,7 +83,7 @@ def generate_command(
         typer.Option(
             "--ftp",
             metavar="URL",
-            help="Deliver to ftp:// or ftps:// too (a password in it is never written).",
+            help="Deliver to ftp:// or ftps:// too.",
         ),
     ] = None,
     name: Annotated[

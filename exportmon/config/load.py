@@ -238,7 +238,7 @@ def _parse(
 # --- structural validation, driven by the dataclass field types -----------------------
 
 
-def _build(cls: type, data: Any, path: Path, prefix: str, problems: _Problems) -> Any:
+def _build(cls: Any, data: Any, path: Path, prefix: str, problems: _Problems) -> Any:
     where = prefix.rstrip(".") or None
     if not isinstance(data, dict):
         raise ConfigError(f"expected a table, got {_describe(data)}", path=path, key=where)

@@ -34,7 +34,7 @@ class Table:
 
     #: ``""`` (the top level), ``source``, ``[recognizers]`` (an array), ``exports.<id>``.
     name: str
-    cls: type
+    cls: Any
     doc: str
     array: bool = False
 
@@ -56,7 +56,7 @@ def layout() -> list[Table]:
         if dataclasses.is_dataclass(tp):
             if tp is DeliverConfig:
                 tables.append(Table("deliver", DestinationConfig, _doc(DestinationConfig), True))
-            tables.append(Table(toml_name(f), tp, _doc(tp)))  # type: ignore[arg-type]
+            tables.append(Table(toml_name(f), tp, _doc(tp)))
         elif origin is list and dataclasses.is_dataclass(args[0]):
             tables.append(Table(toml_name(f), args[0], _doc(args[0]), True))
         elif origin is dict and dataclasses.is_dataclass(args[1]):

@@ -199,7 +199,7 @@ def warn_if_plain(config: SourceConfig, where: str) -> None:
         return
     _warned_plain.add(where)
     log.warning(
-        'source.security = "plain": the login to %s travels unencrypted '
+        'source.security = "plain": the mail password travels unencrypted to %s '
         '(use "ssl" or "starttls" where the server offers it)',
         where,
     )

@@ -460,3 +460,29 @@ def test_plain_security_is_warned_about_once_where_the_connection_is_made(tmp_pa
     assert run.stderr.count(warning) == 1, run.stderr
     quiet = run_cli("-c", config, "run", "--once", "-q", env=env)
     assert quiet.code == 0 and quiet.stderr == "", quiet.stderr
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("url = 'ftps://h/in'\nssh_key = 'id'\n", "deliver[0].ssh_key: applies only to sftp://"),
+        ("url = '/srv/in'\ntoken_env = 'T'\n", "deliver[0].token_env: applies only to https://"),
+        ("url = 'sftp://h/in'\npassive = false\n", "deliver[0].passive: applies only to ftp://"),
+        ("url = '/srv/in'\ntrigger_name = '../x'\n", "deliver[0].trigger_name: must be part"),
+        ("url = '/srv/in'\ntemp_suffix = ''\n", "deliver[0].temp_suffix: a file would be"),
+        (
+            "url = 'https://h/in'\nheaders = { X = \"a\\r\\nB: c\" }\n",
+            "deliver[0].headers.X: a header holds a line break",
+        ),
+    ],
+)
+def test_kind_specific_destination_options_are_checked_at_load(tmp_path, entry, expected):
+    text = VALID.replace('[deliver]\nto = "delivered"\n', "") + "[[deliver]]\n" + entry
+    assert expected in error_of(tmp_path, text)
+
+
+def test_the_defaults_of_kind_specific_options_pass_for_every_kind(tmp_path):
+    text = VALID.replace('[deliver]\nto = "delivered"\n', "")
+    for url in ("/srv/in", "ftps://h/in", "sftp://h/in", "https://h/in"):
+        text += f"[[deliver]]\nurl = '{url}'\n"
+    assert len(load_monitor(write(tmp_path, text)).destinations) == 4

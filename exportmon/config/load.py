@@ -677,6 +677,37 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Fail, che
         with check():
             if getattr(destination, name) and not destination.status_url:
                 fail(f"{key}.{name}", "needs status_url")
+    for f in dataclasses.fields(destination):
+        kinds = f.metadata.get("applies_to")
+        with check():
+            if kinds and url.kind not in kinds and _is_set(destination, f):
+                schemes = " or ".join(f"{kind}://" for kind in kinds)
+                fail(f"{key}.{toml_name(f)}", f"applies only to {schemes} destinations")
+    for name in ("temp_suffix", "temp_prefix", "trigger_name", "manifest_name"):
+        value = getattr(destination, name)
+        with check():
+            if "/" in value or "\\" in value or value in (".", "..") or not value.isprintable():
+                fail(f"{key}.{name}", "must be part of a file name (no / or control characters)")
+    with check():
+        if not (destination.temp_suffix or destination.temp_prefix or destination.temp_dir):
+            fail(
+                f"{key}.temp_suffix",
+                "a file would be written under its final name while it is incomplete",
+                "keep temp_suffix, or set temp_prefix or temp_dir",
+            )
+    for name, value in destination.headers.items():
+        with check():
+            if any(c in name + value for c in "\r\n\0"):
+                fail(f"{key}.headers.{name}", "a header holds a line break")
+
+
+def _is_set(table: Any, f: dataclasses.Field[Any]) -> bool:
+    """Whether field ``f`` of ``table`` differs from its default (a path default
+    compared as it is resolved)."""
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if f.metadata.get("path") and isinstance(default, str):
+        default = str(Path(os.path.expandvars(default)).expanduser())
+    return bool(getattr(table, f.name) != default)
 
 
 def _local_folders(config: MonitorConfig) -> list[tuple[str, str]]:

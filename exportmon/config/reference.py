@@ -224,6 +224,9 @@ def notes(cls: type, f: dataclasses.Field[Any]) -> list[str]:
         found.append("Must exist when the config is loaded.")
     if meta.get("code"):
         found.append("**Runs code.**")
+    if meta.get("applies_to"):
+        kinds = ", ".join(f"`{kind}://`" for kind in meta["applies_to"])
+        found.append(f"Only for {kinds} destinations.")
     return found
 
 

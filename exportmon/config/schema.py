@@ -35,6 +35,10 @@ The metadata keys:
 ``by_kind``
     ``True``: the default depends on the table's ``kind`` (see
     :data:`SOURCE_KIND_DEFAULTS`);
+``applies_to``
+    the kinds the option means something for: destination URL kinds
+    (``("sftp",)``; setting it for another kind is refused at load) or source
+    kinds (stated in the reference);
 ``toml``
     the key in the file when it differs from the field name (``from``);
 ``derived``
@@ -71,6 +75,10 @@ Overwrite = Literal["replace", "keep", "timestamp"]
 NoticeOn = Literal["failure", "recovery", "missing", "success", "summary"]
 HeartbeatKind = Literal["healthchecks", "uptime-kuma", "cronitor"]
 TempNaming = Literal["suffix", "prefix", "dir"]
+#: Destination URL kinds, for ``applies_to``.
+FTP_KINDS = ("ftp", "ftps")
+SFTP_KINDS = ("sftp",)
+HTTP_KINDS = ("https", "http")
 Trigger = Literal["file", "export"]
 Manifest = Literal["json", "csv"]
 
@@ -87,6 +95,7 @@ def option(
     secret_of: str | None = None,
     code: bool = False,
     by_kind: bool = False,
+    applies_to: tuple[str, ...] | None = None,
     toml: str | None = None,
     derived: bool = False,
     default_factory: Callable[[], Any] | None = None,
@@ -105,6 +114,7 @@ def option(
         ("secret_of", secret_of),
         ("code", code),
         ("by_kind", by_kind),
+        ("applies_to", applies_to),
         ("toml", toml),
         ("derived", derived),
     ):
@@ -133,20 +143,22 @@ def _secret(doc: str, **more: Any) -> str | None:
     return option(None, doc=doc, secret=True, **more)  # type: ignore[no-any-return]
 
 
-def _env(of: str) -> str | None:
+def _env(of: str, **more: Any) -> str | None:
     """``<of>_env``: the name of an environment variable holding the secret ``of``."""
     return option(  # type: ignore[no-any-return]
         None,
+        **more,
         doc=f"name of an environment variable holding {of} (instead of {of})",
         secret_of=of,
         example=f"EXPORTMON_{of.upper()}",
     )
 
 
-def _command(of: str) -> str | None:
+def _command(of: str, **more: Any) -> str | None:
     """``<of>_command``: a shell command whose first output line is the secret ``of``."""
     return option(  # type: ignore[no-any-return]
         None,
+        **more,
         doc=f"shell command whose first output line is {of} (instead of {of})",
         secret_of=of,
         example=f"pass show exportmon/{of}",
@@ -580,46 +592,72 @@ class DestinationConfig:
     password_env: str | None = _env("password")
     password_command: str | None = _command("password")
     token: str | None = _secret(
-        "HTTPS: a bearer token instead of user and password (prefer token_env or token_command)"
+        "HTTPS: a bearer token instead of user and password (prefer token_env or token_command)",
+        applies_to=HTTP_KINDS,
     )
-    token_env: str | None = _env("token")
-    token_command: str | None = _command("token")
-    ssh_key: str | None = _path("SFTP: the private key file (OpenSSH or PEM)")
-    ssh_key_passphrase: str | None = _secret("SFTP: the passphrase of ssh_key, if it has one")
-    ssh_key_passphrase_env: str | None = _env("ssh_key_passphrase")
-    ssh_key_passphrase_command: str | None = _command("ssh_key_passphrase")
+    token_env: str | None = _env("token", applies_to=HTTP_KINDS)
+    token_command: str | None = _command("token", applies_to=HTTP_KINDS)
+    ssh_key: str | None = _path(
+        "SFTP: the private key file (OpenSSH or PEM)", applies_to=SFTP_KINDS
+    )
+    ssh_key_passphrase: str | None = _secret(
+        "SFTP: the passphrase of ssh_key, if it has one", applies_to=SFTP_KINDS
+    )
+    ssh_key_passphrase_env: str | None = _env("ssh_key_passphrase", applies_to=SFTP_KINDS)
+    ssh_key_passphrase_command: str | None = _command("ssh_key_passphrase", applies_to=SFTP_KINDS)
     known_hosts: str | None = _path(
         "SFTP: the host keys trusted (OpenSSH known_hosts), unless host_key pins one",
         "~/.ssh/known_hosts",
+        applies_to=SFTP_KINDS,
     )
     host_key: str | None = option(
         None,
         doc="SFTP: the one host key accepted, as SHA256:... (ssh-keygen -l)",
         example="SHA256:...",
+        applies_to=SFTP_KINDS,
     )
-    method: Literal["POST", "PUT"] = option("POST", doc="HTTPS: the request method")
+    method: Literal["POST", "PUT"] = option(
+        "POST", doc="HTTPS: the request method", applies_to=HTTP_KINDS
+    )
     body: Literal["raw", "multipart"] = option(
-        "raw", doc="HTTPS: the body is the file (raw) or a form holding it (multipart)"
+        "raw",
+        doc="HTTPS: the body is the file (raw) or a form holding it (multipart)",
+        applies_to=HTTP_KINDS,
     )
-    multipart_field: str = option("file", doc="HTTPS, body = multipart: the form field")
+    multipart_field: str = option(
+        "file", doc="HTTPS, body = multipart: the form field", applies_to=HTTP_KINDS
+    )
     headers: dict[str, str] = option(
-        {}, doc="HTTPS: extra request headers", example={"X-Source": "exportmon"}
+        {},
+        doc="HTTPS: extra request headers",
+        example={"X-Source": "exportmon"},
+        applies_to=HTTP_KINDS,
     )
     reference: str | None = option(
         None,
         doc="HTTPS: the receiving system's processing reference in the answer: a regular "
         "expression with a group (?P<ref>...), or a JSON pointer (/id)",
+        applies_to=HTTP_KINDS,
     )
     status_url: str | None = option(
         None,
         doc="HTTPS: polled until status_done holds; may contain {reference}",
+        applies_to=HTTP_KINDS,
     )
-    status_done: str | None = option(None, doc="HTTPS: what status_url says when done")
-    status_fail: str | None = option(None, doc="HTTPS: what status_url says on failure")
-    status_warn: str | None = option(None, doc="HTTPS: what status_url says for a warning")
-    status_interval: float | None = _duration(30.0, "HTTPS: time between status polls")
+    status_done: str | None = option(
+        None, doc="HTTPS: what status_url says when done", applies_to=HTTP_KINDS
+    )
+    status_fail: str | None = option(
+        None, doc="HTTPS: what status_url says on failure", applies_to=HTTP_KINDS
+    )
+    status_warn: str | None = option(
+        None, doc="HTTPS: what status_url says for a warning", applies_to=HTTP_KINDS
+    )
+    status_interval: float | None = _duration(
+        30.0, "HTTPS: time between status polls", applies_to=HTTP_KINDS
+    )
     status_timeout: float | None = _duration(
-        24 * 3600.0, "HTTPS: give up polling status_url after this long"
+        24 * 3600.0, "HTTPS: give up polling status_url after this long", applies_to=HTTP_KINDS
     )
     overwrite: Overwrite = option(
         "replace",
@@ -656,7 +694,7 @@ class DestinationConfig:
     retries: int = option(3, doc="attempts after the first, for the whole batch")
     timeout: float | None = _duration(60.0, "network timeout")
     ca_file: str | None = _ca_file("the server (FTPS, HTTPS)")
-    passive: bool = option(True, doc="FTP: passive mode")
+    passive: bool = option(True, doc="FTP: passive mode", applies_to=FTP_KINDS)
     archive: bool = option(
         False, doc="a time-stamped copy of every file (the old deliver.archive_dir)"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -214,7 +214,7 @@ def _list_monitors(ctx: typer.Context, as_json: bool) -> None:
             paths = discover(None)
         except ConfigError:
             paths = []
-    entries = []
+    entries: list[dict[str, Any]] = []
     broken = False
     for path in paths:
         try:

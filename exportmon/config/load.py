@@ -225,7 +225,7 @@ def _parse(
                 built = _build(DestinationConfig, entry, path, f"deliver[{i}].", problems)
                 built.key = f"deliver[{i}]."
                 entries.append(built)
-    config = _build(MonitorConfig, data, path, "", problems)
+    config: MonitorConfig = _build(MonitorConfig, data, path, "", problems)
     config.deliver_list = entries
     config.name = name or path.stem
     config.path = path
@@ -274,7 +274,12 @@ def _suggest(key: str, prefix: str, known: list[str]) -> str:
 
 
 def _convert(
-    value: Any, tp: Any, meta: typing.Mapping, path: Path, key: str, problems: _Problems
+    value: Any,
+    tp: Any,
+    meta: typing.Mapping[str, Any],
+    path: Path,
+    key: str,
+    problems: _Problems,
 ) -> Any:
     kind = meta.get("kind")
     try:

@@ -468,11 +468,16 @@ def load_value_hook(spec: str, search_path: Path | None = None) -> Callable[[str
     The module is imported normally, or else from ``search_path``. Raises
     :class:`ConfigError` when it cannot be imported or is not callable.
     """
+    from exportmon.config.value_hook import refused_reason
+
     module_name, _, function_name = spec.partition(":")
     if not re.fullmatch(r"[A-Za-z_][\w.]*", module_name) or not function_name.isidentifier():
         raise ConfigError(
             f"value hook {spec!r} must look like module:function", hint='e.g. "myhooks:clean"'
         )
+    reason = refused_reason(spec)
+    if reason:
+        raise ConfigError(f"value hook {spec!r}: {reason}")
     try:
         module = _import(module_name, search_path)
     except ImportError as exc:

@@ -101,9 +101,6 @@ SEPARATORS = ("|", "\t", ";", ",")
 HEADER_BYTES = 64 * 1024
 #: How often :meth:`FolderSource.wait_for_change` looks at the folder.
 WATCH_INTERVAL = 0.5
-#: The IMAP default of ``source.archive``: for a folder, not a folder anyone chose.
-IMAP_ARCHIVE_DEFAULT = "[Gmail]/All Mail"
-
 _STAMP = r"\.\d{8}T\d{6}Z(?:-\d+)?"
 
 
@@ -261,7 +258,7 @@ class FolderSource(MailSource):
         self.path = Path(config.path or "")
         self.key = f"folder:{self.path}"
         self.mailbox = ""
-        archive = config.archive if config.archive != IMAP_ARCHIVE_DEFAULT else ""
+        archive = config.archive or ""
         self.archive_dir = Path(archive) if archive else None
         self.moves_mail = self.archive_dir is not None
         self.export_id = config.export_id if config.export_id is not None else monitor.ids[0]

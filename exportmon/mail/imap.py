@@ -58,6 +58,7 @@ from exportmon.mail.source import (
     client_tls_context,
     login_refused,
     login_secret,
+    warn_if_plain,
 )
 from exportmon.net.tls import tls_error
 from exportmon.redact import redact
@@ -128,6 +129,7 @@ class ImapSource(MailSource):
         # not a connection problem, and leaves nothing open.
         secret = login_secret(self.monitor)
         context = client_tls_context(config)
+        warn_if_plain(config, self.where)
         try:
             if config.security == "ssl":
                 client = IMAPClient(

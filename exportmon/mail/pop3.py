@@ -40,6 +40,7 @@ from exportmon.mail.source import (
     known_uids,
     login_refused,
     login_secret,
+    warn_if_plain,
 )
 from exportmon.net.tls import tls_error
 
@@ -86,6 +87,7 @@ class Pop3Source(MailSource):
         # Before connecting: a failing password command leaves nothing open.
         secret = login_secret(self.monitor)
         context = client_tls_context(config)
+        warn_if_plain(config, self.where)
         client: poplib.POP3
         try:
             if config.security == "ssl":

@@ -189,6 +189,23 @@ def source_url(config: SourceConfig) -> str:
     return f"{config.kind}://{quote(config.user, safe='')}@{host}{mailbox}"
 
 
+#: The servers already warned about in this process: a warning once per run.
+_warned_plain: set[str] = set()
+
+
+def warn_if_plain(config: SourceConfig, where: str) -> None:
+    """Warn, once per run, that ``security = "plain"`` sends the login unencrypted;
+    said where the connection is made, so commands that never connect say nothing."""
+    if config.security != "plain" or where in _warned_plain:
+        return
+    _warned_plain.add(where)
+    log.warning(
+        'source.security = "plain": the mail password travels unencrypted to %s '
+        '(use "ssl" or "starttls" where the server offers it)',
+        where,
+    )
+
+
 def client_tls_context(config: SourceConfig) -> ssl.SSLContext:
     """A verifying TLS context for the mail server: system CAs plus ``source.ca_file``."""
     return client_context(config.ca_file, ca_key="source.ca_file")

@@ -8,7 +8,8 @@
 Exits 1 when a goal is missed (not with ``--quick``, whose sizes are too
 small for them). Needs the benchmark tools: ``pip install -e '.[bench]'`` (csvkit and
 the test tools) and, as root, ``apt-get install miller unzip curl``; Dovecot for
-``poll``, ``latency`` and ``e2e`` (as the tests). Each tool runs in its own process;
+``poll``, ``latency`` and ``e2e`` (as the tests); OpenSSH (server and client) and root
+for ``sftp``. Each tool runs in its own process;
 tools take turns for ``--rounds`` rounds and the tables show the best and the median
 (the machine may be busy). Not tests: the figures depend on the machine.
 """
@@ -27,6 +28,7 @@ from bench import (
     graph_poll,
     latency,
     poll_cost,
+    sftp_upload,
     unzip_speed,
 )
 
@@ -40,6 +42,7 @@ BENCHMARKS = {
         graph_poll,
         latency,
         end_to_end,
+        sftp_upload,
     )
 }
 
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.quick:
         options.rounds = 1
         options.csv_sizes, options.rss_size = "20MB", "20MB"
-        options.download_size = options.unzip_size = "50MB"
+        options.download_size = options.unzip_size = options.sftp_size = "50MB"
         options.big = 2_000
         options.graph_big = 2_000
         options.e2e_size, options.e2e_exports = "20MB", 10

@@ -34,6 +34,7 @@ POINTS = {
     "atomic.rename": "a complete, fsynced temporary file about to be renamed to its final name",
     "deliver.started": "a delivery recorded in the ledger, no byte sent yet",
     "ftp.uploaded": "a file uploaded as <name>.in_progress and its size checked, not renamed",
+    "sftp.uploaded": "an SFTP upload complete under its temporary name, size checked, not renamed",
     "deliver.placed": "a file renamed to its final name at a destination, not yet recorded",
     "deliver.signals": "every file of an export at a destination and recorded, its export "
     "trigger and manifest not yet written",

@@ -53,6 +53,11 @@ class ExportmonError(Exception):
         """The message and hint as the single line the CLI prints, secrets masked."""
         return redact(f"{self.message} ({self.hint})" if self.hint else self.message)
 
+    def lines(self) -> list[str]:
+        """What a terminal shows: :meth:`one_line`, or one line per problem for an
+        error that gathers several (:class:`ConfigProblems`)."""
+        return [self.one_line()]
+
 
 class UsageError(ExportmonError):
     """A command was called with arguments that cannot work."""
@@ -76,6 +81,21 @@ class ConfigError(ExportmonError):
         super().__init__(where + message, hint=hint)
         self.path = path
         self.key = key
+
+
+class ConfigProblems(ConfigError):
+    """Several problems in one config file, found in one load: ``problems`` holds
+    each (a :class:`ConfigError` naming its key)."""
+
+    def __init__(self, path: object, problems: list[ConfigError]) -> None:
+        prefix = f"{path}: "
+        parts = [p.one_line().removeprefix(prefix) for p in problems]
+        super().__init__(f"{len(problems)} problems: " + "; ".join(parts), path=path)
+        self.problems = list(problems)
+
+    def lines(self) -> list[str]:
+        """One line per problem, each naming the file and the key."""
+        return [p.one_line() for p in self.problems]
 
 
 class SecretError(ConfigError):

@@ -142,7 +142,7 @@ def setup(*, verbosity: int = 0, quiet: bool = False, fmt: str = "text") -> None
     """Configure the console handler on stderr (call once, from the CLI).
 
     Default level INFO; ``-v`` DEBUG for exportmon; ``-vv`` DEBUG for libraries
-    too; ``--quiet`` warnings and errors only.
+    too; ``--quiet`` errors only.
     """
     global _console_handler, _quiet
     _quiet = quiet
@@ -171,7 +171,7 @@ def setup(*, verbosity: int = 0, quiet: bool = False, fmt: str = "text") -> None
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(TextFormatter(with_time=verbosity > 0))
-    level = logging.WARNING if quiet else logging.DEBUG if verbosity else logging.INFO
+    level = logging.ERROR if quiet else logging.DEBUG if verbosity else logging.INFO
     handler.setLevel(level)
     handler.addFilter(_MonitorField())
     logger.addHandler(handler)

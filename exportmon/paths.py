@@ -57,6 +57,20 @@ class MonitorDirs:
 
     root: Path
 
+    #: What exportmon keeps directly in ``root``; any other name there is free for a
+    #: destination folder of the user's (the gem-style ``<root>/delivered``).
+    OWN_NAMES = (
+        "downloads",
+        "log",
+        "pids",
+        "tmp",
+        "ledger.sqlite",
+        "ledger.sqlite-wal",
+        "ledger.sqlite-shm",
+        "ledger.sqlite-journal",
+        "oauth-token.json",
+    )
+
     @property
     def downloads(self) -> Path:
         return self.root / "downloads"

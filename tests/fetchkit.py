@@ -201,9 +201,12 @@ def oauth_dovecot_server(tls_ca: Any, token_server: Any) -> Iterator[DovecotServ
 
 
 @contextlib.contextmanager
-def introspecting_dovecot(tls_ca: Any, oauth_server: Any) -> Iterator[DovecotServer]:
+def introspecting_dovecot(
+    tls_ca: Any, oauth_server: Any, *, submission_relay: Any = None
+) -> Iterator[DovecotServer]:
     """A Dovecot taking XOAUTH2/OAUTHBEARER that validates every token at the
-    introspection endpoint (RFC 7662) of ``oauth_server`` (tests/servers/oauth.py)."""
+    introspection endpoint (RFC 7662) of ``oauth_server`` (tests/servers/oauth.py);
+    with ``submission_relay`` it also takes mail by submission and relays it there."""
     settings = (
         "introspection_mode = post\n"
         f"introspection_url = {oauth_server.url('/introspect')}\n"
@@ -213,12 +216,14 @@ def introspecting_dovecot(tls_ca: Any, oauth_server: Any) -> Iterator[DovecotSer
         "active_value = true\n"
         f"tls_ca_cert_file = {tls_ca.ca_file}\n"
     )
-    with oauth_dovecot(tls_ca, settings) as server:
+    with oauth_dovecot(tls_ca, settings, submission_relay=submission_relay) as server:
         yield server
 
 
 @contextlib.contextmanager
-def oauth_dovecot(tls_ca: Any, oauth2_settings: str) -> Iterator[DovecotServer]:
+def oauth_dovecot(
+    tls_ca: Any, oauth2_settings: str, *, submission_relay: Any = None
+) -> Iterator[DovecotServer]:
     """A Dovecot whose ``oauth2`` passdb (for XOAUTH2 and OAUTHBEARER) is configured
     by ``oauth2_settings``; password logins keep working for the test's own clients."""
     workdir = Path(tempfile.mkdtemp(prefix="exportmon-oauth-"))
@@ -235,6 +240,7 @@ def oauth_dovecot(tls_ca: Any, oauth2_settings: str) -> Iterator[DovecotServer]:
             f"passdb {{\n  driver = oauth2\n  mechanisms = xoauth2 oauthbearer\n"
             f"  args = {settings}\n}}\n"
         ),
+        submission_relay=submission_relay,
     )
     try:
         server.start()

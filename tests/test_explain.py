@@ -6,6 +6,7 @@ import email
 import email.policy
 import json
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from fetchkit import config_data, export_mail, plain_mail, write_config
@@ -130,3 +131,83 @@ def test_the_mailbox_new_mails_and_those_left_alone(config, tmp_path):
     assert sorted(v["outcome"] for v in verdicts) == ["download", "leave alone"]
     assert any("export id 5 is not monitored" in v["reason"] for v in verdicts)
     assert list((tmp_path / "state").glob("downloads/**/*.csv")) == []
+
+
+# --- a folder source ----------------------------------------------------------------
+
+
+def test_folder_files_each_get_a_verdict(tmp_path):
+    import os
+    import time
+
+    inbox = tmp_path / "outbox"
+    inbox.mkdir()
+    table = {"kind": "folder", "path": str(inbox), "patterns": ["*.txt", "*.csv"]}
+    table.update(settle="30s", archive="")
+    data = config_data(tmp_path / "state", table, ids=(1,), allow_hosts=())
+    data["deliver"] = {"to": str(tmp_path / "delivered")}
+    data["types"] = [
+        {"name": "users", "header_has": ["EXTERNAL_PERSON_KEY", "USER_ID"]},
+        {"name": "memberships", "name_pattern": "^memberships"},
+    ]
+    config = write_config(tmp_path / "monitors", data, "sis")
+
+    def drop(name: str, data: bytes, age: float = 60.0) -> None:
+        (inbox / name).write_bytes(data)
+        moment = time.time() - age
+        os.utime(inbox / name, (moment, moment))
+
+    drop("memberships.txt", b"EXTERNAL_COURSE_KEY|EXTERNAL_PERSON_KEY|ROLE\nC1|P1|S\n")
+    assert run_cli("-c", config, "run", "--once").code == 0  # taken, and left in place
+    drop("users.txt", b"EXTERNAL_PERSON_KEY|USER_ID|FIRSTNAME\nP1|u1|Ann\n")
+    drop("fresh.txt", b"EXTERNAL_PERSON_KEY|USER_ID\nP2|u2\n", age=0)
+    drop("grades.csv", b"STUDENT\tGRADE\nP1\tA\n")
+    drop("users.txt.part", b"EXTERNAL_PERSON_KEY|USER_ID\n")
+    drop("notes.doc", b"x")
+    verdicts = {Path(v["where"]).name: v for v in explained(config)}
+    assert sorted(verdicts) == [
+        "fresh.txt",
+        "grades.csv",
+        "memberships.txt",
+        "notes.doc",
+        "users.txt",
+        "users.txt.part",
+    ]
+    users = verdicts["users.txt"]
+    assert users["outcome"] == "take the file" and users["export_mail"]
+    assert users["reason"] == "complete: taken as type users for export 1"
+    steps = {s["check"]: s for s in users["steps"]}
+    assert steps["type"]["detail"] == "types[0] users (header_has EXTERNAL_PERSON_KEY, USER_ID)"
+    assert steps["pattern"]["detail"] == "matches *.txt"
+    fresh = verdicts["fresh.txt"]
+    assert fresh["outcome"] == "wait" and "settling" in fresh["reason"]
+    fresh_steps = {s["check"]: s for s in fresh["steps"]}
+    assert fresh_steps["type"] == {
+        "check": "type",
+        "passed": None,
+        "detail": "told once the file is complete",
+    }
+    grades = verdicts["grades.csv"]
+    assert grades["outcome"] == "leave alone" and not grades["export_mail"]
+    assert "no [[types]] rule matches its name or header (TAB: STUDENT, GRADE)" in grades["reason"]
+    done = verdicts["memberships.txt"]
+    assert done["outcome"] == "done" and "already processed (mail #1 (kept))" in done["reason"]
+    assert "types[1] memberships (name_pattern '^memberships')" in json.dumps(done["steps"])
+    assert "partial" in verdicts["users.txt.part"]["reason"]
+    assert "matches no pattern" in verdicts["notes.doc"]["reason"]
+
+    # One file, given by path; one outside the folder, judged as if dropped there.
+    outside = tmp_path / "users-copy.txt"
+    outside.write_bytes((inbox / "users.txt").read_bytes())
+    os.utime(outside, (time.time() - 60, time.time() - 60))
+    (inside, copy) = explained(config, inbox / "users.txt", outside)
+    assert inside["outcome"] == "take the file"
+    assert copy["steps"][0] == {
+        "check": "folder",
+        "passed": False,
+        "detail": f"not in {inbox}: a run does not see it there",
+    }
+    text = run_cli("-c", config, "explain")
+    checks = [line for line in text.stdout.splitlines() if line.startswith("  ")]
+    assert text.code == 0 and all(len(line) <= 80 for line in checks)  # paths as they are
+    assert f"{inbox}/users.txt\n  take the file: complete" in text.stdout

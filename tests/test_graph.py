@@ -1,6 +1,6 @@
 """The Microsoft Graph source against a local Graph mail API and OAuth2 server:
 the gem's export delivered once and its mail archived, delta rounds, expired delta
-links, throttling, and a kill during a round."""
+links, throttling, and kills during a round and at every crash point."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from watching import wait_for
 
 from cli import run_cli
 from exportmon.config.load import load_monitor
+from exportmon.crashpoints import ENVIRONMENT
 from exportmon.ledger import Ledger
 from exportmon.mail.graph import GraphSource
 from servers.fixtures import OAUTH_APP, OAUTH_APP_SECRET
@@ -148,6 +149,42 @@ def test_a_kill_during_a_round_takes_nothing_twice(
         assert (tmp_path / "out" / f"k{n}.csv").read_bytes() == f"id\n{n}\n".encode()
     assert len(graph_server.in_folder(MAILBOX, "Archive")) == 30
     assert graph_server.in_folder(MAILBOX, "Inbox") == []
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        "download.saved",
+        "atomic.rename",
+        "deliver.started",
+        "deliver.placed",
+        "export.delivered",
+        "archive.moved",
+        "ledger.commit:4",
+    ],
+)
+def test_a_kill_at_each_crash_point_loses_nothing_and_repeats_nothing(
+    tmp_path, graph_monitor, graph_server, https_server, env, point
+):
+    for n in range(2):
+        link = https_server.add(f"/e/c{n}.csv", f"id\n{n}\n".encode())
+        graph_server.add_message(MAILBOX, export_mail(link, token=f"tok-c{n}"))
+    killed = run_cli("-c", graph_monitor, "run", "--once", env={**env, ENVIRONMENT: point})
+    assert killed.code == -signal.SIGKILL, killed.stderr
+    out = tmp_path / "out"
+    seen = {p.name: p.stat().st_ino for p in out.iterdir()} if out.exists() else {}
+    result = run_cli("-c", graph_monitor, "run", "--once", env=env)
+    assert result.code == 0, result.stderr
+    for n in range(2):
+        delivered = out / f"c{n}.csv"
+        assert delivered.read_bytes() == f"id\n{n}\n".encode()
+        if delivered.name in seen:  # delivered before the kill: not delivered again
+            assert delivered.stat().st_ino == seen[delivered.name]
+    assert sorted(p.name for p in out.iterdir()) == ["c0.csv", "c1.csv"]
+    assert len(graph_server.in_folder(MAILBOX, "Archive")) == 2
+    assert graph_server.in_folder(MAILBOX, "Inbox") == []
+    again = run_cli("-c", graph_monitor, "run", "--once", env=env)
+    assert again.code == 0 and len(https_server.requests_for("/e/c0.csv")) <= 2
 
 
 def test_a_missing_folder_is_one_line(tmp_path, graph_monitor, env):

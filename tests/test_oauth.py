@@ -24,6 +24,7 @@ from servers.fixtures import OAUTH_APP as APP
 from servers.fixtures import OAUTH_APP_SECRET as APP_SECRET
 from servers.fixtures import OAUTH_CLIENT as CLIENT
 from servers.oauth import OAuthServer
+from servers.smtp import SmtpServer
 
 
 @pytest.fixture
@@ -243,3 +244,81 @@ def test_entra_errors_are_explained(description, words):
     )
     assert isinstance(error, SignInError) and not error.retryable
     assert words in error.one_line() and description.split(":")[0] in error.one_line()
+
+
+def test_alerts_go_out_by_submission_with_the_same_sign_in(
+    tmp_path, oauth_server, tls_ca, https_server, env
+):
+    """XOAUTH2 on SMTP submission: Dovecot validates the token at the introspection
+    endpoint and relays the alert to the recording SMTP server."""
+    relay = SmtpServer()
+    relay.start()
+    try:
+        with introspecting_dovecot(tls_ca, oauth_server, submission_relay=relay) as dovecot:
+            user = dovecot.add_user()
+            # A link that is gone: a failure, which is alerted by mail.
+            user.append(export_mail(https_server.url("/gone.csv"), token="tok-gone"))
+            config = monitor_file(
+                tmp_path,
+                user,
+                oauth_server,
+                top={
+                    "alerts": {
+                        "smtp_url": f"submission://127.0.0.1:{dovecot.submission_port}",
+                        "smtp_auth": "oauth2",
+                        "smtp_ca_file": str(tls_ca.ca_file),
+                        "from": f"{user.name}@example.com",
+                        "to": ["ops@example.com"],
+                    }
+                },
+            )
+            device_login(config, oauth_server, user, env)
+            checked = oauth_server.introspections
+            result = run_cli("-c", config, "run", "--once", env=env)
+            assert result.code != 0
+            (mail,) = relay.wait_for_messages(1, timeout=30)
+            assert "ops@example.com" in mail.rcpt_tos
+            assert oauth_server.introspections > checked + 1  # IMAP and submission
+            assert saved(tmp_path)["access_token"] not in result.stderr
+    finally:
+        relay.stop()
+
+
+def test_smtp_oauth2_needs_the_mailbox_sign_in(tmp_path):
+    data = config_data(tmp_path / "state", {"kind": "dir", "path": str(tmp_path)})
+    data["alerts"] = {
+        "smtp_url": "submission://smtp.example.com",
+        "smtp_auth": "oauth2",
+        "to": ["ops@example.com"],
+    }
+    result = run_cli("-c", write_config(tmp_path / "monitors", data), "status")
+    assert result.code == 2
+    assert "alerts.smtp_auth" in result.stderr and "exportmon login" in result.stderr
+
+
+def test_status_shows_the_renewal_and_warns_before_the_sign_in_ends(
+    tmp_path, oauth_server, oauth_dovecot, env
+):
+    user = oauth_dovecot.add_user()
+    config = monitor_file(tmp_path, user, oauth_server)
+    result = run_cli("-c", config, "status", "--json", env=env)
+    (monitor,) = json.loads(result.stdout)["monitors"]
+    assert monitor["state"] == "error" and "exportmon" in monitor["sign_in"]["problem"]
+
+    device_login(config, oauth_server, user, env)
+    result = run_cli("-c", config, "status", "--json", env=env)
+    (monitor,) = json.loads(result.stdout)["monitors"]
+    assert monitor["sign_in"]["signed_in"] and monitor["sign_in"]["renewed_at"]
+    assert "problem" not in monitor["sign_in"]
+
+    # The provider said the refresh token ends in two days: status warns.
+    path = tmp_path / "state" / "oauth-token.json"
+    tokens = json.loads(path.read_text())
+    tokens["refresh_expires_at"] = time.time() + 2 * 86400
+    path.write_text(json.dumps(tokens))
+    result = run_cli("-c", config, "status", "--json", env=env)
+    (monitor,) = json.loads(result.stdout)["monitors"]
+    assert monitor["state"] == "warning"
+    assert "expires in" in monitor["reason"] and "login" in monitor["reason"]
+    table = run_cli("-c", config, "status", env={**env, "COLUMNS": "80"})
+    assert "expires in" in table.stdout + table.stderr

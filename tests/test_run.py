@@ -85,9 +85,9 @@ def test_generate_then_run_once_delivers_the_gem_exports_and_archives(
     assert generated.code == 0, generated.stderr
     config = Path(generated.stdout.strip())
     text = config.read_text()
-    text = text.replace("host = 'imap.example.com'", f"host = '{mail_user.host}'")
+    text = text.replace('host = "imap.example.com"', f"host = '{mail_user.host}'")
     text = text.replace("port = 993", f"port = {mail_user.ports.imaps}")
-    text = text.replace(f"user = '{mail_user.name}@example.com'", f"user = '{mail_user.name}'")
+    text = text.replace(f'user = "{mail_user.name}@example.com"', f"user = '{mail_user.name}'")
     text = text.replace("[source]\n", f"[source]\nca_file = '{mail_user.ca_file}'\n")
     text = text.replace(
         "[download]\n", f"[download]\nallow_hosts = ['127.0.0.1']\nca_file = '{tls_ca.ca_file}'\n"

@@ -38,14 +38,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from exportmon.actions.status import (
-    MONITOR_SCOPE,
-    Problem,
-    export_scope,
-    find_problems,
-    human_time,
-    mask_configured_secrets,
-)
+from exportmon.actions.problems import MONITOR_SCOPE, Problem, export_scope, find_problems
+from exportmon.actions.status import mask_configured_secrets
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExportmonError
 from exportmon.hooks import credentials
@@ -54,6 +48,7 @@ from exportmon.log import get_logger
 from exportmon.notify import Channel, Notice, configured_channels, wanted
 from exportmon.notify.message import compose
 from exportmon.redact import redact
+from exportmon.units import human_time
 
 log = get_logger(__name__)
 

@@ -8,15 +8,22 @@ found, and for each link the download rules (scheme, host and ``allow_hosts``,
 private addresses, expiry) — and returns a :class:`Verdict`: whether the mail is an
 export mail, the one reason that decides, and every step with what it found.
 Nothing is recorded and nothing is downloaded.
+
+For a folder source, :func:`explain_folder` does the same for each file: whether
+it is complete, matches ``source.patterns``, which ``[[types]]`` rule types it,
+and whether it was processed before.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from exportmon.config.schema import MonitorConfig
-from exportmon.errors import ExportmonError
+from exportmon.errors import ExportmonError, UsageError
 from exportmon.mail import message as mails
 from exportmon.mail.source import MAX_MAIL_BYTES
 from exportmon.units import format_size
@@ -246,3 +253,117 @@ def explain_mailbox(monitor: MonitorConfig, *, recent: int = 20) -> list[Verdict
                 )
             )
     return verdicts
+
+
+# --- a drop folder (kind = "folder") ---------------------------------------------------
+
+
+def explain_folder(monitor: MonitorConfig, paths: list[Path] | None = None) -> list[Verdict]:
+    """Verdicts for the files of a folder source: every entry of its folder, or the
+    files ``paths`` (which may lie elsewhere: judged as if dropped there). Whether a
+    file is complete (settling, waiting for its trigger), matches a pattern, which
+    ``[[types]]`` rule gives its type, whether it waits for a file of an earlier type
+    and whether it was processed before. Nothing is recorded, moved or copied."""
+    from exportmon.ledger import Ledger
+    from exportmon.mail.dropfolder import FolderSource
+
+    monitor.dirs.create()
+    source = FolderSource(monitor)
+    verdicts: list[Verdict] = []
+    with Ledger.open(monitor.dirs.ledger) as ledger:
+        if not paths:
+            return [_file_verdict(source, state) for state in source.survey(ledger)]
+        folder = source.path.resolve()
+        in_folder: dict[str, Any] | None = None
+        for path in paths:
+            if not os.path.lexists(path):
+                raise UsageError(f"cannot read {path}: no such file")
+            where = Path(path).absolute()
+            if where.parent.resolve() == folder:
+                if in_folder is None:  # all of them: a file may wait for another
+                    in_folder = {state.name: state for state in source.survey(ledger)}
+                state = in_folder[where.name]
+                verdicts.append(_file_verdict(source, state, str(path)))
+                continue
+            elsewhere = dataclasses.replace(
+                monitor, source=dataclasses.replace(monitor.source, path=str(where.parent))
+            )
+            (state,) = FolderSource(elsewhere).survey(None, names=[where.name])
+            verdict = _file_verdict(source, state, str(path))
+            verdict.steps.insert(
+                0, Step("folder", False, f"not in {source.path}: a run does not see it there")
+            )
+            verdicts.append(verdict)
+    return verdicts
+
+
+def _file_verdict(source: Any, state: Any, where: str | None = None) -> Verdict:
+    """The verdict on one :class:`~exportmon.mail.dropfolder.FileState`."""
+    where = where or str(source.path / state.name)
+    steps: list[Step] = []
+    verdict = Verdict(where, False, "leave alone", state.waiting or "", steps=steps)
+    if state.snapshot is None:  # not a regular file, or a name never taken
+        steps.append(Step("file" if state.entry != "ignored" else "name", False, state.waiting))
+        return verdict
+    steps.append(Step("file", True, f"a regular file, {format_size(state.snapshot.size)}"))
+    if state.entry != "export":
+        steps.append(Step("pattern", False, state.waiting))
+        return verdict
+    steps.append(Step("pattern", True, f"matches {state.pattern}"))
+    settle = source.monitor.source.settle or 0
+    how = (
+        f"trigger {source.monitor.source.trigger}"
+        if source.monitor.source.trigger
+        else (f"unchanged for settle = {settle:g} s")
+    )
+    steps.append(Step("complete", state.complete, state.waiting or how))
+    if state.rule is None and state.no_rule is None:
+        steps.append(Step("type", None, "told once the file is complete"))
+    else:
+        steps.append(Step("type", state.no_rule is None, state.rule or state.no_rule))
+    verdict.files.append({"kind": "file", "file": state.name, "type": state.type})
+    verdict.export_id = source.export_id
+    if state.processed is not None:
+        steps.append(Step("processed", False, f"taken before as {state.processed}"))
+    else:
+        steps.append(Step("processed", True, "not taken before"))
+    if state.held_by is not None:
+        steps.append(Step("order", False, state.held_by))
+    if state.processed is not None:
+        verdict.outcome = "done"
+        verdict.reason = f"already processed ({state.processed}): not taken again"
+    elif not state.complete:
+        verdict.outcome, verdict.reason = "wait", f"not complete: {state.waiting}"
+    elif state.no_rule is not None:
+        verdict.reason = f"{state.no_rule}; it stays in the folder"
+    elif state.held_by is not None:
+        verdict.outcome, verdict.reason = "wait", state.held_by
+    else:
+        verdict.export_mail = True
+        verdict.outcome = "take the file"
+        kind = f" as type {state.type}" if state.type else ""
+        verdict.reason = f"complete: taken{kind} for export {source.export_id}"
+    return verdict
+
+
+def render_file(verdict: Verdict, width: int = 80) -> str:
+    """A file's verdict for a person: its path, the outcome and reason, one line per
+    check, wrapped to ``width`` columns."""
+    import textwrap
+
+    mark = {True: "ok", False: "NO", None: "--"}
+    lines = [printable(verdict.where)]
+    lines += textwrap.wrap(
+        printable(f"{verdict.outcome}: {verdict.reason}"),
+        width,
+        initial_indent="  ",
+        subsequent_indent="  ",
+    )
+    for step in verdict.steps:
+        lines += textwrap.wrap(
+            printable(step.detail),
+            width,
+            initial_indent=f"  {mark[step.passed]:<3} {step.check:<10} ",
+            subsequent_indent=" " * 17,
+        )
+    return "\n".join(lines)

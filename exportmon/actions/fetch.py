@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from exportmon.actions.monitor_run import recorded_run
 from exportmon.actions.plan import export_plan
-from exportmon.actions.steps import attempt
+from exportmon.actions.steps import attempt, changed_config_exports, retry_changed_config
 from exportmon.atomic import sha256_file
 from exportmon.crashpoints import crash_point
 from exportmon.download import DownloadSettings, check_not_expired, download
@@ -222,6 +223,13 @@ def redownload_if_gone(monitor: MonitorConfig, ledger: Ledger, export: Export) -
         )
         ledger.reset_export(export.id, "new")
         return ledger.export(export.id) or export
+    if monitor.source.kind == "folder":
+        raise MailError(
+            f"the copy of the dropped file {missing.name} is gone",
+            hint=f"drop the file into {monitor.source.path} again (a file with a new "
+            "modification time is a new export)",
+            retryable=False,
+        )
     raise MailError(
         f"the saved attachment {missing} is gone",
         hint="move the mail back to the mailbox's unread state or pass it to "
@@ -377,6 +385,8 @@ def _fetch(
         if dry_run:
             _plan(monitor, ledger, result, retry_failed, whole_plan)
             return result
+        if not retry_failed:
+            retry_changed_config(monitor, ledger, ("new",))
         for export in ledger.due_exports(include_failed=retry_failed):
             if export.state != "new":
                 continue
@@ -387,7 +397,7 @@ def _fetch(
                 ledger,
                 export,
                 DOWNLOAD_STEP,
-                lambda export=export: download_export(monitor, ledger, export, progress=progress),
+                partial(download_export, monitor, ledger, export, progress=progress),
             )
             if done is None:
                 failed = ledger.export(export.id) or export
@@ -447,4 +457,11 @@ def _plan(
             again = " again" if export.error else ""
             result.planned.append(
                 f"would download{again} {what} for export {export.export_id} (recorded earlier)"
+            )
+    if not retry_failed:
+        for export in changed_config_exports(monitor, ledger, ("new",)):
+            what = export.file_name or "an export"
+            result.planned.append(
+                f"would download {what} again for export {export.export_id}"
+                " (the config changed since it failed)"
             )

@@ -33,5 +33,5 @@ def mail_report(monitors: Sequence[MonitorConfig], report: Report, to: Sequence[
         html=render_html(report),
         to=list(to),
     )
-    channels.send_mail(sender.alerts, message)
+    channels.send_mail(sender.alerts, message, monitor=sender)
     return sender.name

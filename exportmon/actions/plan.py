@@ -98,7 +98,10 @@ def export_plan(monitor: MonitorConfig, found: FoundExport, *, whole: bool) -> l
         if found.kind == "attachment":
             size = len(found.attachment.content) if found.attachment else None
             check_size(monitor, size)
-            first = f"would save the attached {found.file_name} for {what}"
+            taken = (
+                "take the dropped file" if monitor.source.kind == "folder" else "save the attached"
+            )
+            first = f"would {taken} {found.file_name} for {what}"
         elif found.link:
             check_link(monitor, found.link)
             first = (

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from exportmon.actions.steps import retry_command
 from exportmon.config.schema import ExportExpectation, MonitorConfig
 from exportmon.errors import ConfigError
 from exportmon.ledger import Export, Ledger, from_text, to_text
@@ -69,7 +70,7 @@ class Problem:
     #: Stable identity, the alert's subject: ``export:<row>``, ``mail:<id>``,
     #: ``step:<name>``, ``missing:<export id>:<expected at>``, ``rows:<row>:<type>``.
     key: str
-    #: ``failure``, ``missing``, ``rows``, ``late``, ``pending`` or ``unsent``.
+    #: ``failure``, ``missing``, ``rows``, ``late``, ``pending``, ``unsent`` or ``sign-in``.
     kind: str
     #: ``export:<export id>`` or ``monitor``: recoveries are announced per scope.
     scope: str
@@ -125,6 +126,9 @@ def _export_details(monitor: MonitorConfig, export: Export, ledger: Ledger) -> d
         "failed_at": export.error_at,
         "received_at": export.created_at,
         "retry_at": export.retry_at,
+        # How to retry it now; a run retries it by itself at retry_at (when set)
+        # and once the config has changed since it failed.
+        "retry": retry_command(monitor),
         "state": export.state,
     }
     if export.error_step == "deliver":
@@ -241,6 +245,8 @@ def find_problems(
             )
         )
 
+    problems.extend(sign_in_problems(monitor))
+
     unsent = ledger.unsent_alerts()
     if unsent.count:
         problems.append(
@@ -255,6 +261,30 @@ def find_problems(
             )
         )
     return problems
+
+
+def sign_in_problems(monitor: MonitorConfig) -> list[Problem]:
+    """A sign-in that ends soon (a warning, alerted once) or is missing (an error);
+    failed renewals are the mailbox's step failures already."""
+    if monitor.source.auth != "oauth2":
+        return []
+    from exportmon.oauth import sign_in_state
+
+    state = sign_in_state(monitor) or {}
+    problem = state.get("problem")
+    if not problem:
+        return []
+    return [
+        Problem(
+            key="sign-in",
+            kind="sign-in",
+            scope=MONITOR_SCOPE,
+            state="warning" if state.get("signed_in") else "error",
+            summary=_short(problem),
+            reason=_full(problem),
+            details={"monitor": monitor.name, "sign_in": state},
+        )
+    ]
 
 
 def _expectation_problems(
@@ -304,11 +334,22 @@ def _expectation_problems(
 def _row_problems(
     monitor: MonitorConfig, ledger: Ledger, export_id: int, expectation: ExportExpectation
 ) -> list[Problem]:
-    export, counts = ledger.latest_row_counts(export_id)
-    if export is None:
-        return []
+    if monitor.source.kind == "folder":
+        # Every dropped file is an export of its own: each type's latest file counts.
+        by_type = ledger.latest_row_counts_by_type(export_id)
+        if not by_type:
+            return []
+        latest = max((export for _, export in by_type.values()), key=lambda e: e.id)
+        counts = {kind: rows for kind, (rows, _) in by_type.items()}
+        exports = {kind: export for kind, (_, export) in by_type.items()}
+    else:
+        export, counts = ledger.latest_row_counts(export_id)
+        if export is None:
+            return []
+        latest, exports = export, {}
     problems = []
     for export_type in sorted(set(expectation.min_rows) | set(expectation.max_rows)):
+        export = exports.get(export_type, latest)
         rows = counts.get(export_type, 0)
         low = expectation.min_rows.get(export_type)
         high = expectation.max_rows.get(export_type)

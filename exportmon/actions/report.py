@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from exportmon.actions.status import mask_configured_secrets
+from exportmon.actions.steps import retry_command
 from exportmon.config.schema import MonitorConfig
 from exportmon.ledger import Ledger, from_text, to_text
 from exportmon.redact import redact
@@ -57,6 +58,8 @@ class ReportExport:
     error_step: str | None
     attempts: int
     file_details: list[ReportFile] = field(default_factory=list)
+    #: A failed export: the command that retries it now.
+    retry: str | None = None
 
 
 @dataclass
@@ -232,6 +235,7 @@ def _exports(monitor: MonitorConfig, ledger: Ledger, start: str, end: str) -> li
                 error_step=export.error_step if outcome != "delivered" else None,
                 attempts=export.attempts,
                 file_details=details,
+                retry=retry_command(monitor) if outcome == "failed" else None,
             )
         )
     return found

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from exportmon.actions.alerts import process_alerts
@@ -42,7 +43,12 @@ from exportmon.actions.fetch import (
 from exportmon.actions.monitor_run import monitor_run
 from exportmon.actions.plan import resume_plan
 from exportmon.actions.prune import prune
-from exportmon.actions.steps import as_exportmon_error, attempt
+from exportmon.actions.steps import (
+    as_exportmon_error,
+    attempt,
+    changed_config_exports,
+    retry_changed_config,
+)
 from exportmon.actions.unzip import unpack_export
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, ExportmonError, LockedError
@@ -153,15 +159,12 @@ def advance_export(
         if shutdown is not None and shutdown.requested:
             return export
         _tell(options, monitor, f"{step} {export.file_name or export.key}")
-        current = export
         done = attempt(
             monitor,
             ledger,
-            current,
+            export,
             step,
-            lambda current=current, work=work: work(
-                monitor, ledger, current, progress=options.progress
-            ),
+            partial(work, monitor, ledger, export, progress=options.progress),
         )
         if done is None:
             return None
@@ -197,6 +200,8 @@ def run_cycle(
                 options.on_delivered(monitor, finished)
 
     if not options.dry_run:
+        if not options.retry_failed:
+            retry_changed_config(monitor, ledger)
         for export in ledger.due_exports(include_failed=options.retry_failed):
             if export.state in ("downloaded", "unpacked") and not stopping():
                 log.info(
@@ -244,7 +249,10 @@ def run_cycle(
     # A failed download is recorded by fetch; failures of later steps by follow().
     result.failures[:0] = [f.message for f in fetched.failures]
     if options.dry_run:
-        for due in ledger.due_exports(include_failed=options.retry_failed):
+        resumed = ledger.due_exports(include_failed=options.retry_failed)
+        if not options.retry_failed:
+            resumed += changed_config_exports(monitor, ledger, ("downloaded", "unpacked"))
+        for due in resumed:
             if due.state in ("downloaded", "unpacked"):
                 name = due.file_name or due.key
                 result.planned += resume_plan(monitor, name, due.export_id, due.state)

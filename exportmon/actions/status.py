@@ -27,8 +27,10 @@ from exportmon.actions.problems import (
     config_problem,
     export_scope,
     find_problems,
+    sign_in_problems,
     worst,
 )
+from exportmon.actions.steps import retry_command
 from exportmon.config.load import discover, load_monitors
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, LedgerError
@@ -92,6 +94,9 @@ class ExportStatus:
     last_failure: str | None = None
     last_error: str | None = None
     last_error_step: str | None = None
+    #: While exports are failing: the command that retries them now (a run retries
+    #: them by itself once their config changes, or at ``retry_after``).
+    retry: str | None = None
     expect_every: str | None = None
     next_expected: str | None = None
     #: Running totals since the ledger began; pruning never lowers them.
@@ -134,8 +139,13 @@ class MonitorStatus:
     destinations: list[DestinationStatus] = field(default_factory=list)
     failed_mails: int = 0
     alerts_pending: int = 0
+    #: While exports are failing: the command that retries them now.
+    retry: str | None = None
     #: Set when the monitor's config does not load (``state`` is then ``error``).
     config_error: str | None = None
+    #: ``auth = "oauth2"`` monitors: who signed in with which flow, when the sign-in
+    #: was last renewed (``renewed_at``) and when it ends, if the provider said.
+    sign_in: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,6 +213,7 @@ def status_of(
         state="unknown",
         reason="",
         checked_at=to_text(moment),
+        sign_in=_sign_in(monitor),
     )
     if ledger is None:
         base.exports = [
@@ -215,6 +226,11 @@ def status_of(
             for export_id in monitor.ids
         ]
         base.reason = "never ran (no ledger yet)"
+        # A missing sign-in is worth saying before the first run.
+        base.problems = sign_in_problems(monitor)
+        if base.problems:
+            base.state = worst([p.state for p in base.problems])
+            base.reason = base.problems[0].summary
         return base
 
     problems = find_problems(monitor, ledger, now=moment)
@@ -236,6 +252,8 @@ def status_of(
     base.failed_mails = ledger.count_mails("failed")
     base.alerts_pending = ledger.count_alerts("pending")
     base.reason = _reason(base.state, rows, monitor_problems)
+    if any(p.kind == "failure" and p.key.startswith("export:") for p in problems):
+        base.retry = retry_command(monitor)
     counters = {(c.name, c.export_id, c.destination): c.value for c in ledger.counters()}
     for row in rows:
         key = "" if row.export_id is None else str(row.export_id)
@@ -287,6 +305,14 @@ def configured_labels(monitor: MonitorConfig) -> list[str]:
 
     labels = [destination_label(config) for config in monitor.destinations]
     return [_one_line(label) for label in labels if label]
+
+
+def _sign_in(monitor: MonitorConfig) -> dict[str, Any] | None:
+    if monitor.source.auth != "oauth2":
+        return None
+    from exportmon.oauth import sign_in_state
+
+    return sign_in_state(monitor)
 
 
 def _destination_totals(counters: dict[tuple[str, str, str], int], destination: str) -> Totals:
@@ -409,6 +435,8 @@ def _export_status(
         row.rows_delivered = figures.rows_delivered
         row.bytes_delivered = figures.bytes_delivered
     row.failing = sum(1 for p in mine if p.kind == "failure")
+    if row.failing:
+        row.retry = retry_command(monitor)
     failed = ledger.last_failed_export(export_id)
     if failed:
         row.last_failure = failed.error_at

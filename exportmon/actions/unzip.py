@@ -53,8 +53,13 @@ def unpack(
     hook_path: Path | None = None,
     output_dir: Path | None = None,
     progress: ProgressFactory | None = None,
+    kind: str | None = None,
 ) -> list[UnpackedFile]:
     """The deliverable files of ``download``.
+
+    ``kind`` is the export type recorded for it (a drop folder's ``[[types]]`` rule):
+    it wins over the type the file names give, and a plain file of a recorded type
+    has its rows counted whatever its suffix (``users.txt``).
 
     A ``.zip`` (with ``unzip``) is extracted into :func:`extraction_dir`; with a
     ``dialect`` its CSV files are rewritten there too, before the folder appears.
@@ -70,15 +75,15 @@ def unpack(
         folder = extraction_dir(download, output_dir)
         with atomic_directory(folder) as stage:
             extracted = extract_into(
-                download, stage, sub_dirs=sub_dirs, limits=limits, progress=progress
+                download, stage, sub_dirs=sub_dirs, limits=limits, progress=progress, kind=kind
             )
             files = [
-                _prepared(e.path, e.name, e.bytes, e.sha256, dialect, hook_path, progress)
+                _prepared(e.path, e.name, e.bytes, e.sha256, dialect, hook_path, progress, kind)
                 for e in extracted
             ]
             crash_point("unpack.staged")
         return [replace(f, path=folder / f.name) for f in files]
-    name = relative_target(download.name, sub_dirs=sub_dirs and unzip)
+    name = relative_target(download.name, sub_dirs=sub_dirs and unzip, kind=kind)
     if dialect is not None and unzip and is_csv(download):
         folder = extraction_dir(download, output_dir)
         with atomic_directory(folder) as stage:
@@ -90,7 +95,7 @@ def unpack(
             UnpackedFile(
                 path=folder / name,
                 name=name,
-                export_type=export_type(name),
+                export_type=kind or export_type(name),
                 bytes=result.bytes,
                 sha256=result.sha256,
                 rows=result.rows,
@@ -98,7 +103,9 @@ def unpack(
             )
         ]
     size = download.stat().st_size
-    return [_prepared(download, name, size, sha256_file(download), None, hook_path, progress)]
+    sha256 = sha256_file(download)
+    typed = kind is not None
+    return [_prepared(download, name, size, sha256, None, hook_path, progress, kind, typed=typed)]
 
 
 def _prepared(
@@ -109,21 +116,26 @@ def _prepared(
     dialect: Dialect | None,
     hook_path: Path | None,
     progress: ProgressFactory | None,
+    kind: str | None = None,
+    *,
+    typed: bool = False,
 ) -> UnpackedFile:
-    """A file rewritten in place (CSV with a dialect) or counted, described."""
+    """A file rewritten in place (CSV with a dialect) or counted, described.
+
+    ``typed``: a plain file whose ``kind`` was recorded from its header row is
+    counted as CSV whatever its suffix."""
+    kind = kind or export_type(name)
     if is_csv(path) and dialect is not None:
         result = rewrite_csv(path, path, dialect, progress=progress, hook_path=hook_path)
-        return UnpackedFile(
-            path, name, export_type(name), result.bytes, result.sha256, result.rows, True
-        )
+        return UnpackedFile(path, name, kind, result.bytes, result.sha256, result.rows, True)
     rows = None
-    if is_csv(path):
+    if is_csv(path) or (typed and kind is not None and not is_zip(path)):
         try:
             rows = count_rows(path)
         except CsvError as exc:
             # Delivered unchanged, so it need not parse; only the row count is lost.
             log.warning("cannot count the rows of %s: %s", path, exc.message)
-    return UnpackedFile(path, name, export_type(name), size, sha256, rows)
+    return UnpackedFile(path, name, kind, size, sha256, rows)
 
 
 def unpack_export(
@@ -154,6 +166,7 @@ def unpack_export(
         dialect=dialect,
         hook_path=monitor.path.parent if monitor.path else None,
         progress=progress,
+        kind=export.export_type,
     )
     crash_point("unpack.placed")
     return record_unpacked(ledger, export, files)

@@ -159,21 +159,22 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.main(args=args, prog_name="exportmon", standalone_mode=True)
     except ExportmonError as exc:
-        _fail(exc.one_line(), exc.exit_code)
+        _fail(*exc.lines(), code=exc.exit_code)
     except Exception as exc:  # last line of defence: one line, never a traceback
         _fail(
             f"unexpected {type(exc).__name__}: {exc} "
             "(run with -v for details and please report it)",
-            ExitCode.FAILED,
+            code=ExitCode.FAILED,
         )
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(*messages: str, code: int) -> None:
     from exportmon.commands.console import print_error
 
     if _verbosity:
         traceback.print_exc()
-    print_error(message)
+    for message in messages:
+        print_error(message)
     sys.exit(int(code))
 
 

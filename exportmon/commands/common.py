@@ -55,7 +55,8 @@ def select_monitors(ctx: typer.Context) -> list[MonitorConfig]:
     opts = options(ctx)
     monitors, errors = load_monitors(opts.configs or None, strict=opts.strict)
     for error in errors:
-        log.error("%s", error.one_line())
+        for line in error.lines():
+            log.error("%s", line)
         opts.config_failed = True
     if not monitors:
         if errors:

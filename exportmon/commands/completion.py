@@ -85,11 +85,12 @@ def _choices(param: Any) -> list[str]:
 
 def describe(app: typer.Typer) -> tuple[list[OptionSpec], list[CommandSpec]]:
     """The global options and the commands of ``app``, with their options."""
-    group = typer.main.get_command(app)
+    group = typer.main.get_group(app)
+    ctx = typer.Context(group)
     global_options = [s for p in group.params if (s := _option_spec(p))]
     commands = []
-    for name in group.list_commands(None):  # type: ignore[attr-defined, arg-type]
-        command = group.get_command(None, name)  # type: ignore[attr-defined, arg-type]
+    for name in group.list_commands(ctx):
+        command = group.get_command(ctx, name)
         if command is None or getattr(command, "hidden", False):
             continue
         options = [s for p in command.params if (s := _option_spec(p))]

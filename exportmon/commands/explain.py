@@ -1,4 +1,5 @@
-"""``exportmon explain``: why a mail is (or is not) picked up, check by check."""
+"""``exportmon explain``: why a mail (or a dropped file) is or is not picked up, check by
+check."""
 
 from __future__ import annotations
 
@@ -22,6 +23,11 @@ Nothing is recorded or downloaded. --headers prints the mail's headers, to write
 a [[recognizers]] rule for a system that mails differently (ITRP is now 4me and
 then Xurrent: check what a newer export mail's headers look like).
 
+For a folder source (kind = "folder") it says the same for files: for each file
+in the folder (or each FILE given), whether it is complete (settling, waiting
+for its trigger), matches source.patterns, which [[types]] rule gives its type,
+whether it waits for a file of an earlier type, and whether it was processed.
+
 Examples:
 
   exportmon -c 777.toml explain saved.eml
@@ -31,6 +37,8 @@ Examples:
   exportmon -c 777.toml explain --json ~/Maildir/cur/*
 
   exportmon -c 777.toml explain --headers newer-export.eml
+
+  exportmon -c sis.toml explain /srv/sis/outbox/users.txt
 """
 
 
@@ -40,7 +48,8 @@ def explain(
         list[Path] | None,
         typer.Argument(
             metavar="[MAIL...]",
-            help="Saved mails (.eml); none: the monitor's mailbox, changing nothing.",
+            help="Saved mails (.eml), or files for a folder source; none: the monitor's "
+            "mailbox or folder, changing nothing.",
             show_default=False,
         ),
     ] = None,
@@ -60,6 +69,12 @@ def explain(
             hint="choose one with -c FILE",
         )
     monitor = monitors[0]
+    if monitor.source.kind == "folder":
+        from exportmon.actions.explain import explain_folder, render_file
+
+        for verdict in explain_folder(monitor, mails):
+            print(json.dumps(verdict.as_dict()) if as_json else render_file(verdict))
+        return
     if not mails:
         for verdict in explain_mailbox(monitor):
             print(json.dumps(verdict.as_dict()) if as_json else render(verdict))

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from exportmon.commands.common import options
 from exportmon.commands.console import print_error, print_json, print_note, print_table
-from exportmon.config.generate import NewMonitor, write
+from exportmon.config.generate import (
+    FTP_PASSWORD_ENV,
+    NewMonitor,
+    signs_in_with_oauth,
+    split_ftp_url,
+    write,
+)
 from exportmon.config.load import discover, load_monitor
 from exportmon.config.providers import guess_provider
 from exportmon.errors import ConfigError, ExitCode, UsageError
 from exportmon.mail.source import source_url
 from exportmon.redact import register as register_secret
 
+log = logging.getLogger(__name__)
+
 EPILOG = """\
 Examples:
 
   exportmon generate 777 exports@example.com -            # password from stdin
+
+  exportmon generate 777 exports@contoso.onmicrosoft.com  # OAuth2 sign-in, no password
 
   exportmon generate 777 exports@gmail.com --password-command "pass show mail/exports"
 
@@ -68,7 +79,12 @@ def generate_command(
         str | None, typer.Option("--to", metavar="DIR", help="Local folder to deliver files to.")
     ] = None,
     ftp: Annotated[
-        str | None, typer.Option("--ftp", metavar="URL", help="Deliver to ftp:// or ftps:// too.")
+        str | None,
+        typer.Option(
+            "--ftp",
+            metavar="URL",
+            help="Deliver to ftp:// or ftps:// too.",
+        ),
     ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Monitor name (default: the export id).")
@@ -105,15 +121,26 @@ def generate_command(
             "--password-command or --password-env)"
         )
     secret = password_arg if password_arg is not None else password
+    provider = guess_provider(email)
     if secret == "-":
         secret = _read_password_from_stdin()
     elif secret is not None:
         register_secret(secret)
-    if secret is None and password_command is None and password_env is None:
+    ftp_target = split_ftp_url(ftp) if ftp is not None else None
+    if ftp_target is not None and ftp_target.dropped_password is not None:
+        register_secret(ftp_target.dropped_password)
+    given_password = secret is not None or password_command is not None or password_env is not None
+    if not given_password and not provider.oauth:
         raise UsageError(
             "no password given",
-            hint="add it as third argument, '-' to read it from stdin, or use "
+            hint="'-' as third argument reads it from stdin (or type it); or use "
             "--password-command / --password-env",
+        )
+    if given_password and not provider.takes_password:
+        secret = password_command = password_env = None
+        print_note(
+            f"{provider.name} has turned off password logins: the password was not "
+            "written; the config signs in with OAuth2."
         )
     new = NewMonitor(
         export_id=export_id,
@@ -125,11 +152,17 @@ def generate_command(
         to=to,
         ftp_url=ftp,
     )
+    # write() loads the text back before writing: a config that does not load is
+    # never left behind.
     path = write(new, force=force)
-    # Load it back: what generate writes must always be a valid config.
-    load_monitor(path)
-    provider = guess_provider(email)
     typer.echo(str(path))
+    if ftp_target is not None and ftp_target.dropped_password is not None:
+        log.warning(
+            "the password in --ftp was not written to %s: its [[deliver]] entry has "
+            "password_env = %s (export it, or use password_command)",
+            path,
+            FTP_PASSWORD_ENV,
+        )
     if options(ctx).quiet:
         return
     print_note(
@@ -145,10 +178,18 @@ def generate_command(
         )
     print_note("Next steps:")
     print_note(f"  1. Review the file (delivery folder, archive folder): $EDITOR {path}")
+    step = 2
+    if signs_in_with_oauth(new, provider):
+        print_note(
+            f"  2. Register an app ({provider.signin_doc}), put its client id in oauth_client_id"
+        )
+        print_note(f"  3. Sign in once: exportmon -c {path} login")
+        step = 4
     print_note(
-        f"  2. Check the mailbox without changing anything: exportmon -c {path} fetch --dry-run"
+        f"  {step}. Check the mailbox without changing anything: "
+        f"exportmon -c {path} fetch --dry-run"
     )
-    print_note(f"  3. Run it once, or from cron: exportmon -c {path} run --once")
+    print_note(f"  {step + 1}. Run it once, or from cron: exportmon -c {path} run --once")
 
 
 def _read_password_from_stdin() -> str:
@@ -173,7 +214,7 @@ def _list_monitors(ctx: typer.Context, as_json: bool) -> None:
             paths = discover(None)
         except ConfigError:
             paths = []
-    entries = []
+    entries: list[dict[str, Any]] = []
     broken = False
     for path in paths:
         try:

@@ -18,7 +18,7 @@ import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import get_close_matches
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import typer
 from typer import _click
@@ -133,19 +133,24 @@ def _argument_record(param: TyperArgument) -> tuple[str, str] | None:
     return _argument_label(param), _clean(param.help) or ""
 
 
-class PlainHelp:
+if TYPE_CHECKING:
+    # The mixin is only ever combined with a click command; to the type checker it
+    # is one, so it knows the attributes and methods the mixin relies on.
+    _MixinBase = _click.Command
+else:
+    _MixinBase = object
+
+
+class PlainHelp(_MixinBase):
     """Help in click's plain layout: option names never cut, paragraphs rewrapped.
 
     Values are shown as ``PATH`` or ``[text|json]``, flags and counters without a
     value, arguments by name in capitals; the global options get their own section.
     """
 
-    params: list[_click.Parameter]
-    options_metavar: str | None
-
     def _polish(self) -> None:
-        self.help = _clean(self.help)  # type: ignore[attr-defined]
-        self.epilog = _keep_examples(self.epilog)  # type: ignore[attr-defined]
+        self.help = _clean(self.help)
+        self.epilog = _keep_examples(self.epilog)
         for param in self.params:
             if isinstance(param, TyperOption) and (param.count or param.is_flag):
                 param.show_default = False
@@ -163,8 +168,10 @@ class PlainHelp:
         return pieces
 
     def format_options(self, ctx: _click.Context, formatter: _click.HelpFormatter) -> None:
-        arguments, own, shared = [], [], []
-        for param in self.get_params(ctx):  # type: ignore[attr-defined]
+        arguments: list[tuple[str, str]] = []
+        own: list[tuple[str, str]] = []
+        shared: list[tuple[str, str]] = []
+        for param in self.get_params(ctx):
             if isinstance(param, TyperArgument):
                 record = _argument_record(param)
                 target = arguments
@@ -219,7 +226,7 @@ class Command(PlainHelp, TyperCommand):
 class _CommandApp(typer.Typer):
     """The Typer app a command module registers into: its commands are :class:`Command`."""
 
-    def command(self, name: str | None = None, **kwargs: Any) -> Any:  # type: ignore[override]
+    def command(self, name: str | None = None, **kwargs: Any) -> Any:
         kwargs.setdefault("cls", Command)
         return super().command(name, **kwargs)
 
@@ -251,7 +258,7 @@ class LazyGroup(PlainHelp, TyperGroup):
         app = _CommandApp(rich_markup_mode=None)
         module.register(app)
         group = typer.main.get_group(app)
-        command = group.commands[entry.target or entry.name]  # type: ignore[attr-defined]
+        command = group.commands[entry.target or entry.name]
         if entry.target:  # an alias: a copy under its own name
             command = copy.copy(command)
             command.name = entry.name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -80,13 +79,18 @@ def unzip_command(
     unpacked in its ledger.
     """
     emitter = Emitter(output_format(null, as_json))
-    overrides = {
-        "max_entry_bytes": _size(max_entry_bytes, "--max-entry-bytes"),
-        "max_total_bytes": _size(max_total_bytes, "--max-total-bytes"),
-        "max_ratio": max_ratio,
-        "max_entries": max_entries,
-    }
-    overrides = {key: value for key, value in overrides.items() if value is not None}
+    entry_bytes = _size(max_entry_bytes, "--max-entry-bytes")
+    total_bytes = _size(max_total_bytes, "--max-total-bytes")
+
+    def with_options(limits: ZipLimits) -> ZipLimits:
+        """``limits`` with the limits given as options in place of their own."""
+        return ZipLimits(
+            max_entry_bytes=limits.max_entry_bytes if entry_bytes is None else entry_bytes,
+            max_total_bytes=limits.max_total_bytes if total_bytes is None else total_bytes,
+            max_ratio=limits.max_ratio if max_ratio is None else max_ratio,
+            max_entries=limits.max_entries if max_entries is None else max_entries,
+        )
+
     with step_run(ctx) as step:
         for item in read_inputs(paths, null=null):
             try:
@@ -96,7 +100,7 @@ def unzip_command(
                 files = unpack(
                     item.path,
                     sub_dirs=split,
-                    limits=replace(limits, **overrides),
+                    limits=with_options(limits),
                     output_dir=output_dir,
                     progress=step.progress,
                 )

@@ -1,32 +1,50 @@
 """Writing a new, ready-to-edit monitor config (``exportmon generate``).
 
-The file names one export id and one mailbox, carries the provider's IMAP
-settings, and shows every other option as a commented example, so that editing
-it is all the documentation most users need.
+The file is rendered from the schema: every option of every table is there,
+under its doc, with what ``generate`` was told written out and every other
+option commented out at its default (or an example). The text is loaded back
+with the loader before anything is written: ``generate`` never leaves a file
+that does not load.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import sys
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import platformdirs
 
 from exportmon.atomic import atomic_write
 from exportmon.config.providers import Provider, guess_provider
-from exportmon.config.schema import ITRP_SEARCH
-from exportmon.errors import ConfigError
-from exportmon.paths import monitors_dir, state_dir
+from exportmon.config.reference import (
+    Table,
+    default_of,
+    layout,
+    placeholder,
+    scalar_options,
+    toml_string,
+    toml_value,
+)
+from exportmon.config.schema import SourceConfig, toml_name
+from exportmon.errors import ConfigError, UsageError
+from exportmon.paths import APP_NAME, HOME_ENV, monitors_dir
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
-def toml_string(value: str) -> str:
-    """``value`` as a TOML string: literal (``'...'``) when it can be, else basic.
+#: Longest line written (a long path given by the user may still exceed it).
+WIDTH = 80
+#: The variable the generated FTP entry reads its password from.
+FTP_PASSWORD_ENV = "EXPORTMON_FTP_PASSWORD"
 
-    JSON string escapes are valid TOML basic-string escapes.
-    """
-    if "'" not in value and value.isprintable():
-        return f"'{value}'"
-    return json.dumps(value)
+__all__ = ["NewMonitor", "config_path", "render", "toml_string", "write"]
 
 
 @dataclass
@@ -47,152 +65,214 @@ class NewMonitor:
     def monitor_name(self) -> str:
         return self.name or str(self.export_id)
 
+    @property
+    def has_password(self) -> bool:
+        return any(p is not None for p in (self.password, self.password_command, self.password_env))
+
+
+@dataclass(frozen=True)
+class FtpTarget:
+    """An ``--ftp`` URL taken apart: the URL without its user and password, the user,
+    and whether a password was in it (it is never written)."""
+
+    url: str
+    user: str | None
+    dropped_password: str | None
+
+
+def split_ftp_url(text: str) -> FtpTarget:
+    """``ftps://bob:pw@host:2121/in`` as ``ftps://host:2121/in``, user ``bob``, and the
+    dropped password. :class:`UsageError` for anything but an FTP server address."""
+    parts = urlsplit(text.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in ("ftp", "ftps") or not parts.hostname:
+        raise UsageError(
+            f"--ftp takes an ftp:// or ftps:// server address, got {text!r}",
+            hint="e.g. --ftp ftps://user@ftp.example.com:21/in/exports (--to for a folder)",
+        )
+    try:
+        port = parts.port
+    except ValueError:
+        raise UsageError(f"--ftp: not a port number in {text!r}") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = f"{host}:{port}" if port else host
+    return FtpTarget(
+        url=f"{scheme}://{netloc}{parts.path}",
+        user=unquote(parts.username) if parts.username else None,
+        dropped_password=unquote(parts.password) if parts.password is not None else None,
+    )
+
 
 def config_path(new: NewMonitor, directory: Path | None = None) -> Path:
     """Where :func:`write` puts the config for ``new``."""
     return (directory or monitors_dir()) / f"{new.monitor_name}.toml"
 
 
+def delivery_folder(name: str) -> Path:
+    """The default destination folder of monitor ``name``: apart from its state folder
+    (``$EXPORTMON_HOME/delivered/<name>``, or the user data folder's)."""
+    home = os.environ.get(HOME_ENV, "").strip()
+    base = Path(home).expanduser().resolve() if home else platformdirs.user_data_path(APP_NAME)
+    return base / "delivered" / name
+
+
+def signs_in_with_oauth(new: NewMonitor, provider: Provider) -> bool:
+    """Whether the config signs in with OAuth2: always for Microsoft, for Google
+    unless an (app) password was given."""
+    return bool(provider.oauth) and not (provider.takes_password and new.has_password)
+
+
+def source_values(new: NewMonitor, provider: Provider) -> dict[str, Any]:
+    """The ``[source]`` options ``generate`` writes out."""
+    values: dict[str, Any] = {
+        "kind": "imap",
+        "host": provider.host,
+        "port": provider.port,
+        "security": provider.security,
+        "user": new.address,
+    }
+    if signs_in_with_oauth(new, provider):
+        from exportmon.oauth.providers import flow_name
+
+        probe = SourceConfig(host=provider.host, auth="oauth2", oauth_provider=provider.oauth)  # type: ignore[arg-type]
+        values.update(
+            auth="oauth2",
+            oauth_provider=provider.oauth,
+            oauth_flow=flow_name(probe),
+            oauth_client_id="",
+        )
+    elif new.password_command is not None:
+        values["password_command"] = new.password_command
+    elif new.password_env is not None:
+        values["password_env"] = new.password_env
+    else:
+        values["password"] = new.password or ""
+    if provider.archive != SourceConfig(host=provider.host).archive:
+        values["archive"] = provider.archive
+    return values
+
+
+def destination_values(new: NewMonitor) -> list[dict[str, Any]]:
+    """The ``[[deliver]]`` entries ``generate`` writes: the folder, then the FTP server."""
+    entries: list[dict[str, Any]] = [{"url": new.to or str(delivery_folder(new.monitor_name))}]
+    if new.ftp_url:
+        target = split_ftp_url(new.ftp_url)
+        entry: dict[str, Any] = {"url": target.url}
+        if target.user:
+            entry.update(user=target.user, password_env=FTP_PASSWORD_ENV)
+        entries.append(entry)
+    return entries
+
+
+def _comment(text: str, indent: str = "# ") -> list[str]:
+    return textwrap.wrap(
+        text.replace("`", ""),
+        WIDTH,
+        initial_indent=indent,
+        subsequent_indent=indent,
+        break_on_hyphens=False,
+    ) or [indent.rstrip()]
+
+
+def _render_table(
+    table: Table,
+    values: dict[str, Any],
+    *,
+    header: str | None = None,
+    commented: bool = False,
+    all_options: bool = True,
+    defaults: Any = None,
+    leave_out: tuple[str, ...] = (),
+) -> list[str]:
+    """``table`` as TOML: its header, then each option under its doc, set (``values``)
+    or commented out at its default. ``commented`` comments the whole table out."""
+    lines: list[str] = []
+    header = table.header if header is None else header
+    if header:
+        lines.append("")
+        if all_options:
+            lines += _comment(table.doc[:1].upper() + table.doc[1:])
+        lines.append(("# " if commented else "") + header)
+    for f in scalar_options(table):
+        key = toml_name(f)
+        unit = f.metadata.get("kind")
+        if key in values:
+            lines += _comment(f.metadata.get("doc", ""))
+            line = f"{key} = {toml_value(values[key], unit)}"
+            lines.append(("# " if commented else "") + line)
+            continue
+        if not all_options or key in leave_out:
+            continue
+        value = getattr(defaults, f.name) if defaults is not None else default_of(f)
+        if (value in (None, "", [], {}) and "example" in f.metadata) or value is None:
+            value = placeholder(table.cls, f)
+        lines += _comment(f.metadata.get("doc", ""))
+        lines.append(f"# {key} = {toml_value(value, unit)}")
+    return lines
+
+
 def render(new: NewMonitor, provider: Provider | None = None) -> str:
     """The TOML text of the config for ``new``."""
     provider = provider or guess_provider(new.address)
-    name = new.monitor_name
-    q = toml_string
-    to = new.to or str(state_dir() / name / "delivered")
-    if new.password_command is not None:
-        secret = f"password_command = {q(new.password_command)}"
-    elif new.password_env is not None:
-        secret = f"password_env = {q(new.password_env)}"
-    else:
-        secret = f"password = {q(new.password or '')}"
-    provider_note = "\n".join(f"# {line}" for line in provider.note.splitlines())
-    ftp_entry = "[[deliver]]" if new.ftp_url else "# [[deliver]]"
-    ftp_url = (
-        f"url = {q(new.ftp_url)}"
-        if new.ftp_url
-        else '# url = "ftps://ftp.example.com:21/in/exports"'
-    )
-    return f"""\
-# exportmon monitor {q(name)}: export {new.export_id} mailed to {new.address}
-# Written by `exportmon generate`. Every option is listed; commented ones show
-# their default or an example. Check it with: exportmon fetch --dry-run -c <this file>
+    source = source_values(new, provider)
+    lines = [
+        f"# exportmon monitor {toml_string(new.monitor_name)}: export {new.export_id} "
+        f"mailed to {new.address}",
+        "# Written by `exportmon generate`, every option under its doc; commented ones",
+        "# show their default or an example. The reference: docs/config.md.",
+        "# Check it with: exportmon fetch --dry-run -c <this file>",
+        "",
+    ]
+    for table in layout():
+        if table.cls.__name__ == "DeliverConfig":
+            lines += ["", "# (The older [deliver] table is described in docs/config.md.)"]
+            continue
+        if table.name == "":
+            lines += _render_table(table, {"ids": [new.export_id]})
+        elif table.name == "source":
+            oauth = source.get("auth") == "oauth2"
+            block = _render_table(
+                table,
+                source,
+                defaults=SourceConfig(kind="imap", host=provider.host),
+                # An OAuth2 sign-in has no password: no line invites one.
+                leave_out=("password", "password_env", "password_command") if oauth else (),
+            )
+            note = [*(f"# {line}" for line in provider.note.splitlines())]
+            lines += [*block[:3], f"# {provider.name}", *note, *block[3:]]
+        elif table.name == "deliver":
+            first, *more = destination_values(new)
+            lines += _render_table(table, first)
+            for entry in more:
+                lines += _render_table(table, entry, all_options=False)
+        elif table.name.startswith("exports."):
+            lines += _render_table(table, {}, header=f"[exports.{new.export_id}]", commented=True)
+        else:
+            commented = table.array or table.name == "csv"
+            lines += _render_table(table, {}, commented=commented)
+    return "\n".join(lines) + "\n"
 
-ids = [{new.export_id}]                 # Scheduled Export ids to process; other ids are left alone
-# root = {q(str(state_dir() / name))}   # state: downloads/, log/, pids/, tmp/, ledger.sqlite
-unzip = true                # unpack .zip exports into their CSV files
-sub_dirs = false            # put each CSV in a folder named after its export type
-exit_when_idle = 0          # `run` stops after this many minutes without export mails; 0 = never
-# poll_interval = "60s"     # between polls when the server has no IMAP IDLE
-# retry_after = "1h"        # a failed export is retried after this long
-# keep_downloads = "90d"    # `run` deletes downloads older than this
 
-[source]
-# {provider.name}
-{provider_note}
-kind = "imap"               # imap, pop3, maildir, mbox or dir
-host = {q(provider.host)}
-port = {provider.port}
-security = {q(provider.security)}          # ssl, starttls or plain
-user = {q(new.address)}
-{secret}
-# password_env = "EXPORTMON_IMAP_PASSWORD"  # instead of password: read it from the environment
-# password_command = "pass show mail/exports"  # or: the first line this command prints
-# auth = "xoauth2"          # or "oauthbearer": log in with an OAuth2 token...
-# token_command = "oauth2-token-helper"     # ...that this command prints
-mailbox = "INBOX"
-archive = {q(provider.archive)}   # processed mails are moved here; "" leaves them
-search = {q(ITRP_SEARCH)}
-# ca_file = "/etc/ssl/private-ca.pem"       # trust a private certificate authority
-# timeout = "60s"
-# allowed_senders = ["noreply@itrp.com", "@example.com"]
-# accept_forwarded = false  # also read export mails forwarded as attachments
-#                           # (then widen search, e.g. 'ALL': forwards lack the headers)
-# delete_after = false      # POP3: delete the mail once its export is delivered
-# path = "/var/mail/exports" # maildir, mbox or dir: where the mails are
+def check_rendered(text: str, path: Path) -> None:
+    """Load ``text`` as the config at ``path`` would be loaded; :class:`ConfigError`
+    (saying nothing was written) when it does not load."""
+    from exportmon.config.load import parse
 
-# Other systems that mail export links (the ITRP one is built in):
-# [[recognizers]]
-# name = "acme"
-# id_header = "X-Acme-Export-Id"
-# token_header = "X-Acme-Export-Token"
-# subject_pattern = "Export (?P<id>\\\\d+) is ready"
-# link_pattern = "https://files\\\\.acme\\\\.example/\\\\S+"
-
-[download]
-# ca_file = "/etc/ssl/private-ca.pem"
-# timeout = "60s"
-# retries = 3
-# max_bytes = "10GB"
-# allow_hosts = ["itrp.mycompany.local"]   # on-premise hosts with private addresses
-# max_redirects = 5
-
-[zip]
-# max_entry_bytes = "20GB"  # refuse zip bombs: largest uncompressed file...
-# max_total_bytes = "50GB"  # ...largest archive...
-# max_ratio = 250           # ...and highest compression ratio
-# max_entries = 10000
-
-# Rewrite the CSV files into another dialect (needs unzip = true):
-# [csv]
-# row_sep = "\\r\\n"         # leave out to keep each row's own line ending
-# col_sep = ","
-# quote_char = "\\""
-# quoting = "minimal"       # minimal, all, nonnumeric, none, or "gem": itrp-export-monitor's output
-# encoding = "utf-8-sig"    # input; a UTF-8 byte order mark is dropped
-# output_encoding = "utf-8"
-# replace_newlines = " "    # replaces line breaks inside values
-# value_hook = "myhooks:clean_value"   # a Python function called on every value
-
-# Destinations: any number of [[deliver]] entries, each a url with its own options
-# (see docs/destinations.md). An export is delivered when every destination has it.
-[[deliver]]
-url = {q(to)}   # a folder, file:///..., ftp://, ftps://, sftp:// or https://
-# overwrite = "replace"     # replace, keep, or timestamp (keep earlier deliveries)
-# order = ["organizations", "sites"]  # export types delivered first, in this order
-# temp_suffix = ".in_progress"  # written as <name>.in_progress, renamed once complete
-# temp_prefix = "."         # or as .<name>; temp_dir = "tmp": in a folder moved out of
-# trigger = "file"          # a trigger file after each file, or "export": one per export
-# trigger_name = "{{name}}.done"  # placeholders {{name}}, {{export}}, {{type}}
-# trigger_content = false   # the trigger holds the row count and SHA-256
-# manifest = "json"         # a manifest per export (json or csv), written last
-# manifest_name = "{{export}}.manifest.{{format}}"
-
-{ftp_entry}
-{ftp_url}   # ftp:// or ftps:// (explicit TLS)
-# user = "user"
-# password_env = "EXPORTMON_FTP_PASSWORD"
-# ca_file = "/etc/ssl/private-ca.pem"
-# passive = true
-# timeout = "60s"
-# retries = 3
-
-# [[deliver]]               # a time-stamped copy of every delivered file
-# url = "/srv/exports/archive"
-# archive = true
-
-[alerts]
-# smtp_url = "submission://smtp.example.com:587"  # smtp://, smtps:// or submission:// (STARTTLS)
-# smtp_user = "alerts@example.com"
-# smtp_password_env = "EXPORTMON_SMTP_PASSWORD"
-# from = "exportmon@example.com"
-# to = ["ops@example.com"]
-# command = "/usr/local/bin/page-oncall"  # gets the alert as JSON on stdin
-# repeat_after = "24h"
-# recovery = true
-
-# What a healthy export looks like, for missing-export and row-count alerts:
-# [exports.{new.export_id}]
-# expect_every = "1d"       # or a cron expression such as "0 6 * * 1"
-# grace = "2h"
-# min_rows = {{ people = 100 }}
-# max_rows = {{ people = 100000 }}
-"""
+    try:
+        parse(tomllib.loads(text), path=path)
+    except tomllib.TOMLDecodeError as exc:  # pragma: no cover - a bug in the renderer
+        raise ConfigError(f"the config would not be valid TOML: {exc}", path=path) from None
+    except ConfigError as exc:
+        message = exc.message.removeprefix(f"{path}: ")
+        hint = f"{exc.hint}; nothing was written" if exc.hint else "nothing was written"
+        raise ConfigError(message, path=path, hint=hint) from None
 
 
 def write(new: NewMonitor, *, directory: Path | None = None, force: bool = False) -> Path:
     """Write the config for ``new`` with mode 0600 and return its path.
 
-    Refuses to replace an existing file unless ``force``.
+    Refuses to replace an existing file unless ``force``; writes nothing when the
+    text would not load.
     """
     path = config_path(new, directory)
     if path.exists() and not force:
@@ -201,8 +281,9 @@ def write(new: NewMonitor, *, directory: Path | None = None, force: bool = False
             path=path,
             hint="pass --force to replace it, or --name to write another",
         )
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     text = render(new)
+    check_rendered(text, path)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     old_umask = os.umask(0o077)
     try:
         with atomic_write(path, suffix=".tmp") as handle:

@@ -1,4 +1,8 @@
-"""IMAP settings of well-known mail providers, guessed from an address's domain."""
+"""Mail settings of well-known providers, guessed from an address's domain.
+
+The OAuth2 side of a provider (endpoints, scopes, flows) is in
+:mod:`exportmon.oauth.providers`; here is what ``exportmon generate`` writes.
+"""
 
 from __future__ import annotations
 
@@ -16,26 +20,39 @@ class Provider:
     note: str = ""
     #: True when the settings are a guess that the user must check.
     guessed: bool = False
+    #: ``oauth_provider`` when the mailbox signs in with OAuth2 (``auth = "oauth2"``).
+    oauth: str | None = None
+    #: The docs page that says how to register the app.
+    signin_doc: str | None = None
+    #: A password given to ``generate`` is still used (app passwords).
+    takes_password: bool = True
 
 
 GMAIL = Provider(
-    "Gmail",
+    "Gmail / Google Workspace",
     "imap.gmail.com",
     archive="[Gmail]/All Mail",
-    note="Gmail needs an app password (Google account > Security > App passwords)\n"
-    'or OAuth2: auth = "xoauth2" with a token_command.',
+    note="Gmail signs in with OAuth2: register an app (docs/signin-google.md),\n"
+    "put its client id below, then run `exportmon -c <this file> login` once.\n"
+    "An app password works too: give it to `exportmon generate`.",
+    oauth="google",
+    signin_doc="docs/signin-google.md",
 )
 MICROSOFT = Provider(
     "Outlook / Microsoft 365",
     "outlook.office365.com",
-    note="Microsoft 365 has turned off password logins for most tenants: use\n"
-    'auth = "xoauth2" with a token_command that prints an access token.',
+    note="Microsoft has turned off password logins: this signs in with OAuth2.\n"
+    "Register an app (docs/signin-microsoft.md), put its client id below,\n"
+    "then run `exportmon -c <this file> login` once.",
+    oauth="microsoft",
+    signin_doc="docs/signin-microsoft.md",
+    takes_password=False,
 )
 YAHOO = Provider("Yahoo Mail", "imap.mail.yahoo.com", note="Yahoo needs an app password.")
 ICLOUD = Provider(
     "iCloud Mail",
     "imap.mail.me.com",
-    note="iCloud needs an app-specific password (appleid.apple.com > Sign-In and Security).",
+    note="iCloud needs an app-specific password\n(appleid.apple.com > Sign-In and Security).",
 )
 FASTMAIL = Provider("Fastmail", "imap.fastmail.com", note="Fastmail needs an app password.")
 
@@ -63,6 +80,6 @@ def guess_provider(address: str) -> Provider:
         domain or "unknown",
         f"imap.{domain}" if domain else "imap.example.com",
         guessed=True,
-        note=f"imap.{domain} is a guess: check the IMAP server, port and archive folder\n"
-        "with your mail administrator.",
+        note=f"imap.{domain} is a guess: check the IMAP server, port and archive\n"
+        "folder with your mail administrator.",
     )

@@ -9,6 +9,7 @@ so an install without an optional library (paramiko for SFTP) works for the rest
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from exportmon.deliver.urls import DestinationURL, parse_destination_url
@@ -32,7 +33,9 @@ def open_destination(config: DestinationConfig) -> Destination:
     """The destination ``config`` describes; secrets are resolved here."""
     url = parse_destination_url(config.url)
     module_name, function = KINDS[url.kind].split(":")
-    opener = getattr(importlib.import_module(module_name), function)
+    opener: Callable[[DestinationConfig, DestinationURL], Destination] = getattr(
+        importlib.import_module(module_name), function
+    )
     return opener(config, url)
 
 

@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable
 from functools import cache
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 from exportmon.signals import checkpoint
 
@@ -50,6 +50,12 @@ _HOOK_BLOCK = 8192
 #: Bytes read at a time from input in other encodings, where the reference's line
 #: limit check (``line_bound``) counts per read as the reference's reads do.
 _LINE_CHUNK = 8192
+
+
+class Reader(Protocol):
+    """What the engine reads from: a binary file, or one wrapped by ``line_bound``."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
 
 
 @cache
@@ -87,7 +93,7 @@ def rewrite(
     header_plan: Callable[[list[str]], tuple[list[int] | None, list[str]]] | None,
     is_number: Callable[[str], Any],
     field_limit: int,
-    line_bound: Callable[[BinaryIO], BinaryIO],
+    line_bound: Callable[[BinaryIO], Reader],
     advance: Callable[[int], None] | None = None,
 ) -> int:
     """Rewrite the CSV records read from ``source`` (a
@@ -129,6 +135,7 @@ def rewrite(
         def write(data: bytes) -> None:
             write_text(from_utf8.decode(data))
 
+    reader: Reader
     if utf8_in:
         reader = source
         decoder = None

@@ -131,7 +131,7 @@ class Dialect:
 
     @classmethod
     def from_config(cls, config: CsvConfig) -> Dialect:
-        values = {f.name: getattr(config, f.name, f.default) for f in fields(cls)}
+        values: dict[str, Any] = {f.name: getattr(config, f.name, f.default) for f in fields(cls)}
         if values["columns"] is not None:
             values["columns"] = tuple(values["columns"])
         if values["rename"] is not None:
@@ -170,7 +170,7 @@ class Dialect:
         if self.columns is not None and not all(isinstance(c, str) for c in self.columns):
             raise UsageError("columns must be a list of header names")
         if self.rename and not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in self.rename.items()
+            isinstance(name, str) for name in (*self.rename, *self.rename.values())
         ):
             raise UsageError("rename must map header names to header names")
         for what, name in (("encoding", self.encoding), ("output encoding", self.output_encoding)):
@@ -468,11 +468,16 @@ def load_value_hook(spec: str, search_path: Path | None = None) -> Callable[[str
     The module is imported normally, or else from ``search_path``. Raises
     :class:`ConfigError` when it cannot be imported or is not callable.
     """
+    from exportmon.config.value_hook import refused_reason
+
     module_name, _, function_name = spec.partition(":")
     if not re.fullmatch(r"[A-Za-z_][\w.]*", module_name) or not function_name.isidentifier():
         raise ConfigError(
             f"value hook {spec!r} must look like module:function", hint='e.g. "myhooks:clean"'
         )
+    reason = refused_reason(spec)
+    if reason:
+        raise ConfigError(f"value hook {spec!r}: {reason}")
     try:
         module = _import(module_name, search_path)
     except ImportError as exc:
@@ -747,6 +752,11 @@ class _LineBound(io.BufferedIOBase):
         self._raw = raw
         self._since_break = 0
 
+    @property
+    def name(self) -> Any:
+        """The wrapped file's name, as :class:`io.TextIOWrapper` shows it."""
+        return getattr(self._raw, "name", None)
+
     def readable(self) -> bool:
         return True
 
@@ -754,7 +764,7 @@ class _LineBound(io.BufferedIOBase):
         return self._checked(self._raw.read1(size if size > 0 else 1024 * 1024))  # type: ignore[attr-defined]
 
     def read(self, size: int | None = -1) -> bytes:
-        return self._checked(self._raw.read(size))
+        return self._checked(self._raw.read(-1 if size is None else size))
 
     def _checked(self, data: bytes) -> bytes:
         last_break = max(data.rfind(b"\n"), data.rfind(b"\r"))
@@ -917,7 +927,7 @@ def _find_undecodable(path: Path, encoding: str) -> tuple[int, str]:
             except UnicodeDecodeError as exc:
                 # exc.object may start with bytes held back from the previous block,
                 # whose newlines are already counted.
-                data = exc.object if isinstance(exc.object, bytes) else block
+                data = exc.object
                 held_back = max(len(data) - len(block), 0)
                 newlines = data[: exc.start].count(b"\n") - data[:held_back].count(b"\n")
                 bad = data[exc.start : exc.end]

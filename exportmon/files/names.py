@@ -131,10 +131,13 @@ def export_type(file_name: str) -> str | None:
     return kind or None
 
 
-def relative_target(file_name: str, *, sub_dirs: bool) -> str:
-    """Where a file goes inside a destination: ``<type>/<name>`` with sub_dirs, else ``<name>``."""
+def relative_target(file_name: str, *, sub_dirs: bool, kind: str | None = None) -> str:
+    """Where a file goes inside a destination: ``<type>/<name>`` with sub_dirs, else ``<name>``.
+
+    ``kind`` is a type recorded for the file (a drop folder's ``[[types]]`` rule); it
+    wins over the one its name gives."""
     name = safe_file_name(PurePosixPath(file_name).name)
-    kind = export_type(name) if sub_dirs else None
+    kind = (kind or export_type(name)) if sub_dirs else None
     return f"{safe_file_name(kind)}/{name}" if kind else name
 
 
@@ -159,14 +162,15 @@ def safe_relative_path(name: str) -> str:
     return "/".join(safe_file_name(part) for part in parts)
 
 
-def entry_target(entry_name: str, *, sub_dirs: bool) -> str:
+def entry_target(entry_name: str, *, sub_dirs: bool, kind: str | None = None) -> str:
     """Where an archive entry goes, relative to the extraction folder or destination.
 
     The entry's own folders are kept (as the gem did); with ``sub_dirs`` the export
-    type's folder is put in front: ``organizations/5-1-organizations.csv``.
+    type's folder is put in front: ``organizations/5-1-organizations.csv``. ``kind``
+    (the archive's recorded type) wins over the type in the entry's name.
     """
     path = safe_relative_path(entry_name)
-    kind = export_type(path) if sub_dirs else None
+    kind = (kind or export_type(path)) if sub_dirs else None
     return f"{safe_file_name(kind)}/{path}" if kind else path
 
 

@@ -122,11 +122,13 @@ def extract_into(
     sub_dirs: bool = False,
     limits: ZipLimits | None = None,
     progress: ProgressFactory | None = None,
+    kind: str | None = None,
 ) -> list[ExtractedFile]:
     """Check every entry of ``archive``, then extract them into the empty ``folder``.
 
     The caller owns ``folder`` and removes it on failure (:func:`unzip` does).
-    Files are fsynced; their order is the archive's.
+    Files are fsynced; their order is the archive's. ``kind`` is the export type
+    recorded for the archive, which wins over the entries' names for ``sub_dirs``.
     """
     archive = Path(archive)
     limits = limits or ZipLimits()
@@ -143,7 +145,7 @@ def extract_into(
     except OSError as exc:
         raise ExtractError(f"cannot open {archive}: {exc.strerror}", retryable=True) from None
     with zip_file:
-        plan = _plan(archive, zip_file.infolist(), sub_dirs=sub_dirs, limits=limits)
+        plan = _plan(archive, zip_file.infolist(), sub_dirs=sub_dirs, limits=limits, kind=kind)
         total = sum(info.file_size for info, _ in plan)
         advance, done = start_task(progress, f"unzip {archive.name}", total)
         try:
@@ -165,7 +167,12 @@ def _refused(archive: Path, entry: str | None, reason: str) -> ExtractError:
 
 
 def _plan(
-    archive: Path, infos: list[zipfile.ZipInfo], *, sub_dirs: bool, limits: ZipLimits
+    archive: Path,
+    infos: list[zipfile.ZipInfo],
+    *,
+    sub_dirs: bool,
+    limits: ZipLimits,
+    kind: str | None = None,
 ) -> list[tuple[zipfile.ZipInfo, str]]:
     """Every file entry with its target, after checking all of them."""
     if len(infos) > limits.max_entries:
@@ -184,7 +191,7 @@ def _plan(
         if info.flag_bits & _ENCRYPTED:
             raise _refused(archive, entry, "is encrypted")
         try:
-            target = entry_target(entry, sub_dirs=sub_dirs)
+            target = entry_target(entry, sub_dirs=sub_dirs, kind=kind)
         except UnsafeName as exc:
             raise _refused(archive, entry, f"unsafe name: {exc}") from None
         key = unicodedata.normalize("NFC", target).casefold()

@@ -66,13 +66,14 @@ def resolve(source: SecretSource, *, cache: bool = True) -> str:
     if source.command:
         secret = _run_command(source)
     elif source.env:
-        secret = os.environ.get(source.env)
-        if not secret:
+        from_env = os.environ.get(source.env)
+        if not from_env:
             raise SecretError(
                 f"environment variable {source.env} is not set or empty",
                 key=f"{source.key}_env",
                 hint=f"export {source.env}=... before running exportmon",
             )
+        secret = from_env
     elif source.value is not None:
         secret = source.value
     else:

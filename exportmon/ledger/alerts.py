@@ -35,7 +35,8 @@ class Alert:
 
     @property
     def data(self) -> dict[str, Any]:
-        return json.loads(self.payload)
+        data: dict[str, Any] = json.loads(self.payload)  # always written from a dict
+        return data
 
     @property
     def sent_via(self) -> set[str]:

@@ -22,11 +22,14 @@ import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exportmon.crashpoints import crash_point
 from exportmon.errors import LedgerError
 from exportmon.safe_open import refuse_link
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 # Each entry upgrades the schema by one version; PRAGMA user_version counts them.
 # Never edit an entry that has shipped: append a new one.
@@ -218,6 +221,16 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'destination_failures', destination, count(*) FROM deliveries
         WHERE state = 'failed' GROUP BY 1, 2;
     """,
+    # 5: the export type a drop-folder source found for a file (its [[types]] rule), which
+    # wins over the one its name gives.
+    """
+    ALTER TABLE exports ADD COLUMN export_type TEXT;
+    """,
+    # 6: the fingerprint of the config an export failed under, so that a run retries
+    # the failure once that config has changed.
+    """
+    ALTER TABLE exports ADD COLUMN error_config TEXT;
+    """,
 )
 
 
@@ -247,7 +260,7 @@ def marks(values: Sequence[Any]) -> str:
     return ",".join("?" * len(values))
 
 
-Row = TypeVar("Row")
+Row = TypeVar("Row", bound="DataclassInstance")
 Opened = TypeVar("Opened", bound="Database")
 
 
@@ -256,7 +269,7 @@ LEDGER_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 @functools.cache
-def _field_names(cls: type) -> frozenset[str]:
+def _field_names(cls: type[DataclassInstance]) -> frozenset[str]:
     return frozenset(field.name for field in dataclasses.fields(cls))
 
 

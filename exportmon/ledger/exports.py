@@ -2,8 +2,9 @@
 
 Progress of an export is its ``state`` (``new`` → ``downloaded`` → ``unpacked``
 → ``delivered``); a failure does not change the state but sets ``error`` (and
-``retry_at`` when it may be retried automatically), so a retry resumes from the
-last completed step. A file is one deliverable file of an export (the unpacked
+``retry_at`` when it may be retried automatically, ``error_config`` to the
+fingerprint of the config it failed under), so a retry resumes from the last
+completed step. A file is one deliverable file of an export (the unpacked
 and rewritten CSV), recorded once per export and name.
 
 An export has been *superseded* when a later export of the same export id has been
@@ -12,13 +13,14 @@ delivered: its failure no longer matters to anyone.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from exportmon.errors import LedgerError
 from exportmon.ledger.counters import count_delivered_export, raise_counter
-from exportmon.ledger.db import Database, check_state, now
+from exportmon.ledger.db import Database, check_state, marks, now
 from exportmon.ledger.mails import settle_mail_in
 
 EXPORT_STATES = ("new", "downloaded", "unpacked", "delivered")
@@ -56,6 +58,10 @@ class Export:
     downloaded_at: str | None
     unpacked_at: str | None
     delivered_at: str | None
+    #: The type a drop-folder source found for the file; None: from the file names.
+    export_type: str | None = None
+    #: The fingerprint of the config the failure happened under (None: not known).
+    error_config: str | None = None
 
     @property
     def failed(self) -> bool:
@@ -119,18 +125,20 @@ class ExportRecords(Database):
         link: str | None = None,
         file_name: str | None = None,
         download_path: str | None = None,
+        export_type: str | None = None,
     ) -> Export:
         """Record a new export; an export with the same ``key`` is returned as it is.
 
         ``key`` identifies the export file for deduplication: the token of an ITRP
-        export, or the Message-ID plus the attachment name.
+        export, or the Message-ID plus the attachment name. ``export_type`` is the
+        type a drop-folder source found (None: the file names tell).
         """
         stamp = now()
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO exports (mail_id, export_id, key, token, kind, link, file_name,"
-                " download_path, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (key) DO NOTHING",
+                " download_path, export_type, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
                 (
                     mail_id,
                     export_id,
@@ -140,6 +148,7 @@ class ExportRecords(Database):
                     link,
                     file_name,
                     download_path,
+                    export_type,
                     stamp,
                     stamp,
                 ),
@@ -223,6 +232,7 @@ class ExportRecords(Database):
             "error_step = NULL",
             "error_at = NULL",
             "retry_at = NULL",
+            "error_config = NULL",
             "updated_at = ?",
         ]
         params: list[Any] = [state, stamp]
@@ -258,14 +268,23 @@ class ExportRecords(Database):
         assert export is not None
         return export
 
-    def fail_export(self, row_id: int, step: str, error: str, retry_at: str | None) -> Export:
-        """Record that ``step`` of an export failed; ``retry_at`` None means only on request."""
+    def fail_export(
+        self,
+        row_id: int,
+        step: str,
+        error: str,
+        retry_at: str | None,
+        *,
+        config: str | None = None,
+    ) -> Export:
+        """Record that ``step`` of an export failed; ``retry_at`` None means only on
+        request, or once the config has changed from ``config`` (its fingerprint)."""
         stamp = now()
         with self._transaction() as db:
             db.execute(
                 "UPDATE exports SET error = ?, error_step = ?, error_at = ?, retry_at = ?,"
-                " attempts = attempts + 1, updated_at = ? WHERE id = ?",
-                (error, step, stamp, retry_at, stamp, row_id),
+                " error_config = ?, attempts = attempts + 1, updated_at = ? WHERE id = ?",
+                (error, step, stamp, retry_at, config, stamp, row_id),
             )
             found = db.execute("SELECT export_id FROM exports WHERE id = ?", (row_id,)).fetchone()
             if found is not None:
@@ -281,8 +300,37 @@ class ExportRecords(Database):
         with self._transaction() as db:
             db.execute(
                 "UPDATE exports SET state = ?, error = NULL, error_step = NULL, retry_at = NULL,"
-                " updated_at = ? WHERE id = ?",
+                " error_config = NULL, updated_at = ? WHERE id = ?",
                 (state, now(), row_id),
+            )
+
+    def failed_under_other_config(self, config: str, states: Sequence[str]) -> list[Export]:
+        """Failed exports in one of ``states``, not superseded, whose failure was
+        recorded under a config fingerprint other than ``config``; oldest first.
+
+        Exports whose failure has no fingerprint (recorded before there were any)
+        are not among them: whether their config changed cannot be told.
+        """
+        for state in states:
+            check_state(state, EXPORT_STATES, "export")
+        return self._all(
+            Export,
+            "SELECT * FROM exports e WHERE e.error IS NOT NULL AND e.state != 'delivered'"
+            f" AND e.state IN ({marks(states)})"
+            " AND e.error_config IS NOT NULL AND e.error_config != ?"
+            f" AND NOT {SUPERSEDED} ORDER BY e.id",
+            (*states, config),
+        )
+
+    def retry_export_now(self, row_id: int, config: str) -> None:
+        """Make a failed export due now, as retried under ``config`` (a fingerprint):
+        the next failure or success replaces that, and the same change of config
+        does not make it due again."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE exports SET retry_at = ?, error_config = ?"
+                " WHERE id = ? AND error IS NOT NULL",
+                (now(), config, row_id),
             )
 
     # --- files -----------------------------------------------------------------------
@@ -415,6 +463,26 @@ class ExportRecords(Database):
             )
         }
         return self.export(latest), counts
+
+    def latest_row_counts_by_type(self, export_id: int) -> dict[str, tuple[int, Export]]:
+        """Per export type (the file name for files without a type): the rows of the
+        latest export of ``export_id`` with counted files of that type, and that export.
+
+        For sources where every file is its own export (a drop folder), so that the
+        users file's rows are not lost when the memberships file came last."""
+        found: dict[str, tuple[int, Export]] = {}
+        for row in self._rows(
+            "SELECT kind, rows, export_row FROM (SELECT coalesce(f.export_type, f.name) AS kind,"
+            " sum(f.rows) AS rows, f.export_row, row_number() OVER (PARTITION BY"
+            " coalesce(f.export_type, f.name) ORDER BY f.export_row DESC) AS rank"
+            " FROM files f JOIN exports e ON f.export_row = e.id"
+            " WHERE e.export_id = ? AND f.rows IS NOT NULL GROUP BY 1, 3) WHERE rank = 1",
+            (export_id,),
+        ):
+            export = self.export(row["export_row"])
+            if export is not None:
+                found[row["kind"]] = (int(row["rows"]), export)
+        return found
 
     def export_figures(self) -> list[ExportFigures]:
         """Counts and times per export id, over every export the ledger holds."""

@@ -58,6 +58,7 @@ from exportmon.mail.source import (
     client_tls_context,
     login_refused,
     login_secret,
+    warn_if_plain,
 )
 from exportmon.net.tls import tls_error
 from exportmon.redact import redact
@@ -128,6 +129,7 @@ class ImapSource(MailSource):
         # not a connection problem, and leaves nothing open.
         secret = login_secret(self.monitor)
         context = client_tls_context(config)
+        warn_if_plain(config, self.where)
         try:
             if config.security == "ssl":
                 client = IMAPClient(
@@ -237,7 +239,7 @@ class ImapSource(MailSource):
 
     def _select(self, client: IMAPClient, folder: str, *, readonly: bool) -> dict[bytes, object]:
         try:
-            info = client.select_folder(folder, readonly=readonly)
+            info: dict[bytes, object] = client.select_folder(folder, readonly=readonly)
         except imaplib.IMAP4.abort:
             raise
         except imaplib.IMAP4.error as exc:
@@ -487,7 +489,7 @@ class ImapSource(MailSource):
                     idling = True
                     started = time.monotonic()
         finally:
-            if idling and self._client is client:
+            if idling and self._client is not None and self._client is client:
                 try:
                     client.idle_done()
                 except Exception:

@@ -86,7 +86,7 @@ class _LocalSource(MailSource):
         self.mailbox = ""
 
     def _stamp(self) -> tuple[int, ...]:
-        stamps = []
+        stamps: list[int] = []
         for path in self._watched():
             try:
                 info = path.stat()

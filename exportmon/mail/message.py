@@ -155,7 +155,7 @@ class Recognition:
 
 def parse(raw: bytes) -> EmailMessage:
     """Parse a whole mail (or only its header block) without ever raising."""
-    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+    return email.message_from_bytes(raw, policy=email.policy.default)
 
 
 def header(message: Message, name: str) -> str | None:
@@ -164,7 +164,7 @@ def header(message: Message, name: str) -> str | None:
         value = message.get(name)
     except Exception:
         try:
-            value = message.get_all(name, [None])[0]  # type: ignore[index]
+            value = message.get_all(name, [None])[0]
         except Exception:
             return None
     if value is None:

@@ -19,7 +19,7 @@ import poplib
 import ssl
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from exportmon.errors import (
     ArchiveError,
@@ -40,6 +40,7 @@ from exportmon.mail.source import (
     known_uids,
     login_refused,
     login_secret,
+    warn_if_plain,
 )
 from exportmon.net.tls import tls_error
 
@@ -86,6 +87,7 @@ class Pop3Source(MailSource):
         # Before connecting: a failing password command leaves nothing open.
         secret = login_secret(self.monitor)
         context = client_tls_context(config)
+        warn_if_plain(config, self.where)
         client: poplib.POP3
         try:
             if config.security == "ssl":
@@ -176,7 +178,9 @@ class Pop3Source(MailSource):
                 if uid in seen:
                     continue
                 location = MailLocation(self.key, "", None, uid)
-                size = int(client.list(number).split()[2])
+                # With a message number LIST answers one line (b"+OK 1 4242"), not
+                # the listing typeshed types it as.
+                size = int(cast(bytes, client.list(number)).split()[2])
                 try:
                     _, lines, _ = client.top(number, 0)
                 except poplib.error_proto:

@@ -3,7 +3,8 @@
 A :class:`MailSource` is where export mails come from: an IMAP mailbox
 (:mod:`exportmon.mail.imap`), a POP3 account (:mod:`exportmon.mail.pop3`), or a
 local Maildir, mbox file, directory of ``.eml`` files or list of ``.eml`` files
-(:mod:`exportmon.mail.local`). :func:`open_source` picks the one a monitor
+(:mod:`exportmon.mail.local`), or a folder export files are dropped into
+(:mod:`exportmon.mail.dropfolder`). :func:`open_source` picks the one a monitor
 configures. Every source:
 
 * ``poll(ledger, dry_run=False)`` looks at mails it has not seen before (cheaply:
@@ -188,6 +189,23 @@ def source_url(config: SourceConfig) -> str:
     return f"{config.kind}://{quote(config.user, safe='')}@{host}{mailbox}"
 
 
+#: The servers already warned about in this process: a warning once per run.
+_warned_plain: set[str] = set()
+
+
+def warn_if_plain(config: SourceConfig, where: str) -> None:
+    """Warn, once per run, that ``security = "plain"`` sends the login unencrypted;
+    said where the connection is made, so commands that never connect say nothing."""
+    if config.security != "plain" or where in _warned_plain:
+        return
+    _warned_plain.add(where)
+    log.warning(
+        'source.security = "plain": the mail password travels unencrypted to %s '
+        '(use "ssl" or "starttls" where the server offers it)',
+        where,
+    )
+
+
 def client_tls_context(config: SourceConfig) -> ssl.SSLContext:
     """A verifying TLS context for the mail server: system CAs plus ``source.ca_file``."""
     return client_context(config.ca_file, ca_key="source.ca_file")
@@ -245,6 +263,10 @@ def open_source(monitor: MonitorConfig) -> MailSource:
         from exportmon.mail.graph import GraphSource
 
         return GraphSource(monitor)
+    if kind == "folder":
+        from exportmon.mail.dropfolder import FolderSource
+
+        return FolderSource(monitor)
     raise ConfigError(f"unknown source kind {kind!r}", path=monitor.path, key="source.kind")
 
 

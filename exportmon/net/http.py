@@ -249,7 +249,7 @@ class _MeteredSSLSocket(ssl.SSLSocket):
     meter: _Meter | None = None
 
     def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        count = super().recv_into(buffer, nbytes, flags)  # type: ignore[arg-type]
+        count = super().recv_into(buffer, nbytes, flags)
         if self.meter is not None:
             self.meter.moved += count
         return count
@@ -421,8 +421,9 @@ def _describe(exc: BaseException | None) -> str:
     return redact(str(exc) or type(exc).__name__)
 
 
-def _tripped_error(watch: _Watch, what: str) -> ExportmonError | None:
-    """The error for a limit the watchdog found passed, if it did."""
+def _tripped_error(watch: _Watch, what: str) -> ExportmonError | retry.Interrupted | None:
+    """The error for a limit the watchdog found passed, if it did (a stop is no
+    failure: :class:`~exportmon.signals.Interrupted`)."""
     if watch.tripped == "stopped":
         return retry.Interrupted(f"stopped while {what}")
     if watch.tripped == "deadline":
@@ -510,7 +511,7 @@ class Response:
         except ValueError:
             raise ExportmonError(f"the answer from {display_url(self.url)} is not JSON") from None
 
-    def _failure(self, exc: BaseException | None) -> ExportmonError:
+    def _failure(self, exc: BaseException | None) -> ExportmonError | retry.Interrupted:
         return _tripped_error(self._watch, "receiving") or NetworkError(
             f"connection broken: {_describe(exc)}"
         )

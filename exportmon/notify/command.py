@@ -45,10 +45,9 @@ def channels(monitor: MonitorConfig) -> list[Channel]:
 
 
 def secret_variables(monitor: MonitorConfig) -> set[str]:
-    """The environment variables the config names as holding secrets."""
-    names = [source.env for source in monitor.secret_sources()]
-    names += [monitor.alerts.notify_env, monitor.heartbeat.url_env]
-    return {name for name in names if name}
+    """The environment variables the config names as holding secrets (every
+    ``*_env`` of a field marked secret, see :meth:`MonitorConfig.secret_sources`)."""
+    return {source.env for source in monitor.secret_sources() if source.env}
 
 
 def command_environment(details: Mapping[str, Any], monitor: MonitorConfig) -> dict[str, str]:

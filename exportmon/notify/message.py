@@ -224,7 +224,7 @@ def _advice(kind: str, details: dict[str, Any], config: str) -> list[str]:
         + (
             f" at {_human_time(details['retry_at'])}"
             if details.get("retry_at")
-            else " when it can be"
+            else " by the next run once the monitor's config has changed"
         ),
         f"or retry now: exportmon{config} run --once --retry-failed",
     ]

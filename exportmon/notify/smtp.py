@@ -19,7 +19,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -45,6 +45,8 @@ class MailChannel:
     alerts: AlertsConfig
     monitor: str
     name: str = "mail"
+    #: The monitor whose sign-in logs in with ``smtp_auth = "oauth2"``.
+    config: MonitorConfig | None = None
 
     @property
     def label(self) -> str:
@@ -58,13 +60,13 @@ class MailChannel:
             text=notice.text,
             html=notice.html or None,
         )
-        send_mail(self.alerts, message)
+        send_mail(self.alerts, message, monitor=self.config)
 
 
 def channels(monitor: MonitorConfig) -> list[Channel]:
     """The mail channel, when ``smtp_url`` and ``to`` are both set."""
     if monitor.alerts.smtp_url and monitor.alerts.to:
-        return [MailChannel(monitor.alerts, monitor.name)]
+        return [MailChannel(monitor.alerts, monitor.name, config=monitor)]
     return []
 
 
@@ -139,29 +141,32 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def send_mail(alerts: AlertsConfig, message: EmailMessage) -> None:
+def send_mail(
+    alerts: AlertsConfig, message: EmailMessage, *, monitor: MonitorConfig | None = None
+) -> None:
     """Deliver ``message`` through ``alerts.smtp_url``.
 
-    Raises :class:`TLSError`, :class:`AuthError`, :class:`ConnectionFailed` or
-    :class:`AlertError`, each one line without secrets; all may succeed later.
+    With ``smtp_auth = "oauth2"`` the login is XOAUTH2 with an access token of
+    ``monitor``'s sign-in (refreshed as for its mailbox).
+
+    Raises :class:`TLSError`, :class:`AuthError`, :class:`ConnectionFailed`,
+    :class:`SignInError` or :class:`AlertError`, each one line without secrets.
     """
     if not alerts.smtp_url:
         raise AlertError("no smtp_url configured in [alerts]", retryable=False)
     target = parse_smtp_url(alerts.smtp_url)
-    password = None
-    if alerts.smtp_user:
-        password = credentials.resolve(alerts.smtp_password_source())
+    login = _login(alerts, monitor)
     where = target.display
     try:
         with _connect(target, alerts) as client:
-            if alerts.smtp_user:
+            if login is not None:
                 if not _encrypted(client):
                     raise AlertError(
                         f"{where} offers no STARTTLS: refusing to send the SMTP password"
                         " unencrypted",
                         hint="use submission:// or smtps://, or a server with STARTTLS",
                     )
-                client.login(alerts.smtp_user, password or "")
+                login(client)
             # Recipients come from the message's To header.
             refused = client.send_message(message, from_addr=sender_address(alerts))
             if refused:
@@ -174,6 +179,13 @@ def send_mail(alerts: AlertsConfig, message: EmailMessage) -> None:
     except ssl.SSLError as exc:
         raise TLSError(f"{where}: TLS failed: {exc.reason or exc}") from None
     except smtplib.SMTPAuthenticationError as exc:
+        if alerts.smtp_auth == "oauth2":
+            raise AuthError(
+                f"{where} refused the XOAUTH2 login of {_oauth_user(alerts, monitor)}:"
+                f" {_reply(exc)}",
+                hint="the sign-in may lack the SMTP scope or SMTP AUTH may be off for "
+                "the mailbox; see the sign-in page of the docs, then run exportmon login",
+            ) from None
         raise AuthError(
             f"{where} refused the login of {alerts.smtp_user}: {_reply(exc)}",
             hint="check alerts.smtp_user and the SMTP password",
@@ -188,12 +200,42 @@ def send_mail(alerts: AlertsConfig, message: EmailMessage) -> None:
     except smtplib.SMTPResponseException as exc:
         raise AlertError(f"{where} answered {_reply(exc)}") from None
     except (smtplib.SMTPServerDisconnected, smtplib.SMTPException) as exc:
-        raise ConnectionFailed(f"{where}: {exc or 'connection closed'}") from None
+        raise ConnectionFailed(f"{where}: {str(exc) or 'connection closed'}") from None
     except OSError as exc:
         raise ConnectionFailed(
             f"cannot reach SMTP server {where}: {exc.strerror or exc}",
             hint="alerts stay queued and are sent on the next run",
         ) from None
+
+
+def _login(
+    alerts: AlertsConfig, monitor: MonitorConfig | None
+) -> Callable[[smtplib.SMTP], object] | None:
+    """How to log in once connected (``None``: no login); secrets are had here, before
+    connecting, so a missing one is its own clear error."""
+    if alerts.smtp_auth == "oauth2":
+        if monitor is None:
+            raise AlertError('smtp_auth = "oauth2" needs the monitor\'s sign-in', retryable=False)
+        from exportmon import oauth
+
+        user = _oauth_user(alerts, monitor)
+        token = oauth.access_token(monitor)
+        payload = f"user={user}\x01auth=Bearer {token}\x01\x01"
+
+        def xoauth2(challenge: bytes | None = None) -> str:
+            # A failed XOAUTH2 gets a 334 with an error document; an empty answer
+            # ends the exchange so the server's refusal code is what is raised.
+            return payload if challenge is None else ""
+
+        return lambda client: client.auth("XOAUTH2", xoauth2)
+    if alerts.smtp_user:
+        user, password = alerts.smtp_user, credentials.resolve(alerts.smtp_password_source())
+        return lambda client: client.login(user, password or "")
+    return None
+
+
+def _oauth_user(alerts: AlertsConfig, monitor: MonitorConfig | None) -> str:
+    return alerts.smtp_user or (monitor.source.user if monitor else "") or ""
 
 
 def _connect(target: SmtpTarget, alerts: AlertsConfig) -> smtplib.SMTP:

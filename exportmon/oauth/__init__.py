@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +209,8 @@ def sign_in_state(monitor: Any) -> dict[str, Any] | None:
     }
     if tokens.refresh_expires_at:
         left = tokens.refresh_expires_at - time.time()
-        state["expires_at"] = store.datetime.fromtimestamp(
-            tokens.refresh_expires_at, store.timezone.utc
+        state["expires_at"] = datetime.fromtimestamp(
+            tokens.refresh_expires_at, timezone.utc
         ).strftime("%Y-%m-%dT%H:%M:%SZ")
         if left <= EXPIRY_WARNING:
             state["problem"] = (

@@ -90,7 +90,7 @@ def post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
 
     TLS is verified against the system's CAs (``SSL_CERT_FILE`` adds one).
     """
-    data = urlencode({k: v for k, v in form.items() if v is not None}).encode()
+    data = urlencode(form).encode()
     request = urllib.request.Request(
         url,
         data=data,

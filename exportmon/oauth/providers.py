@@ -84,6 +84,7 @@ def provider_for(source: Any, flow: str | None = None) -> Provider:
                 hint='set oauth_tenant = "contoso.onmicrosoft.com" (or the tenant id)',
             )
         base = f"{MICROSOFT_LOGIN}/{tenant}/oauth2/v2.0"
+        scopes: tuple[str, ...]
         if graph:
             scopes = MICROSOFT_APP_GRAPH_SCOPES if app_only else MICROSOFT_GRAPH_SCOPES
         else:

@@ -272,7 +272,7 @@ def prometheus_text(report: StatusReport, *, openmetrics: bool = False) -> str:
     from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(metric_families(report)))  # type: ignore[arg-type]
+    registry.register(_Families(metric_families(report)))
     generate = generate_openmetrics if openmetrics else generate_latest
     return generate(registry).decode("utf-8")
 

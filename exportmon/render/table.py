@@ -7,6 +7,7 @@ number, and shorten long text; ``wide`` shows everything.
 
 from __future__ import annotations
 
+import shlex
 import textwrap
 from datetime import datetime
 
@@ -14,6 +15,7 @@ from rich.text import Text
 
 from exportmon.actions.report import Report
 from exportmon.actions.status import MONITOR_SCOPE, StatusReport
+from exportmon.actions.steps import shell_word
 from exportmon.render.cells import destination_cells, error_cell, export_label, file_cells
 from exportmon.render.layout import MAX_LINES, Column, Laid, lay_out
 from exportmon.units import format_duration, format_size, human_time
@@ -135,7 +137,8 @@ def status_table(
     shortened = laid.shortened or overall[-1].plain.endswith("…")
     hidden = laid.hidden + [h for h in (places.hidden if places else []) if h not in laid.hidden]
     shortened = shortened or bool(places and places.shortened)
-    return lines + _notes(hidden, shortened, "--wide (or --json)", width)
+    retry, cut = _retry_lines(report, width, wide)
+    return lines + retry + _notes(hidden, shortened or cut, "--wide (or --json)", width)
 
 
 def destination_table(
@@ -163,6 +166,57 @@ def destination_table(
         Column("last error", [d.last_error or "-" for _, d in found], text=True, drop=1),
     ]
     return lay_out(columns, width, wide=wide)
+
+
+def _retry_lines(report: StatusReport, width: int, wide: bool) -> tuple[list[Text], bool]:
+    """How to retry the failing exports now: one command per monitor, as shell lines
+    to paste; and whether a word too long for a line had to be shortened."""
+    commands = list(dict.fromkeys(s.retry for s in report.monitors if s.retry))
+    if not commands:
+        return [], False
+    intro = (
+        "To retry the failing exports now (a run also retries them by itself once"
+        " their config has changed):"
+    )
+    lines = [Text(line) for line in textwrap.wrap(intro, width)]
+    cut = False
+    for command in commands:
+        shown, shortened = shell_lines(command, width, wide=wide)
+        lines += [Text(line, style="bold") for line in shown]
+        cut = cut or shortened
+    return lines, cut
+
+
+def shell_lines(
+    command: str, width: int, *, wide: bool = False, indent: str = "  "
+) -> tuple[list[str], bool]:
+    """``command`` in lines of at most ``width`` columns, continued with ``\\`` between
+    words (an option stays with its value), and whether a word had to be shortened in
+    the middle to fit (never when ``wide``)."""
+    pieces: list[str] = []
+    for word in shlex.split(command):
+        if pieces and pieces[-1] in ("-c", "--config"):
+            pieces[-1] += " " + shell_word(word)
+        else:
+            pieces.append(shell_word(word))
+    if wide:
+        return [indent + " ".join(pieces)], False
+    room = width - 2 * len(indent) - 2  # a continued line's indent and " \\"
+    shortened = False
+    for index, piece in enumerate(pieces):
+        if len(piece) > room:
+            head = (room - 1) // 2
+            pieces[index] = piece[:head] + "…" + piece[len(piece) - (room - 1 - head) :]
+            shortened = True
+    lines: list[str] = []
+    current = indent
+    for piece in pieces:
+        if current.strip() and len(current) + 1 + len(piece) + 2 > width:
+            lines.append(current + " \\")
+            current = indent * 2 + piece
+        else:
+            current = f"{current} {piece}" if current.strip() else current + piece
+    return [*lines, current], shortened
 
 
 # --- report ------------------------------------------------------------------------------

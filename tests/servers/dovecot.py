@@ -65,7 +65,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from imapclient import IMAPClient, imap_utf7
 
@@ -443,8 +443,14 @@ class DovecotServer:
         extra_config: str = "",
         start_timeout: float = 20.0,
         verify_ready: bool = True,
+        submission_relay: Any = None,
     ) -> None:
         self.workdir = Path(workdir)
+        #: With a relay (an SMTP server on 127.0.0.1 with ``port``, ``user`` and
+        #: ``password``, as tests/servers/smtp.py), Dovecot also offers submission
+        #: (STARTTLS) on :attr:`submission_port` and relays what it takes there.
+        self.submission_relay = submission_relay
+        self.submission_port: int | None = None
         self.verify_ready = verify_ready
         self.cert = cert
         self.ca_file = Path(ca_file)
@@ -530,6 +536,8 @@ class DovecotServer:
             while len(ports) < 4:
                 ports.add(free_port(self.host))
             self._ports = MailPorts(*sorted(ports))
+            if self.submission_relay is not None:
+                self.submission_port = free_port(self.host)
         self._prepare_dirs()
         self.config_file.write_text(self._config_text())
         with open(self.stderr_file, "ab") as stderr:
@@ -699,7 +707,7 @@ log_path = {self.log_file}
 info_log_path = {self.log_file}
 debug_log_path = {self.log_file}
 instance_name = exportmon-test-{ports.imap}
-protocols = imap pop3
+protocols = imap pop3{" submission" if self.submission_port else ""}
 listen = {self.host}
 default_login_user = nobody
 default_internal_user = nobody
@@ -755,7 +763,28 @@ service pop3-login {{
   }}
 }}
 
+{self._submission_config()}
 {self.extra_config}
+"""
+
+    def _submission_config(self) -> str:
+        if not self.submission_port:
+            return ""
+        return f"""\
+hostname = localhost
+submission_relay_host = {self.host}
+submission_relay_port = {self.submission_relay.port}
+submission_relay_user = {self.submission_relay.user}
+submission_relay_password = {self.submission_relay.password}
+submission_relay_ssl = no
+# With a size limit Dovecot both advertises SIZE and accepts the SIZE= parameter.
+submission_max_mail_size = 40M
+service submission-login {{
+  inet_listener submission {{
+    address = {self.host}
+    port = {self.submission_port}
+  }}
+}}
 """
 
     def _wait_ready(self) -> None:
@@ -785,6 +814,7 @@ service pop3-login {{
             (ports.imaps, b"* OK", True),
             (ports.pop3, b"+OK", False),
             (ports.pop3s, b"+OK", True),
+            *([(self.submission_port, b"220", False)] if self.submission_port else []),
         ):
             wait_for_port(
                 self.host,

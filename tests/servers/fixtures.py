@@ -5,7 +5,8 @@ Load with ``pytest_plugins = ["servers.fixtures"]`` in ``tests/conftest.py``.
 Session scope: ``tls_ca`` (certificates) and ``dovecot`` (IMAP/POP3; each test
 gets its own account through ``mail_user``). Function scope, so every test
 starts clean: ``http_server``, ``https_server``, ``ftp_server``,
-``ftps_server``, ``smtp_server`` (STARTTLS + AUTH), ``smtps_server``, and
+``ftps_server``, ``sshd`` (OpenSSH, SFTP only; its client keys come from the
+session's ``ssh_keys``), ``smtp_server`` (STARTTLS + AUTH), ``smtps_server``, and
 ``start_server`` for one-off variants such as an HTTPS server with a bad
 certificate.
 
@@ -33,6 +34,7 @@ from servers.graph import GraphServer
 from servers.oauth import OAuthServer
 from servers.receiver import Receiver
 from servers.smtp import SmtpServer
+from servers.sshd import ClientKeys, SshServer
 from servers.tlsca import LocalCA
 from servers.web import WebServer
 
@@ -157,6 +159,35 @@ def ftps_server(tmp_path: Path, tls_ca: LocalCA) -> Iterator[FtpServer]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def ssh_keys() -> Iterator[ClientKeys]:
+    """SSH client key pairs (ed25519, ECDSA, PEM RSA, a protected one, an untrusted one)."""
+    directory = _short_tempdir("exportmon-sshkeys-")
+    try:
+        try:
+            keys = ClientKeys.create(directory)
+        except ServerStartError as exc:
+            pytest.fail(f"SSH client keys could not be made:\n{exc}", pytrace=False)
+        yield keys
+    finally:
+        if not _keep_files():
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def sshd(ssh_keys: ClientKeys) -> Iterator[SshServer]:
+    """OpenSSH on 127.0.0.1 offering SFTP to a key/password user and a chrooted user,
+    with a fresh host key and fresh folders."""
+    server = SshServer(ssh_keys)
+    try:
+        yield _start_or_fail(server, "OpenSSH sshd")
+    finally:
+        if _keep_files():
+            server.stop()
+        else:
+            server.remove()
+
+
 @pytest.fixture
 def smtp_server(tls_ca: LocalCA) -> Iterator[SmtpServer]:
     """SMTP offering STARTTLS; AUTH PLAIN/LOGIN required (also allowed without TLS)."""
@@ -206,9 +237,7 @@ OAUTH_APP_SECRET = "app-secret-9c41d2"
 @pytest.fixture
 def oauth_server(tls_ca: LocalCA) -> Iterator[OAuthServer]:
     """A local OAuth2 authorization server (device, PKCE, refresh, client credentials)."""
-    server = OAuthServer(
-        tls_ca.server, clients={OAUTH_CLIENT: None, OAUTH_APP: OAUTH_APP_SECRET}
-    )
+    server = OAuthServer(tls_ca.server, clients={OAUTH_CLIENT: None, OAUTH_APP: OAUTH_APP_SECRET})
     try:
         yield _start_or_fail(server, "OAuth2 server")
     finally:

@@ -114,6 +114,17 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
+class _SMTP(SMTP):
+    """aiosmtpd's server, also taking the ``AUTH=`` parameter of MAIL FROM (RFC 4954),
+    which a relaying server such as Dovecot's submission service sends."""
+
+    def _getparams(self, params: Any) -> Any:
+        result = super()._getparams(params)
+        if result is not None:
+            result.pop("AUTH", None)
+        return result
+
+
 class _SocketController(Controller):
     """Controller that serves an already-bound listening socket."""
 
@@ -129,7 +140,7 @@ class _SocketController(Controller):
         )
 
     def factory(self) -> SMTP:
-        protocol = super().factory()
+        protocol = _SMTP(self.handler, **self.SMTP_kwargs)
         self.protocols.add(protocol)
         return protocol
 

@@ -38,6 +38,11 @@ is done before ``kills`` kills were made are more mails appended (the figures co
 them). Killing stops once at least ``kills`` kills were made and every mail was
 appended; then runs go on unkilled until a run exits 0 with nothing left to do.
 
+:class:`FolderCrashWorld` and :func:`folder_crash_loop` do the same for a drop-folder
+monitor (``kind = "folder"``): Blackboard snapshot files dropped in batches, delivered
+in type order and archived with a time stamp (``python -m tests.stress crash
+--folder``).
+
 Invariants (:meth:`CrashWorld.check`), at the destinations themselves and in the
 mailbox, not in exportmon's own records:
 
@@ -777,6 +782,299 @@ def crash_loop(
     return figures
 
 
+# --- the folder source ----------------------------------------------------------------
+
+#: Blackboard SIS snapshot headers, in the order their files must be delivered.
+SNAPSHOT_HEADERS = {
+    "users": "EXTERNAL_PERSON_KEY|USER_ID|FIRSTNAME|LASTNAME|EMAIL",
+    "courses": "EXTERNAL_COURSE_KEY|COURSE_ID|COURSE_NAME",
+    "memberships": "EXTERNAL_COURSE_KEY|EXTERNAL_PERSON_KEY|ROLE",
+}
+SNAPSHOT_TYPES = [
+    {"name": "users", "header_has": ["EXTERNAL_PERSON_KEY", "USER_ID"]},
+    {"name": "courses", "header_has": ["EXTERNAL_COURSE_KEY", "COURSE_ID"]},
+    {"name": "memberships", "header_has": ["EXTERNAL_COURSE_KEY", "EXTERNAL_PERSON_KEY"]},
+]
+#: The crash points a folder monitor passes (no download, no FTP).
+FOLDER_POINTS = {
+    "atomic.rename": 3,
+    "unpack.placed": 1,
+    "deliver.started": 2,
+    "deliver.placed": 2,
+    "export.delivered": 1,
+    "archive.moved": 1,
+    "ledger.commit": 30,
+}
+
+
+class FolderCrashWorld:
+    """A drop folder (``kind = "folder"``) that batches of snapshot files (users,
+    courses, memberships; ``|``-separated, of random sizes) are dropped into, in
+    random order; delivered to a local folder (``replace``) and an ``archive_dir``
+    (time-stamped, so a second delivery is a second file); originals archived to a
+    processed folder with their time stamp.
+
+    Invariants (:meth:`check`): after every kill, a delivered or archived file has
+    the bytes of its original (nothing partial), no file is delivered twice (once in
+    ``archive_dir``, the local copy keeps its inode) or archived twice, and no
+    original is archived before it reached both destinations; at the end, every
+    file is delivered and archived exactly once, the drop folder is empty, and the
+    ledger holds one delivered export, one archived mail and one done delivery per
+    file and destination. The delivery order within a batch is checked from the
+    ledger (users before courses before memberships).
+    """
+
+    def __init__(self, workdir: Path, *, seed: int = 1, rows: int = 4000) -> None:
+        self.workdir = Path(workdir)
+        self.rng = random.Random(seed)
+        self.rows = rows
+        self.inbox = self.workdir / "outbox"
+        self.processed = self.workdir / "processed"
+        self.local = self.workdir / "delivered"
+        self.copies = self.workdir / "archive-copies"
+        self.state = self.workdir / "state"
+        self.logs = self.workdir / "runs"
+        for folder in (self.inbox, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        #: File name → SHA-256 of its bytes, for every file dropped so far.
+        self.files: dict[str, str] = {}
+        self.batches: list[list[str]] = []
+        self._inodes: dict[str, int] = {}
+        source = {
+            "kind": "folder",
+            "path": str(self.inbox),
+            "patterns": ["*.txt"],
+            "settle": "1s",
+            "archive": str(self.processed),
+        }
+        data = config_data(
+            self.state,
+            source,
+            ids=(1,),
+            allow_hosts=(),
+            deliver={
+                "to": str(self.local),
+                "archive_dir": str(self.copies),
+                "order": list(SNAPSHOT_HEADERS),
+            },
+        )
+        data["types"] = SNAPSHOT_TYPES
+        self.config = write_config(self.workdir / "monitors", data, "sis")
+
+    def drop_batch(self) -> list[str]:
+        """Drop one users, courses and memberships file, in random order, each written
+        under a dot-name and renamed into place (as an SFTP server does)."""
+        number = len(self.batches) + 1
+        kinds = list(SNAPSHOT_HEADERS)
+        self.rng.shuffle(kinds)
+        names = []
+        for kind in kinds:
+            name = f"{kind}-{number:04d}.txt"
+            rows = [SNAPSHOT_HEADERS[kind]]
+            columns = SNAPSHOT_HEADERS[kind].count("|") + 1
+            for line in range(self.rng.randint(self.rows // 2, self.rows)):
+                rows.append("|".join(f"{kind[0]}{line}-{c}" for c in range(columns)))
+            data = ("\n".join(rows) + "\n").encode()
+            temp = self.inbox / f".{name}.part"
+            temp.write_bytes(data)
+            moment = time.time() - 5
+            os.utime(temp, (moment, moment))
+            os.replace(temp, self.inbox / name)
+            self.files[name] = _digest(data)
+            names.append(name)
+        self.batches.append(names)
+        return names
+
+    def run(self, *, kill_after: float | None = None, kill_at: str | None = None) -> RunOutcome:
+        """One ``exportmon run --once``, killed as asked."""
+        env = {**os.environ, "COLUMNS": "200"}
+        env.pop(ENVIRONMENT, None)
+        if kill_at is not None:
+            env[ENVIRONMENT] = kill_at
+        log_path = self.logs / f"run-{len(list(self.logs.iterdir())) + 1:04d}.log"
+        started = time.monotonic()
+        killed = None
+        with open(log_path, "wb") as log:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "exportmon", "-c", str(self.config), "run", "--once"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+            )
+            try:
+                child.wait(timeout=kill_after if kill_after is not None else 300.0)
+            except subprocess.TimeoutExpired:
+                child.send_signal(signal.SIGKILL)
+                child.wait()
+                killed = "timer" if kill_after is not None else None
+                if killed is None:
+                    raise AssertionError(f"run did not end: {log_path}") from None
+        text = log_path.read_text(errors="replace")
+        if killed is None and child.returncode == -signal.SIGKILL:
+            killed = "point"
+        if "Traceback (most recent call last)" in text:
+            raise AssertionError(f"exportmon printed a traceback:\n{text}")
+        point = kill_at.split(":")[0] if killed == "point" and kill_at else None
+        return RunOutcome(child.returncode, time.monotonic() - started, killed, point, text)
+
+    def done(self) -> bool:
+        ledger = self.state / "ledger.sqlite"
+        if not ledger.exists():
+            return False
+        with sqlite3.connect(ledger) as db:
+            exports = db.execute("SELECT count(*), sum(state != 'delivered') FROM exports")
+            total, open_exports = exports.fetchone()
+            open_mails = db.execute(
+                "SELECT count(*) FROM mails WHERE state IN ('new', 'delivered')"
+            ).fetchone()[0]
+        return total == len(self.files) and not open_exports and not open_mails
+
+    def check(self, figures: Figures, *, final: bool) -> list[str]:
+        problems: list[str] = []
+        places = {
+            "local": CrashWorld._files(self.local),
+            "archive_dir": CrashWorld._files(self.copies, stamped=True),
+            "processed": CrashWorld._files(self.processed, stamped=True),
+        }
+        complete: dict[str, set[str]] = {}
+        for place, found in places.items():
+            complete[place] = set()
+            for relative, paths in found.items():
+                name = relative.rsplit("/", 1)[-1]
+                if name.endswith(LEFTOVER_SUFFIXES) or name.startswith("."):
+                    if final:
+                        figures.leftovers += len(paths)
+                        problems.append(f"{place}: left over {relative}")
+                    continue
+                if len(paths) > 1:
+                    figures.duplicated += len(paths) - 1
+                    problems.append(f"{place}: {relative} {len(paths)} times")
+                if name not in self.files:
+                    figures.partial += 1
+                    problems.append(f"{place}: unexpected file {relative}")
+                    continue
+                if {_file_digest(path) for path in paths} != {self.files[name]}:
+                    figures.partial += 1
+                    problems.append(f"{place}: {relative} has the wrong bytes")
+                    continue
+                complete[place].add(name)
+        for relative, paths in places["local"].items():
+            inode = paths[0].stat().st_ino
+            if self._inodes.setdefault(relative, inode) != inode:
+                figures.duplicated += 1
+                problems.append(f"local: {relative} was delivered again")
+                self._inodes[relative] = inode
+        delivered = complete["local"] & complete["archive_dir"]
+        for name in sorted(complete["processed"] - delivered):
+            figures.archived_early += 1
+            problems.append(f"processed: {name} archived before it was delivered")
+        if final:
+            for place, names in complete.items():
+                for name in sorted(set(self.files) - names):
+                    figures.lost += 1
+                    problems.append(f"{place}: {name} missing")
+            left = sorted(os.listdir(self.inbox))
+            if left:
+                problems.append(f"outbox: {left} left")
+            problems += self._check_ledger(figures)
+            figures.files = len(self.files)
+            figures.deliveries = len(complete["local"]) + len(complete["archive_dir"])
+            figures.archived = len(complete["processed"])
+        figures.problems += problems
+        return problems
+
+    def _check_ledger(self, figures: Figures) -> list[str]:
+        problems = []
+        with sqlite3.connect(self.state / "ledger.sqlite") as db:
+            if db.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+                problems.append("ledger: integrity_check failed")
+            states = Counter(db.execute("SELECT state FROM exports").fetchall())
+            if states != Counter({("delivered",): len(self.files)}):
+                problems.append(f"ledger: exports {dict(states)}")
+            mails = Counter(db.execute("SELECT state FROM mails").fetchall())
+            if mails != Counter({("archived",): len(self.files)}):
+                problems.append(f"ledger: mails {dict(mails)}")
+            doubles = db.execute(
+                "SELECT file_id, destination FROM deliveries WHERE state = 'done'"
+                " GROUP BY 1, 2 HAVING count(*) > 1"
+            ).fetchall()
+            problems += [f"ledger: file {row[0]} done twice at {row[1]}" for row in doubles]
+            done = db.execute("SELECT count(*) FROM deliveries WHERE state = 'done'").fetchone()[0]
+            if done != 2 * len(self.files):
+                problems.append(f"ledger: {done} deliveries done, {2 * len(self.files)} expected")
+            first = {
+                name: row_id
+                for row_id, name in db.execute(
+                    "SELECT min(d.id), e.file_name FROM deliveries d"
+                    " JOIN exports e ON d.export_row = e.id GROUP BY e.file_name"
+                )
+            }
+        for batch in self.batches:
+            ordered = sorted(batch, key=lambda n: list(SNAPSHOT_HEADERS).index(n.split("-")[0]))
+            starts = [first.get(name, 0) for name in ordered]
+            if starts != sorted(starts):
+                problems.append(f"order: {ordered} delivered out of type order")
+        figures.ledger_problems += len(problems)
+        return problems
+
+
+def folder_crash_loop(
+    world: FolderCrashWorld, *, kills: int, batches: int, seed: int = 1, report: Any = None
+) -> Figures:
+    """Kill and restart ``run --once`` on a folder monitor until at least ``kills``
+    kills were made and ``batches`` batches dropped are all done (half the kills at a
+    named crash point, half after a random delay over an uninterrupted run's
+    duration); check the invariants after every kill and at the end."""
+    rng = random.Random(seed)
+    figures = Figures()
+    started = time.monotonic()
+    say = report or (lambda text: None)
+    world.drop_batch()
+    calibration = world.run()
+    figures.runs += 1
+    if calibration.code != 0 or not world.done():
+        raise AssertionError(f"the uninterrupted first run failed:\n{calibration.log}")
+    window = calibration.seconds
+    figures.window = figures.shortest_window = window
+    say(f"calibration: {window:.2f} s for one batch")
+    while True:
+        if world.done():
+            if len(world.batches) >= batches and figures.kills >= kills:
+                break
+            world.drop_batch()
+            continue
+        killing = figures.kills < kills
+        kill_at = kill_after = None
+        if killing and rng.random() < 0.5:
+            point = rng.choice(sorted(FOLDER_POINTS))
+            kill_at = f"{point}:{rng.randint(1, FOLDER_POINTS[point])}"
+        elif killing:
+            kill_after = rng.uniform(0.0, window)
+        outcome = world.run(kill_after=kill_after, kill_at=kill_at)
+        figures.runs += 1
+        if outcome.killed == "timer":
+            figures.kills_timer += 1
+        elif outcome.killed == "point":
+            figures.kills_point += 1
+            figures.points[outcome.point or "?"] += 1
+        elif outcome.code != 0:
+            figures.failed_runs += 1
+            figures.problems.append(f"run {figures.runs} failed without a kill:\n{outcome.log}")
+        figures.completed_after_crash += outcome.log.count("after an interruption")
+        if outcome.killed:
+            problems = world.check(figures, final=False)
+            if problems:
+                say(f"after kill {figures.kills}: " + "; ".join(problems))
+        if figures.runs > 30 * (kills + batches):
+            figures.problems.append(f"no end after {figures.runs} runs")
+            break
+    world.check(figures, final=True)
+    figures.mails = figures.export_mails = figures.exports = len(world.files)
+    figures.seconds = time.monotonic() - started
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m tests.stress crash``: the full-size crash-safety run."""
     import argparse
@@ -790,10 +1088,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1, help="mails appended at a time")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument(
+        "--folder",
+        action="store_true",
+        help="a drop-folder monitor instead (--mails counts batches of three files)",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.randrange(10**6)
     workdir = Path(tempfile.mkdtemp(prefix="exportmon-crash-"))
     print(f"seed {seed}; work folder {workdir}", flush=True)
+    if args.folder:
+        figures = folder_crash_loop(
+            FolderCrashWorld(workdir, seed=seed),
+            kills=args.runs,
+            batches=args.mails,
+            seed=seed,
+            report=lambda text: print(text, flush=True),
+        )
+        return _report(figures, workdir, keep=args.keep)
     with running_servers(workdir) as servers:
         user = servers.dovecot.add_user()
         world = CrashWorld(
@@ -812,6 +1124,10 @@ def main(argv: list[str] | None = None) -> int:
             seed=seed,
             report=lambda text: print(text, flush=True),
         )
+    return _report(figures, workdir, keep=args.keep)
+
+
+def _report(figures: Figures, workdir: Path, *, keep: bool) -> int:
     print()
     print(figures.table())
     print()
@@ -820,7 +1136,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\nPROBLEMS:")
         for problem in figures.problems:
             print("  " + problem)
-    if not args.keep and not figures.problems:
+    if not keep and not figures.problems:
         import shutil
 
         shutil.rmtree(workdir, ignore_errors=True)

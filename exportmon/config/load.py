@@ -751,7 +751,10 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Fail, che
     for name in ("temp_suffix", "temp_prefix", "trigger_name", "manifest_name"):
         value = getattr(destination, name)
         with check():
-            if "/" in value or "\\" in value or value in (".", "..") or not value.isprintable():
+            # "." is a fine prefix (a hidden file), never a whole name.
+            whole = name in ("trigger_name", "manifest_name")
+            dots = whole and value in (".", "..")
+            if "/" in value or "\\" in value or dots or not value.isprintable():
                 fail(f"{key}.{name}", "must be part of a file name (no / or control characters)")
     from exportmon.deliver.signals import check_template
     from exportmon.errors import UsageError

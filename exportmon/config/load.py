@@ -544,6 +544,32 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Any) -> N
     for name in ("status_done", "status_fail", "status_warn"):
         if getattr(destination, name) and not destination.status_url:
             fail(f"{key}.{name}", "needs status_url")
+    _check_https(destination, url.kind, key, fail)
+
+
+def _check_https(destination: DestinationConfig, kind: str, key: str, fail: Any) -> None:
+    """The HTTPS options: the reference pattern and the status conditions parse."""
+    from exportmon.deliver.conditions import ConditionError, parse_condition
+    from exportmon.deliver.https import check_reference
+
+    if kind not in ("https", "http"):
+        return
+    if destination.reference is not None:
+        problem = check_reference(destination.reference)
+        if problem:
+            fail(f"{key}.reference", problem, "e.g. 'reference code (?P<ref>[0-9a-f]{32})'")
+    status_url = destination.status_url or ""
+    if status_url and not status_url.lower().startswith(("https://", "http://")):
+        fail(f"{key}.status_url", "must be an https:// (or http://) address")
+    for name in ("status_done", "status_fail", "status_warn"):
+        text = getattr(destination, name)
+        try:
+            if text is not None:
+                parse_condition(text)
+        except ConditionError as exc:
+            fail(f"{key}.{name}", exc.message, exc.hint)
+    if destination.token_source().configured and destination.password_source().configured:
+        fail(f"{key}.token", "set either a token or a password, not both")
 
 
 def _check_alerts(config: MonitorConfig, fail: Any) -> None:

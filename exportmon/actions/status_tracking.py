@@ -1,0 +1,235 @@
+"""Following a receiving system's processing of what it was sent (HTTPS ``status_url``).
+
+An HTTPS destination with ``status_url`` records each file it sent as *submitted*,
+with the reference from the answer, in the same ledger transaction that records the
+upload done (:meth:`Ledger.finish_delivery`): from then on the file is never sent
+again, whatever happens to the process. :func:`track_export` then polls the status of
+an export's submitted deliveries:
+
+* a delivery is polled when ``status_interval`` has passed since its upload or its
+  last poll. One call polls each due delivery once and returns: ``run --once``
+  polls what is due and moves on, leaving the rest to later runs (a cron run never
+  waits up to ``status_timeout`` inside itself); the watcher's cycles poll them as
+  they come due. The export stays ``unpacked`` (pending) meanwhile, and counts as
+  delivered only when every submitted delivery is decided;
+* once ``status_done`` holds (no ``status_done``: at the first answer), the delivery
+  is ``failed`` when ``status_fail`` holds, ``warned`` (delivered with warnings, a
+  WARNING line) when ``status_warn`` does, else ``done``;
+* when ``status_timeout`` has passed since the upload and ``status_done`` still does
+  not hold, it is ``timeout``;
+* ``failed`` and ``timeout`` are delivery failures of the export (one line with the
+  counts, alerted like any other, not retried: the file was accepted, and sending it
+  again is for a person to decide); an answer that cannot be had or read (a 500, a
+  broken connection, an answer without the fields) is logged as a WARNING and asked
+  for again at the next poll, until ``status_timeout``.
+
+Every poll records the answer's fields (:meth:`Ledger.record_status`), which
+``status``, ``report`` and alerts show (:func:`counts_text`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import PurePosixPath
+from typing import Any
+
+from exportmon.config.schema import DestinationConfig, MonitorConfig
+from exportmon.deliver.conditions import AnswerError, Condition, parse_answer, parse_condition
+from exportmon.deliver.https import HttpsDestination
+from exportmon.deliver.kinds import kind_of, open_destination
+from exportmon.errors import DeliveryError, ExportmonError
+from exportmon.ledger import Delivery, Export, Ledger, from_text
+from exportmon.log import get_logger
+from exportmon.signals import checkpoint
+
+log = get_logger(__name__)
+
+#: Short names of the counts receiving systems commonly report (Blackboard's).
+COUNT_NAMES = {
+    "completedCount": "completed",
+    "errorCount": "errors",
+    "warningCount": "warnings",
+    "queuedCount": "queued",
+}
+
+
+def tracked(config: DestinationConfig) -> bool:
+    """Whether the destination reports on its processing (HTTPS with ``status_url``)."""
+    return bool(config.status_url) and kind_of(config) in ("https", "http")
+
+
+def track_export(
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    export: Export,
+    failures: list[ExportmonError],
+    *,
+    now: datetime | None = None,
+) -> int:
+    """Poll the due submitted deliveries of ``export`` once each (see the module
+    docstring); append the processing failures to ``failures`` and return how many
+    deliveries are still waiting for their receiving system."""
+    waiting = 0
+    for config in monitor.destinations:
+        if not tracked(config):
+            continue
+        found = ledger.processing_deliveries(export_row=export.id)
+        if not found:
+            continue
+        try:
+            destination = open_destination(config)
+        except ExportmonError as exc:
+            failures.append(exc)
+            continue
+        assert isinstance(destination, HttpsDestination)
+        for delivery in found:
+            if delivery.destination != destination.label:
+                continue
+            status: str | None = delivery.status
+            if status == "submitted":
+                checkpoint()
+                status = poll_delivery(ledger, destination, config, delivery, now=now)
+            if status == "submitted":
+                waiting += 1
+            elif status in ("failed", "timeout"):
+                current = ledger.delivery(delivery.id) or delivery
+                failure = DeliveryError(
+                    current.error or f"{delivery.target}: {status}",
+                    hint="see the receiving system's logs; the file is not sent again",
+                    retryable=False,
+                )
+                if failures:
+                    # Only the first failure is raised (and logged by the caller).
+                    log.error("%s", failure.one_line())
+                failures.append(failure)
+    return waiting
+
+
+def due(delivery: Delivery, config: DestinationConfig, now: datetime) -> bool:
+    """Whether ``status_interval`` has passed since the upload or the last poll."""
+    last = delivery.polled_at or delivery.submitted_at or delivery.finished_at
+    if last is None:
+        return True
+    return now >= from_text(last) + timedelta(seconds=config.status_interval or 0.0)
+
+
+def poll_delivery(
+    ledger: Ledger,
+    destination: HttpsDestination,
+    config: DestinationConfig,
+    delivery: Delivery,
+    *,
+    now: datetime | None = None,
+) -> str:
+    """Ask for the status of one submitted delivery if it is due, record what the
+    answer says, and return the delivery's processing status afterwards."""
+    moment = now or datetime.now(timezone.utc)
+    if not due(delivery, config, moment):
+        return "submitted"
+    name = PurePosixPath(delivery.target).name
+    url = destination.status_address(delivery.reference, delivery.target)
+    submitted = from_text(delivery.submitted_at or delivery.finished_at or delivery.started_at)
+    timed_out = config.status_timeout is not None and moment >= submitted + timedelta(
+        seconds=config.status_timeout
+    )
+    done, fail, warn = (
+        parse_condition(text) if text else None
+        for text in (config.status_done, config.status_fail, config.status_warn)
+    )
+    where = f"{name} at {destination.display} (reference {delivery.reference or '-'})"
+    try:
+        answer = parse_answer(destination.fetch_status(url))
+        fields: dict[str, Any] = dict(answer.fields())
+        for condition in (done, fail, warn):
+            for field in condition.fields if condition else ():
+                fields.setdefault(field, answer.lookup(field))
+        finished = done is None or done.holds(answer)
+        failing = fail is not None and fail.holds(answer)
+        warning = warn is not None and warn.holds(answer)
+    except (AnswerError, DeliveryError) as exc:
+        if timed_out:
+            gave_up = (
+                f"{where}: no status within status_timeout ({_span(config.status_timeout)}):"
+                f" {exc.one_line()}"
+            )
+            ledger.record_status(delivery.id, "timeout", fields=None, error=gave_up)
+            return "timeout"
+        log.warning("status of %s: %s; asking again later", where, exc.one_line())
+        ledger.record_status(delivery.id, "submitted", fields=None, error=exc.one_line())
+        return "submitted"
+    recorded = json.dumps(fields, sort_keys=False)
+    counts = counts_text(fields) or "no counts"
+    if not finished and not timed_out:
+        log.info("%s is being processed: %s", where, counts)
+        ledger.record_status(delivery.id, "submitted", fields=recorded)
+        return "submitted"
+    error: str | None
+    if failing:
+        assert fail is not None
+        status, error = "failed", f"{where}: processing failed ({fail.text}): {counts}"
+    elif not finished:
+        status = "timeout"
+        error = (
+            f"{where}: still not processed after status_timeout"
+            f" ({_span(config.status_timeout)}): {counts}"
+        )
+    elif warning:
+        status, error = "warned", None
+        assert warn is not None
+        log.warning("%s processed with warnings (%s): %s", where, warn.text, counts)
+    else:
+        status, error = "done", None
+        log.info("%s processed: %s", where, counts)
+    ledger.record_status(delivery.id, status, fields=recorded, error=error)
+    return status
+
+
+def counts_text(fields: Mapping[str, Any] | str | None, *, limit: int = 4) -> str:
+    """``queued 12 / errors 0``: the numeric fields of a status answer (or their JSON
+    as recorded), known counts by their short names, at most ``limit``."""
+    if isinstance(fields, str):
+        try:
+            fields = json.loads(fields)
+        except ValueError:
+            return ""
+    if not isinstance(fields, Mapping):
+        return ""
+    shown = []
+    for name, value in fields.items():
+        number = _integer(value)
+        if number is None:
+            continue
+        label = COUNT_NAMES.get(name) or (name[:-5] if name.endswith("Count") else name)
+        shown.append(f"{label} {number}")
+    return " / ".join(shown[:limit])
+
+
+def _integer(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value.strip())
+    return None
+
+
+def _span(seconds: float | None) -> str:
+    from exportmon.units import format_duration
+
+    return format_duration(seconds or 0.0)
+
+
+__all__ = [
+    "COUNT_NAMES",
+    "Condition",
+    "counts_text",
+    "due",
+    "poll_delivery",
+    "track_export",
+    "tracked",
+]

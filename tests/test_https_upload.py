@@ -568,6 +568,20 @@ def test_run_once_uploads_each_file_once_and_later_runs_poll_to_delivered(
     assert bodies == sorted([_person_csv(), _course_csv()])
     assert sorted(d.type for d in blackboard.data_sets.values()) == ["course", "person"]
     assert blackboard.password not in first.output
+    (row,) = _status_json(config)["monitors"][0]["exports"]
+    assert "2 files being processed: completed 2 / errors 0 / queued 4" in row["reason"]
+    shown = sorted(row["processing"], key=lambda p: p["file"])
+    assert [(p["file"], p["status"]) for p in shown] == [
+        ("5-1-course.csv", "submitted"),
+        ("5-1-person.csv", "submitted"),
+    ]
+    assert shown[0]["counts"] == "completed 1 / errors 0 / queued 2 / warnings 0"
+    assert shown[0]["reference"] in blackboard.data_sets
+    assert shown[0]["fields"]["queuedCount"] == "2"
+    table = run_cli("-c", config, "status", env={"COLUMNS": "80"})
+    assert all(len(line) <= 80 for line in table.stdout.splitlines())
+    wide = run_cli("-c", config, "status", "--wide")
+    assert "2 files being processed: completed 2 / errors 0 / queued 4" in wide.stdout
     for _ in range(2):
         again = run_cli("-c", config, "run", "--once", env=env)
         assert again.code == 0, again.output
@@ -577,6 +591,14 @@ def test_run_once_uploads_each_file_once_and_later_runs_poll_to_delivered(
         exports = ledger.exports()
         assert {e.state for e in exports} == {"delivered"}
         assert {d.status for d in ledger.processing_deliveries()} == {"done"}
+    (row,) = _status_json(config)["monitors"][0]["exports"]
+    assert {p["status"] for p in row["processing"]} == {"done"}
+    assert "being processed" not in row["reason"]
+    report = json.loads(run_cli("-c", config, "report", "--json").stdout)
+    files = [f for e in report["exports"] for f in e["file_details"]]
+    assert [f["processing"] for f in files] == [
+        ["done: completed 3 / errors 0 / queued 0 / warnings 0"]
+    ] * 2
 
 
 def test_a_run_killed_while_polling_resumes_polling_and_never_uploads_again(

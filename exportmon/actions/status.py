@@ -29,6 +29,11 @@ from exportmon.actions.problems import (
     find_problems,
     worst,
 )
+from exportmon.actions.status_tracking import (
+    ProcessingStatus,
+    processing_status,
+    waiting_summary,
+)
 from exportmon.config.load import discover, load_monitors
 from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ConfigError, LedgerError
@@ -96,6 +101,9 @@ class ExportStatus:
     next_expected: str | None = None
     #: Running totals since the ledger began; pruning never lowers them.
     totals: Totals = field(default_factory=lambda: Totals())
+    #: What receiving systems said of its files (HTTPS ``status_url``): those still
+    #: being processed, and those of its latest export they reported on.
+    processing: list[ProcessingStatus] = field(default_factory=list)
 
 
 @dataclass
@@ -417,6 +425,10 @@ def _export_status(
         row.reason = (
             f"last delivered {human_time(row.last_success)}" if row.last_success else "in progress"
         )
+    row.processing = processing_status(ledger, export_id)
+    waiting = waiting_summary(row.processing)
+    if waiting:
+        row.reason = f"{row.reason}; {waiting}" if row.reason else waiting
     return row
 
 

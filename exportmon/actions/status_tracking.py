@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import PurePosixPath
 from typing import Any
@@ -41,8 +42,9 @@ from exportmon.deliver.https import HttpsDestination
 from exportmon.deliver.kinds import kind_of, open_destination
 from exportmon.errors import DeliveryError, ExportmonError
 from exportmon.ledger import Delivery, Export, Ledger, from_text
-from exportmon.log import get_logger
+from exportmon.log import get_logger, printable
 from exportmon.signals import checkpoint
+from exportmon.units import format_duration, plural
 
 log = get_logger(__name__)
 
@@ -186,6 +188,78 @@ def poll_delivery(
     return status
 
 
+@dataclass
+class ProcessingStatus:
+    """What a receiving system said of one delivered file (``status --json``)."""
+
+    destination: str
+    file: str
+    reference: str | None
+    #: ``submitted``, ``done``, ``warned``, ``failed`` or ``timeout``.
+    status: str
+    #: ``queued 12 / errors 0``.
+    counts: str
+    #: The status answer's fields at the latest poll.
+    fields: dict[str, Any]
+    submitted_at: str | None
+    polled_at: str | None
+    error: str | None
+
+
+def processing_status(ledger: Ledger, export_id: int | None) -> list[ProcessingStatus]:
+    """The tracked deliveries of ``export_id`` worth showing: every one still being
+    processed, and those of its latest tracked export."""
+    shown = []
+    for delivery in ledger.processing_of_export_id(export_id):
+        fields = _fields(delivery.status_fields)
+        shown.append(
+            ProcessingStatus(
+                destination=printable(delivery.destination),
+                file=printable(PurePosixPath(delivery.target).name),
+                reference=delivery.reference,
+                status=delivery.status or "",
+                counts=counts_text(fields),
+                fields=fields,
+                submitted_at=delivery.submitted_at,
+                polled_at=delivery.polled_at,
+                error=printable(delivery.error) if delivery.error else None,
+            )
+        )
+    return shown
+
+
+def waiting_summary(found: list[ProcessingStatus]) -> str | None:
+    """``2 file(s) being processed: queued 12 / errors 0`` (the counts summed), or None
+    when nothing is being processed."""
+    waiting = [p for p in found if p.status == "submitted"]
+    if not waiting:
+        return None
+    totals: dict[str, int] = {}
+    for item in waiting:
+        for name, value in item.fields.items():
+            number = _integer(value)
+            if number is not None:
+                totals[name] = totals.get(name, 0) + number
+    counts = counts_text(totals)
+    return f"{plural(len(waiting), 'file')} being processed" + (f": {counts}" if counts else "")
+
+
+def processing_line(delivery: Delivery) -> str:
+    """``warned: completed 5 / errors 0 / warnings 2`` for a tracked delivery."""
+    counts = counts_text(delivery.status_fields)
+    return f"{delivery.status}: {counts}" if counts else str(delivery.status)
+
+
+def _fields(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
 def counts_text(fields: Mapping[str, Any] | str | None, *, limit: int = 4) -> str:
     """``queued 12 / errors 0``: the numeric fields of a status answer (or their JSON
     as recorded), known counts by their short names, at most ``limit``."""
@@ -219,17 +293,19 @@ def _integer(value: Any) -> int | None:
 
 
 def _span(seconds: float | None) -> str:
-    from exportmon.units import format_duration
-
     return format_duration(seconds or 0.0)
 
 
 __all__ = [
     "COUNT_NAMES",
     "Condition",
+    "ProcessingStatus",
     "counts_text",
     "due",
     "poll_delivery",
+    "processing_line",
+    "processing_status",
     "track_export",
     "tracked",
+    "waiting_summary",
 ]

@@ -270,6 +270,20 @@ class DeliveryRecords(Database):
             params,
         )
 
+    def processing_of_export_id(self, export_id: int | None) -> list[Delivery]:
+        """The deliveries of exports of ``export_id`` that a receiving system reports on:
+        those still ``submitted``, and every one of the latest such export, oldest first."""
+        return self._all(
+            Delivery,
+            "SELECT d.* FROM deliveries d JOIN exports e ON d.export_row = e.id"
+            " WHERE e.export_id IS ? AND d.state = 'done' AND d.status IS NOT NULL"
+            " AND (d.status = 'submitted' OR d.export_row = (SELECT max(l.export_row)"
+            "   FROM deliveries l JOIN exports x ON l.export_row = x.id"
+            "   WHERE x.export_id IS ? AND l.state = 'done' AND l.status IS NOT NULL))"
+            " ORDER BY d.id",
+            (export_id, export_id),
+        )
+
     # --- named reads for reports and metrics ------------------------------------------
 
     def destination_totals(self, start: str, end: str) -> list[DestinationTotals]:

@@ -37,6 +37,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from exportmon.config.schema import DestinationConfig, MonitorConfig
+from exportmon.crashpoints import crash_point
 from exportmon.deliver.conditions import AnswerError, Condition, parse_answer, parse_condition
 from exportmon.deliver.https import HttpsDestination
 from exportmon.deliver.kinds import kind_of, open_destination
@@ -142,7 +143,9 @@ def poll_delivery(
     )
     where = f"{name} at {destination.display} (reference {delivery.reference or '-'})"
     try:
-        answer = parse_answer(destination.fetch_status(url))
+        body = destination.fetch_status(url)
+        crash_point("status.polled")
+        answer = parse_answer(body)
         fields: dict[str, Any] = dict(answer.fields())
         for condition in (done, fail, warn):
             for field in condition.fields if condition else ():

@@ -258,8 +258,9 @@ class HttpsDestination:
             key = f"exportmon-{uuid.uuid4().hex}"
         if self._interrupted:
             log.warning(
-                "sending %s to %s again after an interrupted upload, with the same "
-                "Idempotency-Key %s: a receiving system that ignores it processes it twice",
+                "sending %s to %s again after an interrupted upload that may have reached"
+                " it, with the same Idempotency-Key %s: a receiving system that ignores the"
+                " key processes it twice",
                 name,
                 display_url(url),
                 key,

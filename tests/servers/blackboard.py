@@ -197,9 +197,14 @@ def _handler(server: BlackboardServer) -> type[BaseHTTPRequestHandler]:
             except (OSError, ssl.SSLError):
                 self.close_connection = True  # the client went away (killed by a test)
 
-        def _body(self) -> bytes:
+        def _body(self) -> bytes | None:
+            """The request body; None when the client went away before sending it all."""
             length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+            body = self.rfile.read(length) if length else b""
+            if len(body) < length:
+                self.close_connection = True
+                return None
+            return body
 
         def _record(self, body: bytes) -> None:
             with server._lock:
@@ -233,6 +238,8 @@ def _handler(server: BlackboardServer) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = self._body()
+            if body is None:
+                return
             path = urlsplit(self.path).path
             if path.startswith(BASE + "/"):
                 server.requests["store"] += 1
@@ -254,7 +261,9 @@ def _handler(server: BlackboardServer) -> type[BaseHTTPRequestHandler]:
             self._other(body)
 
         def do_PUT(self) -> None:
-            self._other(self._body())
+            body = self._body()
+            if body is not None:
+                self._other(body)
 
         def _other(self, body: bytes) -> None:
             parts = urlsplit(self.path)

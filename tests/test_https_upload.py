@@ -12,8 +12,10 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -21,6 +23,7 @@ import pytest
 from fetchkit import export_mail, write_config
 from gem_output import GEM_ZIP, NAMES
 from stress.crash import CrashWorld, Figures, crash_loop
+from watching import Watcher, wait_for
 
 from cli import run_cli
 from exportmon.actions.deliver import deliver_export
@@ -638,6 +641,56 @@ def test_a_run_killed_while_polling_resumes_polling_and_never_uploads_again(
     assert polled.polls == 2
     with Ledger.open(load_monitor(config).dirs.ledger) as ledger:
         assert {e.state for e in ledger.exports()} == {"delivered"}
+
+
+def test_the_watcher_polls_on_schedule_until_delivered(blackboard, tls_ca, tmp_path) -> None:
+    blackboard.queued = 3
+    config = _cli_monitor(tmp_path, blackboard, tls_ca)
+    text = config.read_text().replace("ids = [5]", 'ids = [5]\npoll_interval = "1s"')
+    config.write_text(text)
+    watcher = Watcher(config, env={"LEARN_PASSWORD": blackboard.password})
+    try:
+        ledger_path = load_monitor(config).dirs.ledger
+
+        def delivered() -> bool:
+            # Read-only, beside the watcher (which creates the ledger).
+            try:
+                with sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True) as db:
+                    states = [row[0] for row in db.execute("SELECT state FROM exports")]
+            except sqlite3.Error:
+                return False
+            return states == ["delivered", "delivered"]
+
+        wait_for(delivered, timeout=60)
+    finally:
+        code, output = watcher.stop()
+    assert code == 0, output
+    assert blackboard.requests["store"] == 2
+    assert blackboard.requests["status"] == 6
+    assert "processed: completed 3 / errors 0 / queued 0" in output
+
+
+def test_a_stop_request_ends_a_waiting_status_poll_at_once(blackboard, tls_ca, tmp_path) -> None:
+    import threading
+
+    blackboard.queued = 1
+    blackboard.hold_status = threading.Event()
+    config = _cli_monitor(tmp_path, blackboard, tls_ca, timeout="60s")
+    watcher = Watcher(config, env={"LEARN_PASSWORD": blackboard.password}, args=("--once",))
+    try:
+        assert blackboard.status_waiting.wait(60), "the run never polled"
+        asked = time.monotonic()
+        _, output = watcher.stop(signal.SIGTERM, timeout=10)
+        assert time.monotonic() - asked < 5, output
+    finally:
+        blackboard.hold_status.set()
+        watcher.kill()
+    assert "Traceback" not in output
+    blackboard.hold_status = None
+    again = run_cli("-c", config, "run", "--once", env={"LEARN_PASSWORD": blackboard.password})
+    assert again.code == 0, again.output
+    assert blackboard.requests["store"] == 2  # the stopped run's upload was not repeated
+    assert blackboard.posts_of("EXTERNAL_PERSON_KEY") == 1
 
 
 @pytest.mark.parametrize("honour", [True, False])

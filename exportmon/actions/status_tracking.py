@@ -75,16 +75,16 @@ def track_export(
     docstring); append the processing failures to ``failures`` and return how many
     deliveries are still waiting for their receiving system."""
     waiting = 0
-    for config in monitor.destinations:
+    found = ledger.processing_deliveries(export_row=export.id)
+    for config in monitor.destinations if found else ():
         if not tracked(config):
-            continue
-        found = ledger.processing_deliveries(export_row=export.id)
-        if not found:
             continue
         try:
             destination = open_destination(config)
         except ExportmonError as exc:
-            failures.append(exc)
+            # Its uploads failed the same way, and said so, unless all were done before.
+            if all(exc.one_line() != seen.one_line() for seen in failures):
+                failures.append(exc)
             continue
         assert isinstance(destination, HttpsDestination)
         for delivery in found:

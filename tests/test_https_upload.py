@@ -363,13 +363,25 @@ def test_a_5xx_is_retried_and_wrong_credentials_are_not(blackboard, tls_ca, tmp_
     assert blackboard.requests["store"] == 3
 
 
-def test_an_answer_without_the_reference_fails_the_delivery(blackboard, tls_ca, tmp_path) -> None:
+def test_an_answer_without_the_reference_fails_the_delivery_when_the_status_needs_it(
+    blackboard, tls_ca, tmp_path, caplog
+) -> None:
     item = _sample(tmp_path, size=1000)
     destination = _destination(
+        blackboard,
+        tls_ca,
+        f"{blackboard.origin}/upload/in",
+        reference=REFERENCE,
+        status_url=f"{blackboard.endpoint}/dataSetStatus/{{reference}}",
+    )
+    with pytest.raises(DeliveryError, match="holds no reference") as caught:
+        destination.put(item, item.name)
+    assert not caught.value.retryable
+    informative = _destination(
         blackboard, tls_ca, f"{blackboard.origin}/upload/in", reference=REFERENCE
     )
-    with pytest.raises(DeliveryError, match="holds no reference"):
-        destination.put(item, item.name)
+    placed = informative.put(item, item.name)
+    assert placed.reference is None and "holds no reference" in caplog.text
 
 
 # --- status tracking through deliver_export --------------------------------------------------

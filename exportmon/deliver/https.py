@@ -31,7 +31,9 @@ as one request:
   a regular expression with a group ``(?P<ref>...)`` searched in the body, or a JSON
   pointer (``/data/id``) into a JSON answer. With ``status_url`` the delivery is
   recorded *submitted* with that reference, and its status is polled later
-  (:mod:`exportmon.actions.status_tracking`).
+  (:mod:`exportmon.actions.status_tracking`). An answer without a reference fails
+  the delivery when ``status_url`` needs ``{reference}`` (not retried: the file was
+  taken), and is a WARNING otherwise.
 
 **Idempotency.** Every upload carries an ``Idempotency-Key`` header derived from the
 ledger's delivery record and the file's SHA-256 (:func:`idempotency_key`). The
@@ -278,14 +280,19 @@ class HttpsDestination:
         reference = None
         if self.config.reference:
             reference = extract_reference(self.config.reference, body)
-            if reference is None:
+            missing = (
+                f"{display_url(url)} took {name} but its answer holds no reference"
+                f" ({self.config.key}reference): {_body_start(body)}"
+            )
+            if reference is None and "{reference}" in (self.status_url or ""):
+                # Without it the status cannot be asked for: a person must look.
                 raise DeliveryError(
-                    f"{display_url(url)} took {name} but its answer holds no reference"
-                    f" ({self.config.key}reference): {_body_start(body)}",
-                    hint="check the reference pattern against the answer",
-                    retryable=False,
+                    missing, hint="check the reference pattern against the answer", retryable=False
                 )
-            log.info("%s took %s: reference %s", self.display, name, reference)
+            if reference is None:
+                log.warning("%s", missing)
+            else:
+                log.info("%s took %s: reference %s", self.display, name, reference)
         return Placed(
             target=target,
             location=display_url(url),

@@ -27,7 +27,7 @@ from watching import Watcher, wait_for
 
 from cli import run_cli
 from exportmon.actions.deliver import deliver_export
-from exportmon.actions.status_tracking import counts_text
+from exportmon.actions.status_tracking import counts_text, processing_status, waiting_summary
 from exportmon.actions.unzip import unpack_export
 from exportmon.config.load import load_monitor
 from exportmon.config.schema import DestinationConfig, MonitorConfig
@@ -497,6 +497,10 @@ def test_warnings_deliver_with_a_warning_line(tracked, caplog):
         "processed with warnings (warningCount > 0): completed 1 / errors 0" in warnings[0].message
     )
     assert {d.status for d in tracked.ledger.processing_deliveries()} == {"warned"}
+    shown = processing_status(tracked.ledger, 5)
+    assert waiting_summary(shown) == (
+        "4 files delivered with warnings: completed 4 / errors 0 / queued 0 / warnings 12"
+    )
 
 
 def test_a_500_from_the_status_url_is_asked_again_later(tracked, caplog):

@@ -232,19 +232,22 @@ def processing_status(ledger: Ledger, export_id: int | None) -> list[ProcessingS
 
 
 def waiting_summary(found: list[ProcessingStatus]) -> str | None:
-    """``2 file(s) being processed: queued 12 / errors 0`` (the counts summed), or None
-    when nothing is being processed."""
-    waiting = [p for p in found if p.status == "submitted"]
-    if not waiting:
-        return None
-    totals: dict[str, int] = {}
-    for item in waiting:
-        for name, value in item.fields.items():
-            number = _integer(value)
-            if number is not None:
-                totals[name] = totals.get(name, 0) + number
-    counts = counts_text(totals)
-    return f"{plural(len(waiting), 'file')} being processed" + (f": {counts}" if counts else "")
+    """For the status table: ``2 files being processed: queued 12 / errors 0`` while
+    any is, else ``1 file delivered with warnings: ... / warnings 3`` when the latest
+    export's files had warnings (the counts summed); None otherwise."""
+    for status, what in (("submitted", "being processed"), ("warned", "delivered with warnings")):
+        chosen = [p for p in found if p.status == status]
+        if not chosen:
+            continue
+        totals: dict[str, int] = {}
+        for item in chosen:
+            for name, value in item.fields.items():
+                number = _integer(value)
+                if number is not None:
+                    totals[name] = totals.get(name, 0) + number
+        counts = counts_text(totals)
+        return f"{plural(len(chosen), 'file')} {what}" + (f": {counts}" if counts else "")
+    return None
 
 
 def processing_line(delivery: Delivery) -> str:

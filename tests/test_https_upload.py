@@ -284,6 +284,23 @@ def test_a_multipart_upload_holds_the_file_byte_for_byte(blackboard, tls_ca, tmp
     assert placed.reference and len(placed.reference) == 16
 
 
+def test_a_file_without_a_type_is_refused_for_a_type_url(blackboard, tls_ca, tmp_path) -> None:
+    item = _sample(tmp_path, "users.txt", size=1000)
+    destination = _destination(
+        blackboard,
+        tls_ca,
+        f"{blackboard.endpoint}/{{type}}/store",
+        user=blackboard.user,
+        password=blackboard.password,
+    )
+    with pytest.raises(DeliveryError, match=r"cannot tell the export type of users\.txt"):
+        destination.put(item, item.name)
+    assert blackboard.requests["store"] == 0
+    typed = Outgoing(item.source, item.name, item.bytes, item.sha256, type="person")
+    destination.put(typed, typed.name)
+    assert blackboard.uploads[0].path == BASE + "/person/store"
+
+
 def test_put_with_a_bearer_token(blackboard, tls_ca, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("API_TOKEN", "tok-123456789abcdef")
     item = _sample(tmp_path, size=1000)

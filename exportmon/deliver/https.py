@@ -253,7 +253,14 @@ class HttpsDestination:
         """Send ``item`` under ``target``'s name; :class:`DeliveryError` in one line when
         the receiving system does not take it (after the retries)."""
         name = PurePosixPath(target).name
-        url = expand(self.template, type=file_type(item), name=name)
+        kind = file_type(item)
+        if kind is None and "{type}" in self.template:
+            raise DeliveryError(
+                f"cannot tell the export type of {name} for {{type}} in {self.display}",
+                hint="{type} is taken from names such as 5-1-person.csv",
+                retryable=False,
+            )
+        url = expand(self.template, type=kind, name=name)
         if self._delivery_id is not None:
             key = idempotency_key(self.label, target, self._delivery_id, item.sha256)
         else:

@@ -480,6 +480,18 @@ def test_status_is_polled_run_after_run_until_done_and_nothing_is_sent_twice(tra
     assert "processed: completed 2" in caplog.text
 
 
+def test_a_failed_upload_retried_clears_the_error_while_the_status_is_awaited(tracked):
+    tracked.server.queued = 2
+    tracked.server.store_failures = [500] * 4  # each file fails once (retries = 0)
+    with pytest.raises(DeliveryError, match="answered 500"):
+        tracked.deliver()
+    tracked.ledger.fail_export(tracked.export.id, "deliver", "answered 500", None)
+    export = tracked.deliver()
+    assert export.state == "unpacked" and export.error is None
+    assert tracked.deliver().state == "delivered"
+    assert tracked.server.requests["store"] == 4 + 4
+
+
 def test_a_poll_waits_for_its_interval(tracked):
     tracked.server.queued = 5
     tracked.deliver(status_interval=3600.0)

@@ -240,6 +240,9 @@ def deliver_export(
     if failures:
         raise failures[0]
     if waiting:
+        if export.error is not None:
+            # Every upload went through: the earlier failure is over; it waits now.
+            export = ledger.advance_export(export.id, "unpacked")
         return export
     # Settles the mail too, in the same transaction.
     export = ledger.advance_export(export.id, "delivered")

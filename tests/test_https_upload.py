@@ -181,6 +181,9 @@ def _config(tmp_path: Path, body: str) -> Path:
         ('status_fail = "errorCount >"', "deliver[0].status_fail", "expected a number"),
         ("reference = 'code ([0-9a-f]+)'", "deliver[0].reference", "(?P<ref>"),
         ("reference = 'code (?P<ref>[0-9a-f'", "deliver[0].reference", "not a regular"),
+        ("reference = 'code ([0-9a-f]+)'", "deliver[0].reference", "needs a group"),
+        ('status_url = "ftp://h/x"', "deliver[0].status_url", "https://"),
+        ('token = "t"\npassword = "p"', "deliver[0].token", "not both"),
     ],
 )
 def test_bad_https_options_fail_at_load_in_one_line_naming_the_key(

@@ -46,7 +46,8 @@ and processes it twice: with Blackboard's SIS flat files that is a second data s
 (a second reference code) with the same records, which ``store`` and ``refresh``
 operations apply again with the same result, and the first data set, whose
 reference exportmon never learnt, goes untracked. A delivery whose answer was
-recorded is never sent again.
+recorded is never sent again. Without a ledger (``push-ftp`` outside a monitor's
+folder) each upload gets a random key.
 """
 
 from __future__ import annotations

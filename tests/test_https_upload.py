@@ -512,10 +512,36 @@ def test_errors_fail_the_export_in_one_line_with_the_counts(tracked):
     assert "processing failed (errorCount > 0)" in line
     assert "completed 0 / errors 1 / queued 0" in line and "reference " in line
     assert not caught.value.retryable
-    with pytest.raises(DeliveryError):
-        tracked.deliver()  # decided: raised again, but neither polled nor sent again
-    assert tracked.server.requests["status"] == 4 and tracked.server.requests["store"] == 4
     assert {d.status for d in tracked.ledger.processing_deliveries()} == {"failed"}
+    assert "(a retry sends the file again)" in line
+    # What --retry-failed does: each file is sent again, as a new delivery.
+    tracked.server.errors = 0
+    keys = {u.headers["Idempotency-Key"] for u in tracked.server.uploads}
+    export = tracked.deliver()
+    assert export.state == "delivered"
+    assert tracked.server.requests["store"] == 8
+    assert len({u.headers["Idempotency-Key"] for u in tracked.server.uploads} - keys) == 4
+    latest = tracked.ledger.processing_deliveries(export_row=export.id, latest=True)
+    assert [d.status for d in latest] == ["done"] * 4
+
+
+def test_a_processing_failure_comes_first_so_the_export_is_not_retried_by_itself(tracked):
+    tracked.server.queued = 1
+    tracked.server.errors = 1
+    monitor = tracked.monitor()
+    # A second destination that fails in a way a later run would retry by itself.
+    monitor.destinations = [
+        DestinationConfig(
+            url=f"https://127.0.0.1:{tracked.server.port}/answer/503",
+            retries=0,
+            ca_file=str(tracked.tls_ca.ca_file),
+        ),
+        *monitor.destinations,
+    ]
+    with pytest.raises(DeliveryError) as caught:
+        deliver_export(monitor, tracked.ledger, tracked.export)
+    assert "processing failed" in caught.value.one_line()
+    assert not caught.value.retryable
 
 
 def test_warnings_deliver_with_a_warning_line(tracked, caplog):

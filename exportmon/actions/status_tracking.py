@@ -18,10 +18,12 @@ an export's submitted deliveries:
 * when ``status_timeout`` has passed since the upload and ``status_done`` still does
   not hold, it is ``timeout``;
 * ``failed`` and ``timeout`` are delivery failures of the export (one line with the
-  counts, alerted like any other, not retried: the file was accepted, and sending it
-  again is for a person to decide); an answer that cannot be had or read (a 500, a
-  broken connection, an answer without the fields) is logged as a WARNING and asked
-  for again at the next poll, until ``status_timeout``.
+  counts, alerted like any other) that no run retries by itself: the file was
+  accepted, and sending it again is for a person to decide. ``run --once
+  --retry-failed`` does: it sends the file again, as a new delivery (a new
+  ``Idempotency-Key``), tracked like the first. An answer that cannot be had or
+  read (a 500, a broken connection, an answer without the fields) is logged as a
+  WARNING and asked for again at the next poll, until ``status_timeout``.
 
 Every poll records the answer's fields (:meth:`Ledger.record_status`), which
 ``status``, ``report`` and alerts show (:func:`counts_text`).
@@ -75,7 +77,7 @@ def track_export(
     docstring); append the processing failures to ``failures`` and return how many
     deliveries are still waiting for their receiving system."""
     waiting = 0
-    found = ledger.processing_deliveries(export_row=export.id)
+    found = ledger.processing_deliveries(export_row=export.id, latest=True)
     for config in monitor.destinations if found else ():
         if not tracked(config):
             continue
@@ -100,13 +102,15 @@ def track_export(
                 current = ledger.delivery(delivery.id) or delivery
                 failure = DeliveryError(
                     current.error or f"{delivery.target}: {status}",
-                    hint="see the receiving system's logs; the file is not sent again",
+                    hint="fix what the receiving system's logs report"
+                    " (a retry sends the file again)",
                     retryable=False,
                 )
+                # Raised first (the caller raises failures[0] and logs the rest), so
+                # the export is not retried by itself: that would send the file again.
                 if failures:
-                    # Only the first failure is raised (and logged by the caller).
-                    log.error("%s", failure.one_line())
-                failures.append(failure)
+                    log.error("%s", failures[0].one_line())
+                failures.insert(0, failure)
     return waiting
 
 

@@ -190,10 +190,13 @@ class DeliveryRecords(Database):
         return self._all(Delivery, f"SELECT * FROM deliveries {where} ORDER BY id", params)
 
     def delivered(self, file_id: int, destination: str) -> Delivery | None:
-        """The completed delivery of a file to a destination, if there is one."""
+        """The completed delivery of a file to a destination, if there is one. One the
+        receiving system reported ``failed`` or that timed out does not count: only
+        ``run --retry-failed`` gets that far, and it sends the file again."""
         return self._one(
             Delivery,
             "SELECT * FROM deliveries WHERE file_id = ? AND destination = ? AND state = 'done'"
+            " AND (status IS NULL OR status NOT IN ('failed', 'timeout'))"
             " ORDER BY id DESC LIMIT 1",
             (file_id, destination),
         )
@@ -249,10 +252,18 @@ class DeliveryRecords(Database):
         export_row: int | None = None,
         destination: str | None = None,
         status: str | None = None,
+        latest: bool = False,
     ) -> list[Delivery]:
         """Completed deliveries a receiving system reports on (``status`` set), oldest
-        first; narrowed to an export, a destination, a status."""
+        first; narrowed to an export, a destination, a status; with ``latest`` only
+        those that are the latest delivery of their file to their destination (not
+        superseded by sending the file again)."""
         clauses = ["state = 'done'", "status IS NOT NULL"]
+        if latest:
+            clauses.append(
+                "id = (SELECT max(m.id) FROM deliveries m WHERE m.file_id IS deliveries.file_id"
+                " AND m.destination = deliveries.destination)"
+            )
         params: list[Any] = []
         if status is not None:
             check_state(status, PROCESSING_STATES, "processing")
@@ -272,11 +283,14 @@ class DeliveryRecords(Database):
 
     def processing_of_export_id(self, export_id: int | None) -> list[Delivery]:
         """The deliveries of exports of ``export_id`` that a receiving system reports on:
-        those still ``submitted``, and every one of the latest such export, oldest first."""
+        those still ``submitted``, and every one of the latest such export, oldest first;
+        none that a later delivery of the same file there superseded."""
         return self._all(
             Delivery,
             "SELECT d.* FROM deliveries d JOIN exports e ON d.export_row = e.id"
             " WHERE e.export_id IS ? AND d.state = 'done' AND d.status IS NOT NULL"
+            " AND d.id = (SELECT max(s.id) FROM deliveries s WHERE s.file_id IS d.file_id"
+            "   AND s.destination = d.destination)"
             " AND (d.status = 'submitted' OR d.export_row = (SELECT max(l.export_row)"
             "   FROM deliveries l JOIN exports x ON l.export_row = x.id"
             "   WHERE x.export_id IS ? AND l.state = 'done' AND l.status IS NOT NULL))"

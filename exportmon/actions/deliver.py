@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from exportmon.actions.status_tracking import track_export
 from exportmon.config.schema import DestinationConfig, MonitorConfig
 from exportmon.crashpoints import crash_point
 from exportmon.deliver import Destination, Outgoing, Placed, choose_target, delivery_order
@@ -107,6 +108,10 @@ def deliver_one(
             export_row=file.export_row,
         )
     crash_point("deliver.started")
+    bind = getattr(destination, "bind_delivery", None)
+    if bind is not None:
+        # HTTPS: the record's id goes into the Idempotency-Key, the same on a resend.
+        bind(record, interrupted=resumed is not None and resumed.state == "started")
     try:
         if keep:
             log.warning(
@@ -125,7 +130,11 @@ def deliver_one(
     crash_point("deliver.placed")
     if ledger is not None and record is not None:
         ledger.finish_delivery(
-            record.id, bytes=placed.bytes, sha256=None if placed.kept else item.sha256
+            record.id,
+            bytes=placed.bytes,
+            sha256=None if placed.kept else item.sha256,
+            reference=placed.reference,
+            submitted=placed.submitted,
         )
     return Delivered(item, destination.label, placed)
 
@@ -228,8 +237,15 @@ def deliver_export(
             export.download_path,
             destination.display,
         )
+    # Receiving systems that report on their processing (HTTPS status_url).
+    waiting = track_export(monitor, ledger, export, failures)
     if failures:
         raise failures[0]
+    if waiting:
+        if export.error is not None:
+            # Every upload went through: the earlier failure is over; it waits now.
+            export = ledger.advance_export(export.id, "unpacked")
+        return export
     # Settles the mail too, in the same transaction.
     export = ledger.advance_export(export.id, "delivered")
     crash_point("export.delivered")

@@ -38,6 +38,7 @@ POINTS = {
     "deliver.placed": "a file renamed to its final name at a destination, not yet recorded",
     "deliver.signals": "every file of an export at a destination and recorded, its export "
     "trigger and manifest not yet written",
+    "status.polled": "a receiving system's status answer read, not yet recorded",
     "export.delivered": "an export recorded as delivered (its mail settled), not yet archived",
     "imap.copied": "without MOVE: a mail copied to the archive folder, the original not deleted",
     "archive.moved": "a mail moved to the archive folder, the ledger not yet updated",

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from exportmon.actions.status_tracking import track_export
 from exportmon.atomic import sha256_file
 from exportmon.config.schema import DestinationConfig, MonitorConfig
 from exportmon.crashpoints import crash_point
@@ -206,6 +207,10 @@ def deliver_one(
             export_row=file.export_row,
         )
     crash_point("deliver.started")
+    bind = getattr(destination, "bind_delivery", None)
+    if bind is not None:
+        # HTTPS: the record's id goes into the Idempotency-Key, the same on a resend.
+        bind(record, interrupted=resumed is not None and resumed.state == "started")
     try:
         if keep:
             log.warning(
@@ -224,7 +229,11 @@ def deliver_one(
     crash_point("deliver.placed")
     if ledger is not None and record is not None:
         ledger.finish_delivery(
-            record.id, bytes=placed.bytes, sha256=None if placed.kept else item.sha256
+            record.id,
+            bytes=placed.bytes,
+            sha256=None if placed.kept else item.sha256,
+            reference=placed.reference,
+            submitted=placed.submitted,
         )
     return Delivered(item, destination.label, placed)
 
@@ -471,6 +480,8 @@ def deliver_export(
             export.download_path,
             destination.display,
         )
+    # Receiving systems that report on their processing (HTTPS status_url).
+    waiting = track_export(monitor, ledger, export, errors)
     if errors:
         # The first is raised (and logged by the caller); the others are logged here
         # in the same words: as errors the first time, as notes while a retry fails.
@@ -481,6 +492,11 @@ def deliver_export(
         for error in errors[1:]:
             log.log(level, "%s (%s) %s at deliver: %s", label, what, verb, error.one_line())
         raise errors[0]
+    if waiting:
+        if export.error is not None:
+            # Every upload went through: the earlier failure is over; it waits now.
+            export = ledger.advance_export(export.id, "unpacked")
+        return export
     # Settles the mail too, in the same transaction.
     export = ledger.advance_export(export.id, "delivered")
     crash_point("export.delivered")

@@ -20,6 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 from exportmon.actions.status import mask_configured_secrets
+from exportmon.actions.status_tracking import processing_line
 from exportmon.actions.steps import retry_command
 from exportmon.config.schema import MonitorConfig
 from exportmon.ledger import Ledger, from_text, to_text
@@ -37,6 +38,9 @@ class ReportFile:
     rows: int | None
     bytes: int | None
     destinations: list[str] = field(default_factory=list)
+    #: What receiving systems said of it (HTTPS ``status_url``):
+    #: ``done: completed 5 / errors 0``, one per destination that reports.
+    processing: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -192,10 +196,13 @@ def _exports(monitor: MonitorConfig, ledger: Ledger, start: str, end: str) -> li
         files = ledger.files(export.id)
         done = ledger.deliveries(export_row=export.id, state="done")
         by_file: dict[int | None, list[str]] = defaultdict(list)
+        processed: dict[int | None, list[str]] = defaultdict(list)
         for delivery in done:
             destination = _clean(delivery.destination) or ""
             if destination not in by_file[delivery.file_id]:
                 by_file[delivery.file_id].append(destination)
+            if delivery.status:
+                processed[delivery.file_id].append(processing_line(delivery))
         details = [
             ReportFile(
                 name=_clean(f.name) or "",
@@ -203,6 +210,7 @@ def _exports(monitor: MonitorConfig, ledger: Ledger, start: str, end: str) -> li
                 rows=f.rows,
                 bytes=f.bytes,
                 destinations=by_file.get(f.id, []),
+                processing=processed.get(f.id, []),
             )
             for f in files
         ]

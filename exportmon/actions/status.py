@@ -30,6 +30,11 @@ from exportmon.actions.problems import (
     sign_in_problems,
     worst,
 )
+from exportmon.actions.status_tracking import (
+    ProcessingStatus,
+    processing_status,
+    waiting_summary,
+)
 from exportmon.actions.steps import retry_command
 from exportmon.config.load import discover, load_monitors
 from exportmon.config.schema import MonitorConfig
@@ -101,6 +106,9 @@ class ExportStatus:
     next_expected: str | None = None
     #: Running totals since the ledger began; pruning never lowers them.
     totals: Totals = field(default_factory=lambda: Totals())
+    #: What receiving systems said of its files (HTTPS ``status_url``): those still
+    #: being processed, and those of its latest export they reported on.
+    processing: list[ProcessingStatus] = field(default_factory=list)
 
 
 @dataclass
@@ -464,6 +472,10 @@ def _export_status(
         row.reason = (
             f"last delivered {human_time(row.last_success)}" if row.last_success else "in progress"
         )
+    row.processing = processing_status(ledger, export_id)
+    waiting = waiting_summary(row.processing)
+    if waiting:
+        row.reason = f"{row.reason}; {waiting}" if row.reason else waiting
     return row
 
 

@@ -786,6 +786,38 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Fail, che
         with check():
             if any(c in name + value for c in "\r\n\0"):
                 fail(f"{key}.headers.{name}", "a header holds a line break")
+    _check_https(destination, url.kind, key, fail, check)
+
+
+def _check_https(
+    destination: DestinationConfig, kind: str, key: str, fail: Fail, check: Check
+) -> None:
+    """The HTTPS options: the reference pattern and the status conditions parse."""
+    from exportmon.deliver.conditions import ConditionError, parse_condition
+    from exportmon.deliver.https import check_reference
+
+    if kind not in ("https", "http"):
+        return
+    with check():
+        if destination.reference is not None:
+            problem = check_reference(destination.reference)
+            if problem:
+                fail(f"{key}.reference", problem, "e.g. 'reference code (?P<ref>[0-9a-f]{32})'")
+    with check():
+        status_url = destination.status_url or ""
+        if status_url and not status_url.lower().startswith(("https://", "http://")):
+            fail(f"{key}.status_url", "must be an https:// (or http://) address")
+    for name in ("status_done", "status_fail", "status_warn"):
+        text = getattr(destination, name)
+        with check():
+            try:
+                if text is not None:
+                    parse_condition(text)
+            except ConditionError as exc:
+                fail(f"{key}.{name}", exc.message, exc.hint)
+    with check():
+        if destination.token_source().configured and destination.password_source().configured:
+            fail(f"{key}.token", "set either a token or a password, not both")
 
 
 def _is_set(table: Any, f: dataclasses.Field[Any]) -> bool:

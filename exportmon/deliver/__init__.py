@@ -85,6 +85,11 @@ class Placed:
     bytes: int
     #: ``overwrite = "keep"`` found a file of that name and left it alone.
     kept: bool = False
+    #: The receiving system's processing reference from its answer (HTTPS).
+    reference: str | None = None
+    #: The receiving system reports later how it processed the file (HTTPS
+    #: ``status_url``): the delivery is recorded ``submitted`` and its status polled.
+    submitted: bool = False
 
 
 class Destination(Protocol):

@@ -231,6 +231,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE exports ADD COLUMN error_config TEXT;
     """,
+    # 7: what a receiving system reports about a delivery it processes later (HTTPS
+    # with status_url): its reference, the processing status and the answer's fields.
+    """
+    ALTER TABLE deliveries ADD COLUMN reference TEXT;
+    ALTER TABLE deliveries ADD COLUMN status TEXT;
+    ALTER TABLE deliveries ADD COLUMN status_fields TEXT;
+    ALTER TABLE deliveries ADD COLUMN submitted_at TEXT;
+    ALTER TABLE deliveries ADD COLUMN polled_at TEXT;
+    CREATE INDEX deliveries_by_status ON deliveries (status);
+    """,
 )
 
 

@@ -24,6 +24,12 @@ DELIVERY_STATES = ("started", "done", "failed")
 #: ``source_path`` prefix of a completion signal's delivery (see module docstring).
 SIGNAL = "signal:"
 _IS_FILE = "source_path NOT LIKE 'signal:%'"
+#: What a receiving system said of a delivery it processes later (``status``):
+#: ``submitted`` (acknowledged with a reference, being processed), then ``done``,
+#: ``warned`` (done, with warnings), ``failed`` (its ``status_fail`` held) or
+#: ``timeout`` (``status_done`` never held within ``status_timeout``). NULL for a
+#: delivery nobody reports on.
+PROCESSING_STATES = ("submitted", "done", "warned", "failed", "timeout")
 
 
 @dataclass
@@ -40,6 +46,16 @@ class Delivery:
     error: str | None
     started_at: str
     finished_at: str | None
+    #: The receiving system's processing reference (HTTPS ``reference``).
+    reference: str | None = None
+    #: One of :data:`PROCESSING_STATES`, or None (nothing reports on it).
+    status: str | None = None
+    #: The status answer's fields at the latest poll, as JSON (``{"queuedCount": "0"}``).
+    status_fields: str | None = None
+    #: When the receiving system acknowledged it (the upload's answer).
+    submitted_at: str | None = None
+    #: When its status was last asked for.
+    polled_at: str | None = None
 
 
 @dataclass
@@ -109,13 +125,34 @@ class DeliveryRecords(Database):
         assert delivery is not None
         return delivery
 
-    def finish_delivery(self, delivery_id: int, *, bytes: int, sha256: str | None = None) -> None:
+    def finish_delivery(
+        self,
+        delivery_id: int,
+        *,
+        bytes: int,
+        sha256: str | None = None,
+        reference: str | None = None,
+        submitted: bool = False,
+    ) -> None:
+        """Record a delivery complete: the file is at its target, or acknowledged by a
+        receiving system (``reference``). With ``submitted`` that system reports later
+        how its processing went: the delivery's ``status`` becomes ``submitted``, in
+        the same transaction, so it is never sent again and its status is polled."""
+        at = now()
         with self._transaction() as db:
             before = _state_and_destination(db, delivery_id)
             db.execute(
                 "UPDATE deliveries SET state = 'done', bytes = ?, sha256 = ?, error = NULL,"
-                " finished_at = ? WHERE id = ?",
-                (bytes, sha256, now(), delivery_id),
+                " finished_at = ?, reference = ?, status = ?, submitted_at = ? WHERE id = ?",
+                (
+                    bytes,
+                    sha256,
+                    at,
+                    reference,
+                    "submitted" if submitted else None,
+                    at if reference is not None or submitted else None,
+                    delivery_id,
+                ),
             )
             if before is not None and before[0] != "done" and before[2]:
                 raise_counter(db, "destination_files", 1, destination=before[1])
@@ -163,10 +200,13 @@ class DeliveryRecords(Database):
         return self._all(Delivery, f"SELECT * FROM deliveries {where} ORDER BY id", params)
 
     def delivered(self, file_id: int, destination: str) -> Delivery | None:
-        """The completed delivery of a file to a destination, if there is one."""
+        """The completed delivery of a file to a destination, if there is one. One the
+        receiving system reported ``failed`` or that timed out does not count: only
+        ``run --retry-failed`` gets that far, and it sends the file again."""
         return self._one(
             Delivery,
             "SELECT * FROM deliveries WHERE file_id = ? AND destination = ? AND state = 'done'"
+            " AND (status IS NULL OR status NOT IN ('failed', 'timeout'))"
             " ORDER BY id DESC LIMIT 1",
             (file_id, destination),
         )
@@ -192,6 +232,80 @@ class DeliveryRecords(Database):
             Delivery,
             "SELECT * FROM deliveries WHERE state = 'started' AND destination = ? ORDER BY id",
             (destination,),
+        )
+
+    # --- processing reported by the receiving system (HTTPS status_url) ----------------
+
+    def record_status(
+        self,
+        delivery_id: int,
+        status: str,
+        *,
+        fields: str | None,
+        error: str | None = None,
+    ) -> None:
+        """Record a status poll of a submitted delivery: its processing ``status`` (one
+        of :data:`PROCESSING_STATES`), the answer's ``fields`` (JSON) and, when it
+        failed or timed out, the one-line ``error``. Only a ``submitted`` delivery
+        changes: a decided one stays decided."""
+        check_state(status, PROCESSING_STATES, "processing")
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = ?, status_fields = coalesce(?, status_fields),"
+                " error = ?, polled_at = ? WHERE id = ? AND status = 'submitted'",
+                (status, fields, error, now(), delivery_id),
+            )
+
+    def processing_deliveries(
+        self,
+        *,
+        export_row: int | None = None,
+        destination: str | None = None,
+        status: str | None = None,
+        latest: bool = False,
+    ) -> list[Delivery]:
+        """Completed deliveries a receiving system reports on (``status`` set), oldest
+        first; narrowed to an export, a destination, a status; with ``latest`` only
+        those that are the latest delivery of their file to their destination (not
+        superseded by sending the file again)."""
+        clauses = ["state = 'done'", "status IS NOT NULL"]
+        if latest:
+            clauses.append(
+                "id = (SELECT max(m.id) FROM deliveries m WHERE m.file_id IS deliveries.file_id"
+                " AND m.destination = deliveries.destination)"
+            )
+        params: list[Any] = []
+        if status is not None:
+            check_state(status, PROCESSING_STATES, "processing")
+        for column, value in (
+            ("export_row", export_row),
+            ("destination", destination),
+            ("status", status),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return self._all(
+            Delivery,
+            f"SELECT * FROM deliveries WHERE {' AND '.join(clauses)} ORDER BY id",
+            params,
+        )
+
+    def processing_of_export_id(self, export_id: int | None) -> list[Delivery]:
+        """The deliveries of exports of ``export_id`` that a receiving system reports on:
+        those still ``submitted``, and every one of the latest such export, oldest first;
+        none that a later delivery of the same file there superseded."""
+        return self._all(
+            Delivery,
+            "SELECT d.* FROM deliveries d JOIN exports e ON d.export_row = e.id"
+            " WHERE e.export_id IS ? AND d.state = 'done' AND d.status IS NOT NULL"
+            " AND d.id = (SELECT max(s.id) FROM deliveries s WHERE s.file_id IS d.file_id"
+            "   AND s.destination = d.destination)"
+            " AND (d.status = 'submitted' OR d.export_row = (SELECT max(l.export_row)"
+            "   FROM deliveries l JOIN exports x ON l.export_row = x.id"
+            "   WHERE x.export_id IS ? AND l.state = 'done' AND l.status IS NOT NULL))"
+            " ORDER BY d.id",
+            (export_id, export_id),
         )
 
     # --- named reads for reports and metrics ------------------------------------------

@@ -56,7 +56,7 @@ def file_cells(export: ReportExport, file: ReportFile) -> list[str]:
         file.export_type or "-",
         f"{file.rows:,}" if file.rows is not None else "-",
         format_size(file.bytes) if file.bytes is not None else "-",
-        ", ".join(file.destinations) or "-",
+        ", ".join(file.destinations + [f"({p})" for p in file.processing]) or "-",
     ]
 
 

@@ -10,7 +10,10 @@ alone. Links point at the HTTPS fixture, which sends slowly
 kills land mid-transfer. Every export goes through the ``[csv]`` rewrite with
 ``sub_dirs`` and is delivered to three destinations: a local folder
 (``overwrite = "replace"``), the FTPS server (``replace``) and an
-``archive_dir`` (always time-stamped).
+``archive_dir`` (always time-stamped). With ``blackboard`` (a
+:class:`servers.blackboard.BlackboardServer`), the same destinations are written as
+``[[deliver]]`` entries plus the Blackboard endpoint with status tracking, and the
+crash points include ``status.polled``.
 
 The driver (:func:`crash_loop`) runs ``python -m exportmon -c CONFIG run --once``
 as a child and kills it, over and over, in one of two ways:
@@ -56,7 +59,10 @@ after every kill (safety)
       upload); in the local folder (``replace``) a file once seen keeps its inode
       (a second delivery would rename a new file over it);
     * a mail in the archive folder is there once, and every file of every export
-      it carries is complete at all three destinations (no mail archived early).
+      it carries is complete at all three destinations (no mail archived early);
+    * with the Blackboard endpoint: every data set it holds is an expected file,
+      whole, and no file makes two data sets (the endpoint honours
+      ``Idempotency-Key``, so a resend after a kill must repeat its first key).
 
 at the end (completeness), in addition
     * every expected file is at every destination (nothing lost), and no
@@ -114,6 +120,10 @@ POINT_PASSES = {
     "archive.moved": 1,
     "ledger.commit": 20,
 }
+#: With an HTTPS destination (``CrashWorld(blackboard=...)``), also: after a status
+#: answer and before it is recorded. ``deliver.placed`` is then also the moment after
+#: the upload's answer and before its reference is recorded.
+HTTPS_POINT_PASSES = {"status.polled": 2}
 STAMPED = re.compile(r"^(?P<stem>.+)\.\d{8}T\d{6}Z(?:-\d+)?(?P<suffix>\.[^./]+)$")
 LEFTOVER_SUFFIXES = (".in_progress", ".part")
 COL_SEP = ";"
@@ -274,6 +284,7 @@ class CrashWorld:
         rows: int = 1500,
         download_rate: int = 150_000,
         upload_rate: int = 150_000,
+        blackboard: Any = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.mail_user = mail_user
@@ -309,8 +320,45 @@ class CrashWorld:
                 "archive_dir": str(self.archive),
             },
         )
-        self.config = write_config(self.workdir / "monitors", data, "777")
+        self.blackboard = blackboard
         self.env = {"EXPORTMON_STRESS_FTP_PASS": ftps_server.password}
+        if blackboard is not None:
+            data["deliver"] = self._destinations(data["deliver"], blackboard, tls_ca)
+            self.env["EXPORTMON_STRESS_LEARN_PASS"] = blackboard.password
+        self.config = write_config(self.workdir / "monitors", data, "777")
+
+    @staticmethod
+    def _destinations(old: dict[str, Any], blackboard: Any, tls_ca: Any) -> list[dict[str, Any]]:
+        """The ``[deliver]`` table as ``[[deliver]]`` entries, plus the Blackboard
+        endpoint with status tracking (each file processed after one poll)."""
+        from servers.blackboard import BASE
+
+        blackboard.honour_idempotency = True
+        blackboard.queued = 1
+        endpoint = f"https://127.0.0.1:{blackboard.port}{BASE}"
+        return [
+            {"url": old["to"]},
+            {
+                "url": f"{old['ftp_url']}/{old['ftp_dir']}",
+                "user": old["ftp_user"],
+                "password_env": old["ftp_password_env"],
+                "ca_file": old["ftp_ca_file"],
+                "retries": old["ftp_retries"],
+            },
+            {"url": old["archive_dir"], "archive": True},
+            {
+                "url": endpoint + "/{type}/store",
+                "user": blackboard.user,
+                "password_env": "EXPORTMON_STRESS_LEARN_PASS",
+                "ca_file": str(tls_ca.ca_file),
+                "reference": "reference code (?P<ref>[0-9a-f]{32})",
+                "status_url": endpoint + "/dataSetStatus/{reference}",
+                "status_done": "queuedCount == 0",
+                "status_fail": "errorCount > 0",
+                "status_interval": "0s",
+                "retries": 1,
+            },
+        ]
 
     # -- mails ---------------------------------------------------------------------
 
@@ -495,6 +543,8 @@ class CrashWorld:
                 for name in sorted(set(expected) - complete[place]):
                     figures.lost += 1
                     problems.append(f"{place}: {name} never delivered")
+        if self.blackboard is not None:
+            complete["https"] = self._check_https(figures, expected, problems, final=final)
         problems += self._check_local_inodes(figures, places["local"])
         problems += self._check_renames(figures)
         problems += self._check_mailbox(figures, complete, final=final)
@@ -517,6 +567,41 @@ class CrashWorld:
                 name = match.group("stem") + match.group("suffix") if match else name
             found.setdefault(name, []).append(path)
         return found
+
+    def _check_https(
+        self, figures: Figures, expected: dict[str, str], problems: list[str], *, final: bool
+    ) -> set[str]:
+        """The Blackboard endpoint's data sets: each an expected file, whole; none twice
+        (it honours Idempotency-Key, so a resend after a crash is no new data set, but
+        a second upload under a new key would be); every resend of a file repeated the
+        key of its first upload. Returns the names it holds."""
+        by_digest = {digest: name for name, digest in expected.items()}
+        held: Counter[str] = Counter()
+        for data_set in list(self.blackboard.data_sets.values()):
+            name = by_digest.get(_digest(data_set.body))
+            if name is None:
+                figures.partial += 1
+                problems.append(f"https: data set {data_set.reference} is no expected file")
+                continue
+            held[name] += 1
+        for name, count in sorted(held.items()):
+            if count > 1:
+                figures.duplicated += count - 1
+                problems.append(f"https: {name} uploaded as {count} data sets")
+        keys: dict[str, set[str]] = {}
+        for upload in list(self.blackboard.uploads):
+            name = by_digest.get(_digest(upload.body))
+            if name is not None:
+                keys.setdefault(name, set()).add(upload.headers.get("Idempotency-Key", ""))
+        for name, found in sorted(keys.items()):
+            if len(found) > 1:
+                figures.duplicated += 1
+                problems.append(f"https: {name} was sent under {len(found)} idempotency keys")
+        if final:
+            for name in sorted(set(expected) - set(held)):
+                figures.lost += 1
+                problems.append(f"https: {name} never delivered")
+        return set(held)
 
     def _check_local_inodes(self, figures: Figures, found: dict[str, list[Path]]) -> list[str]:
         problems = []
@@ -601,6 +686,12 @@ class CrashWorld:
                     problems.append(f"ledger: mail {mail.message_id} is {state}")
             for row in db.execute("SELECT id, state FROM deliveries WHERE state != 'done'"):
                 problems.append(f"ledger: delivery {row['id']} is {row['state']}")
+            if self.blackboard is not None:
+                for row in db.execute(
+                    "SELECT id, status FROM deliveries WHERE status IS NOT NULL"
+                    " AND status != 'done'"
+                ):
+                    problems.append(f"ledger: delivery {row['id']} is {row['status']} there")
             doubles = db.execute(
                 "SELECT file_id, destination, count(*) AS n FROM deliveries WHERE state = 'done'"
                 " GROUP BY file_id, destination HAVING n > 1"
@@ -718,6 +809,9 @@ def crash_loop(
         f"to do; kills within {figures.window:.2f} s"
     )
 
+    points = dict(POINT_PASSES)
+    if world.blackboard is not None:
+        points.update(HTTPS_POINT_PASSES)
     runs_limit = 30 * (kills + mails)
     stuck = 0
     # The calibration mails took no kills: the kills are spread over the others.
@@ -739,8 +833,8 @@ def crash_loop(
         killing = figures.kills < kills or len(world.mails) < mails
         kill_after = kill_at = None
         if killing and rng.random() < point_share:
-            point = rng.choice(sorted(POINT_PASSES))
-            kill_at = f"{point}:{rng.randint(1, POINT_PASSES[point])}"
+            point = rng.choice(sorted(points))
+            kill_at = f"{point}:{rng.randint(1, points[point])}"
         elif killing:
             kill_after = _kill_delay(rng, startup, work, share)
         outcome = world.run(kill_after=kill_after, kill_at=kill_at)

@@ -116,7 +116,7 @@ def _label(export_id: int | None) -> str:
 
 
 def _export_details(monitor: MonitorConfig, export: Export, ledger: Ledger) -> dict[str, Any]:
-    found = {
+    found: dict[str, Any] = {
         "monitor": monitor.name,
         "export_id": export.export_id,
         "file": export.file_name,

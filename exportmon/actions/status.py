@@ -297,8 +297,8 @@ def status_of(
             )
         )
     configured = configured_labels(monitor)
-    for row in base.destinations:
-        row.configured = row.destination in configured
+    for place in base.destinations:
+        place.configured = place.destination in configured
     shown = {d.destination for d in base.destinations}
     for label in configured:  # configured, nothing delivered there yet
         if label not in shown:

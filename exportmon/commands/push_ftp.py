@@ -70,8 +70,16 @@ times; each destination gets one login for all the files.
 OverwriteChoice = Enum(  # type: ignore[misc]
     "OverwriteChoice", {name: name for name in OVERWRITE_POLICIES}, type=str
 )
-MethodChoice = Enum("MethodChoice", {"POST": "POST", "PUT": "PUT"}, type=str)  # type: ignore[misc]
-BodyChoice = Enum("BodyChoice", {"raw": "raw", "multipart": "multipart"}, type=str)  # type: ignore[misc]
+
+
+class MethodChoice(str, Enum):
+    POST = "POST"
+    PUT = "PUT"
+
+
+class BodyChoice(str, Enum):
+    raw = "raw"
+    multipart = "multipart"
 
 
 def register(app: typer.Typer) -> None:
@@ -129,7 +137,7 @@ def push_ftp_command(
         typer.Option("--to", metavar="DIR", help="Deliver into this local folder; repeatable."),
     ] = None,
     overwrite: Annotated[
-        OverwriteChoice | None,  # type: ignore[valid-type]
+        OverwriteChoice | None,
         typer.Option(
             help="replace, keep (leave an existing file), or timestamp (a new time-stamped "
             "name each time). Default: the monitor's, else replace.",
@@ -167,11 +175,11 @@ def push_ftp_command(
         str | None, typer.Option(metavar="SHA256:...", help="SFTP: the one host key accepted.")
     ] = None,
     method: Annotated[
-        MethodChoice | None,  # type: ignore[valid-type]
+        MethodChoice | None,
         typer.Option(help="HTTPS: POST (default) or PUT.", show_default=False),
     ] = None,
     body: Annotated[
-        BodyChoice | None,  # type: ignore[valid-type]
+        BodyChoice | None,
         typer.Option(
             help="HTTPS: the file as the body (raw, default) or a form (multipart).",
             show_default=False,

@@ -484,3 +484,17 @@ def test_dry_run_describes_each_destination(tmp_path, gem_fixtures, ftp_server):
     assert "a trigger {name}.done after each file" in text
     assert "in /spool, then moved out" in text and "a json manifest" in text
     assert not (tmp_path / "o").exists()
+
+
+def test_push_to_a_folder_and_sftp_with_a_pinned_host_key(tmp_path, loose_files, sshd):
+    inbox = sshd.user_folder("in")
+    result = run_cli(
+        "push", "--to", tmp_path / "x", "--url", sshd.url("/~/in"), "--ssh-key",
+        sshd.keys.ed25519, "--host-key", sshd.host_key_fingerprint, *loose_files,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 8
+    for name in FILES:
+        assert (inbox / name).read_bytes() == (tmp_path / "x" / name).read_bytes()
+    # One SSH login for the four files.
+    assert sshd.log().count("Accepted publickey") == 1, sshd.log()

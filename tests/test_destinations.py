@@ -498,3 +498,20 @@ def test_push_to_a_folder_and_sftp_with_a_pinned_host_key(tmp_path, loose_files,
         assert (inbox / name).read_bytes() == (tmp_path / "x" / name).read_bytes()
     # One SSH login for the four files.
     assert sshd.log().count("Accepted publickey") == 1, sshd.log()
+
+
+def test_push_to_https_with_the_https_options(tmp_path, loose_files, start_server, tls_ca):
+    from servers.blackboard import BlackboardServer
+
+    server = start_server(BlackboardServer(tls_ca.server))
+    result = run_cli(
+        "push", "--url", f"{server.endpoint}/{{type}}/store", "--user", server.user,
+        "--password-env", "P", "--ca-file", tls_ca.ca_file, "--header", "X-Integration: sis-1",
+        "--method", "POST", *loose_files, env={"P": server.password},
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    assert sorted(upload.body for upload in server.uploads) == sorted(
+        path.read_bytes() for path in loose_files
+    )
+    assert {upload.headers["X-Integration"] for upload in server.uploads} == {"sis-1"}
+    assert server.password not in result.output

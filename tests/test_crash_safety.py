@@ -123,3 +123,28 @@ def test_an_interrupted_ftp_delivery_is_checked_by_its_bytes_not_only_its_size(
     # Before: the old file's size matched, so the interrupted delivery counted as done.
     assert (ftps_server.home / "in" / "daily.csv").read_bytes() == b"id\n222\n"
     assert len(mail_user.list_uids("Archive")) == 2
+
+
+@pytest.fixture
+def sftp_world(tmp_path, mail_user, https_server, ftps_server, tls_ca, sshd):
+    return CrashWorld(
+        tmp_path / "world", mail_user, https_server, ftps_server, tls_ca, seed=13, sftp=sshd
+    )
+
+
+@pytest.mark.parametrize("point", ["sftp.uploaded:1", "deliver.placed:4", "deliver.started:4"])
+def test_a_kill_during_an_sftp_upload_or_rename_loses_nothing_and_repeats_nothing(
+    sftp_world, point
+):
+    # The folder, FTPS and the archive copy come first: the fourth deliver.* point of
+    # the first file is its SFTP delivery.
+    killed_then_finished(sftp_world, point, mails=2)
+
+
+@pytest.mark.slow
+def test_killed_runs_with_an_sftp_destination_deliver_every_file_once(sftp_world):
+    figures = crash_loop(sftp_world, kills=12, mails=5, seed=13, report=print)
+    print(figures.table())
+    assert figures.problems == []
+    assert figures.lost == figures.duplicated == figures.partial == 0
+    assert figures.archived == figures.export_mails

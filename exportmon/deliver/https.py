@@ -143,7 +143,7 @@ class _Stream:
 
     def read(self, size: int = -1) -> bytes:
         checkpoint()
-        size = BLOCK if size is None or size < 0 else size
+        size = BLOCK if size < 0 else size
         while self._index < len(self.parts):
             part = self.parts[self._index]
             if isinstance(part, bytes):

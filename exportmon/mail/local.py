@@ -13,7 +13,7 @@ to a Maildir, a mail client's export), and for ``exportmon fetch --eml FILE``.
   blank line may still be being written and waits for the next poll.
 * **dir** (``kind = "dir"``): every ``*.eml`` file directly in the directory; its
   key is the file name. Archiving moves it into the sub-directory named by
-  ``source.archive``.
+  ``source.archive``, or into that folder itself when it is an absolute path.
 * :class:`EmlFiles`: the files given to ``fetch --eml``, keyed by a digest of
   their content so the same file given twice is taken once; never moved.
 """
@@ -123,7 +123,10 @@ class _FileStore(_LocalSource):
 
     def __init__(self, monitor: MonitorConfig) -> None:
         super().__init__(monitor)
-        self.archive_folder = _archive_parts(monitor.source.archive or "")
+        archive = monitor.source.archive or ""
+        self.archive_folder = _archive_parts(archive)
+        #: ``kind = "dir"`` with an absolute ``archive``: that folder, not one inside.
+        self.archive_path = Path(archive) if os.path.isabs(archive) else None
         self.moves_mail = bool(self.archive_folder)
 
     def _files(self) -> dict[str, Path]:
@@ -206,7 +209,7 @@ class DirSource(_FileStore):
             }
 
     def _move(self, path: Path) -> Path:
-        folder = self.path.joinpath(*self.archive_folder)
+        folder = self.archive_path or self.path.joinpath(*self.archive_folder)
         folder.mkdir(parents=True, exist_ok=True)
         target = folder / path.name
         counter = 1

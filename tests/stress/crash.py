@@ -10,7 +10,9 @@ alone. Links point at the HTTPS fixture, which sends slowly
 kills land mid-transfer. Every export goes through the ``[csv]`` rewrite with
 ``sub_dirs`` and is delivered to three destinations: a local folder
 (``overwrite = "replace"``), the FTPS server (``replace``) and an
-``archive_dir`` (always time-stamped). With ``blackboard`` (a
+``archive_dir`` (always time-stamped). With ``sftp`` (a
+:class:`servers.sshd.SshServer`) the files also go to a folder on a real OpenSSH
+server, checked like the local folder (inodes included). With ``blackboard`` (a
 :class:`servers.blackboard.BlackboardServer`), the same destinations are written as
 ``[[deliver]]`` entries plus the Blackboard endpoint with status tracking, and the
 crash points include ``status.polled``.
@@ -124,6 +126,8 @@ POINT_PASSES = {
 #: answer and before it is recorded. ``deliver.placed`` is then also the moment after
 #: the upload's answer and before its reference is recorded.
 HTTPS_POINT_PASSES = {"status.polled": 2}
+#: With an SFTP destination (``CrashWorld(sftp=...)``): after an upload, before its rename.
+SFTP_POINT_PASSES = {"sftp.uploaded": 2}
 STAMPED = re.compile(r"^(?P<stem>.+)\.\d{8}T\d{6}Z(?:-\d+)?(?P<suffix>\.[^./]+)$")
 LEFTOVER_SUFFIXES = (".in_progress", ".part")
 COL_SEP = ";"
@@ -285,6 +289,7 @@ class CrashWorld:
         download_rate: int = 150_000,
         upload_rate: int = 150_000,
         blackboard: Any = None,
+        sftp: Any = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.mail_user = mail_user
@@ -321,10 +326,31 @@ class CrashWorld:
             },
         )
         self.blackboard = blackboard
+        self.sftp = sftp
+        self.sftp_dir: Path | None = None
         self.env = {"EXPORTMON_STRESS_FTP_PASS": ftps_server.password}
         if blackboard is not None:
             data["deliver"] = self._destinations(data["deliver"], blackboard, tls_ca)
             self.env["EXPORTMON_STRESS_LEARN_PASS"] = blackboard.password
+        if sftp is not None:
+            # The SFTP server (tests/servers/sshd.py) is a real sshd on this machine:
+            # its folder is checked like the local one, inodes included.
+            folder = f"crash-{self.rng.randrange(10**9)}"
+            self.sftp_dir = sftp.user_folder(folder)
+            known_hosts = self.workdir / "known_hosts"
+            known_hosts.write_text(sftp.keyscan(hashed=True))
+            entries = data["deliver"]
+            if isinstance(entries, dict):
+                entries = self._destinations_of(entries)
+            entries.append(
+                {
+                    "url": sftp.url(f"/~/{folder}"),
+                    "ssh_key": str(sftp.keys.ed25519),
+                    "known_hosts": str(known_hosts),
+                    "retries": 1,
+                }
+            )
+            data["deliver"] = entries
         self.config = write_config(self.workdir / "monitors", data, "777")
 
     @staticmethod
@@ -337,15 +363,7 @@ class CrashWorld:
         blackboard.queued = 1
         endpoint = f"https://127.0.0.1:{blackboard.port}{BASE}"
         return [
-            {"url": old["to"]},
-            {
-                "url": f"{old['ftp_url']}/{old['ftp_dir']}",
-                "user": old["ftp_user"],
-                "password_env": old["ftp_password_env"],
-                "ca_file": old["ftp_ca_file"],
-                "retries": old["ftp_retries"],
-            },
-            {"url": old["archive_dir"], "archive": True},
+            *CrashWorld._destinations_of(old),
             {
                 "url": endpoint + "/{type}/store",
                 "user": blackboard.user,
@@ -358,6 +376,21 @@ class CrashWorld:
                 "status_interval": "0s",
                 "retries": 1,
             },
+        ]
+
+    @staticmethod
+    def _destinations_of(old: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``[deliver]`` table as the same ``[[deliver]]`` entries."""
+        return [
+            {"url": old["to"]},
+            {
+                "url": f"{old['ftp_url']}/{old['ftp_dir']}",
+                "user": old["ftp_user"],
+                "password_env": old["ftp_password_env"],
+                "ca_file": old["ftp_ca_file"],
+                "retries": old["ftp_retries"],
+            },
+            {"url": old["archive_dir"], "archive": True},
         ]
 
     # -- mails ---------------------------------------------------------------------
@@ -517,6 +550,8 @@ class CrashWorld:
             "ftp": self._files(self.ftp_dir),
             "archive_dir": self._files(self.archive, stamped=True),
         }
+        if self.sftp_dir is not None:
+            places["sftp"] = self._files(self.sftp_dir)
         complete: dict[str, set[str]] = {}
         for place, found in places.items():
             complete[place] = set()
@@ -546,6 +581,8 @@ class CrashWorld:
         if self.blackboard is not None:
             complete["https"] = self._check_https(figures, expected, problems, final=final)
         problems += self._check_local_inodes(figures, places["local"])
+        if "sftp" in places:
+            problems += self._check_local_inodes(figures, places["sftp"], where="sftp")
         problems += self._check_renames(figures)
         problems += self._check_mailbox(figures, complete, final=final)
         if final:
@@ -603,17 +640,19 @@ class CrashWorld:
                 problems.append(f"https: {name} never delivered")
         return set(held)
 
-    def _check_local_inodes(self, figures: Figures, found: dict[str, list[Path]]) -> list[str]:
+    def _check_local_inodes(
+        self, figures: Figures, found: dict[str, list[Path]], where: str = "local"
+    ) -> list[str]:
         problems = []
         for name, paths in found.items():
             if name.endswith(LEFTOVER_SUFFIXES):
                 continue
             inode = paths[0].stat().st_ino
-            seen = self._inodes.setdefault(name, inode)
+            seen = self._inodes.setdefault(f"{where}:{name}", inode)
             if seen != inode:
                 figures.duplicated += 1
-                problems.append(f"local: {name} was delivered again (replaced by a new file)")
-                self._inodes[name] = inode
+                problems.append(f"{where}: {name} was delivered again (replaced by a new file)")
+                self._inodes[f"{where}:{name}"] = inode
         return problems
 
     def _check_renames(self, figures: Figures) -> list[str]:
@@ -812,6 +851,8 @@ def crash_loop(
     points = dict(POINT_PASSES)
     if world.blackboard is not None:
         points.update(HTTPS_POINT_PASSES)
+    if world.sftp is not None:
+        points.update(SFTP_POINT_PASSES)
     runs_limit = 30 * (kills + mails)
     stuck = 0
     # The calibration mails took no kills: the kills are spread over the others.

@@ -14,7 +14,7 @@ _exportmon() {
         --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
     esac
     case "$cmd" in
-        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp run serve status report login explain prune demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
+        "") COMPREPLY=($(compgen -W "generate fetch unzip rewrite-csv push-ftp push run serve status report login explain prune demo completion --config -c --verbose -v --quiet -q --log-format --strict --version" -- "$cur")) ;;
         generate)
             case "$prev" in
                 --password) COMPREPLY=(); return ;;
@@ -77,10 +77,45 @@ _exportmon() {
                 --order) COMPREPLY=(); return ;;
                 --retries) COMPREPLY=(); return ;;
                 --timeout) COMPREPLY=(); return ;;
+                --ssh-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --ssh-key-passphrase-env) COMPREPLY=(); return ;;
+                --known-hosts) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --host-key) COMPREPLY=(); return ;;
+                --method) COMPREPLY=($(compgen -W "POST PUT" -- "$cur")); return ;;
+                --body) COMPREPLY=($(compgen -W "raw multipart" -- "$cur")); return ;;
+                --header) COMPREPLY=(); return ;;
+                --token-env) COMPREPLY=(); return ;;
+                --token-command) COMPREPLY=(); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
+        push)
+            case "$prev" in
+                --url) COMPREPLY=(); return ;;
+                --dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --user) COMPREPLY=(); return ;;
+                --password-env) COMPREPLY=(); return ;;
+                --password-command) COMPREPLY=(); return ;;
+                --ca-file) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --overwrite) COMPREPLY=($(compgen -W "replace keep timestamp" -- "$cur")); return ;;
+                --order) COMPREPLY=(); return ;;
+                --retries) COMPREPLY=(); return ;;
+                --timeout) COMPREPLY=(); return ;;
+                --ssh-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --ssh-key-passphrase-env) COMPREPLY=(); return ;;
+                --known-hosts) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --host-key) COMPREPLY=(); return ;;
+                --method) COMPREPLY=($(compgen -W "POST PUT" -- "$cur")); return ;;
+                --body) COMPREPLY=($(compgen -W "raw multipart" -- "$cur")); return ;;
+                --header) COMPREPLY=(); return ;;
+                --token-env) COMPREPLY=(); return ;;
+                --token-command) COMPREPLY=(); return ;;
+                --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
+            esac
+            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         run)
             case "$prev" in
                 --serve) COMPREPLY=(); return ;;

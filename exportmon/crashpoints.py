@@ -36,6 +36,8 @@ POINTS = {
     "ftp.uploaded": "a file uploaded as <name>.in_progress and its size checked, not renamed",
     "sftp.uploaded": "an SFTP upload complete under its temporary name, size checked, not renamed",
     "deliver.placed": "a file renamed to its final name at a destination, not yet recorded",
+    "deliver.signals": "every file of an export at a destination and recorded, its export "
+    "trigger and manifest not yet written",
     "status.polled": "a receiving system's status answer read, not yet recorded",
     "export.delivered": "an export recorded as delivered (its mail settled), not yet archived",
     "imap.copied": "without MOVE: a mail copied to the archive folder, the original not deleted",

@@ -144,7 +144,8 @@ def setup(*, verbosity: int = 0, quiet: bool = False, fmt: str = "text") -> None
     Default level INFO; ``-v`` DEBUG for exportmon; ``-vv`` DEBUG for libraries
     too; ``--quiet`` errors only.
     """
-    global _console_handler
+    global _console_handler, _quiet
+    _quiet = quiet
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
@@ -177,6 +178,15 @@ def setup(*, verbosity: int = 0, quiet: bool = False, fmt: str = "text") -> None
     _console_handler = handler
     if verbosity > 1:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+
+
+_quiet = False
+
+
+def quiet() -> bool:
+    """Whether ``--quiet`` was given: notes meant for a person at a terminal (once-per-run
+    security warnings) are left out then, as everything but errors."""
+    return _quiet
 
 
 class _RichMessage(logging.Formatter):

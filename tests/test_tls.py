@@ -197,7 +197,16 @@ def test_plain_imap_and_ftp_work_only_when_configured_and_warn(
     )
     assert result.code == 0, result.stderr
     assert 'source.security = "plain": the mail password travels unencrypted' in result.stderr
-    assert "deliver.ftp_url is ftp://, not ftps://" in result.stderr
+    # The FTP server is warned about where it is used, once per run: not by a run that
+    # delivered nothing, but by one that logs in to it.
+    assert "ftp://, not ftps://" not in result.stderr
+    (tmp_path / "one.csv").write_text("a\n")
+    pushed = run_cli(
+        "-c", config, "push-ftp", tmp_path / "one.csv", tmp_path / "one.csv",
+        env={"FTP_PASS": ftp_server.password},
+    )  # fmt: skip
+    assert pushed.code == 0, pushed.stderr
+    assert pushed.stderr.count("deliver.ftp_url is ftp://, not ftps://") == 1
     # Without security = "plain", the same port is never used without TLS.
     del source["security"]
     strict = write_config(

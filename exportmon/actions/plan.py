@@ -14,7 +14,6 @@ each destination (as the destination describes itself, see
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import socket
 import ssl
 from typing import TYPE_CHECKING, Any
@@ -74,18 +73,14 @@ def destination_lines(monitor: MonitorConfig) -> list[str]:
     Each destination says it itself (its ``describe()``, where it has one); nothing
     is connected and no password is looked up.
     """
+    from exportmon.actions.deliver import without_secrets
     from exportmon.deliver.kinds import open_destination
 
     found: list[Any] = []
     for config in monitor.destinations:
         # No password is looked up for a plan: the secrets are left out.
-        bare = dataclasses.replace(
-            config, password=None, password_env=None, password_command=None,
-            token=None, token_env=None, token_command=None, ssh_key_passphrase=None,
-            ssh_key_passphrase_env=None, ssh_key_passphrase_command=None,
-        )  # fmt: skip
-        with contextlib.suppress(ExportmonError):
-            found.append(open_destination(bare))
+        with contextlib.suppress(ExportmonError, ImportError):
+            found.append(open_destination(without_secrets(config)))
     lines = []
     for destination in found:
         describe = getattr(destination, "describe", None)

@@ -115,8 +115,8 @@ def _label(export_id: int | None) -> str:
     return f"export {export_id}" if export_id is not None else "an export"
 
 
-def _export_details(monitor: MonitorConfig, export: Export) -> dict[str, Any]:
-    return {
+def _export_details(monitor: MonitorConfig, export: Export, ledger: Ledger) -> dict[str, Any]:
+    found: dict[str, Any] = {
         "monitor": monitor.name,
         "export_id": export.export_id,
         "file": export.file_name,
@@ -131,6 +131,34 @@ def _export_details(monitor: MonitorConfig, export: Export) -> dict[str, Any]:
         "retry": retry_command(monitor),
         "state": export.state,
     }
+    if export.error_step == "deliver":
+        found["destination_states"] = destination_progress(monitor, ledger, export)
+    return found
+
+
+def destination_progress(monitor: MonitorConfig, ledger: Ledger, export: Export) -> dict[str, str]:
+    """Where an export stands at each destination: ``delivered``, ``failed: <reason>``
+    or ``pending`` (configured, nothing failed there yet), by ledger label."""
+    from exportmon.actions.status import configured_labels
+
+    files = {f.id for f in ledger.files(export.id)}
+    records: dict[str, list[Any]] = {label: [] for label in configured_labels(monitor)}
+    for delivery in ledger.deliveries(export_row=export.id):
+        records.setdefault(" ".join(redact(delivery.destination).split()), []).append(delivery)
+    progress = {}
+    for label, found in records.items():
+        done = {d.file_id for d in found if d.state == "done" and d.file_id is not None}
+        latest: dict[tuple[int | None, str], Any] = {}
+        for delivery in found:
+            latest[(delivery.file_id, delivery.target)] = delivery
+        failed = [d for d in latest.values() if d.state == "failed"]
+        if failed:
+            progress[label] = f"failed: {_short(failed[-1].error)}"
+        elif files and files <= done:
+            progress[label] = "delivered"
+        else:
+            progress[label] = "pending"
+    return progress
 
 
 def find_problems(
@@ -151,7 +179,7 @@ def find_problems(
                 summary=f"{_label(export.export_id)} failed at {step}: {_short(export.error)}",
                 reason=f"{_label(export.export_id)} failed at {step}: {_full(export.error)}",
                 export_id=export.export_id,
-                details=_export_details(monitor, export),
+                details=_export_details(monitor, export, ledger),
             )
         )
 

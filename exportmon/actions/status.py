@@ -127,6 +127,9 @@ class DestinationStatus:
     last_error: str | None = None
     #: Running totals for this destination (``exports`` and ``rows`` are not kept).
     totals: Totals = field(default_factory=lambda: Totals())
+    #: One of the monitor's ``[[deliver]]`` destinations; ``False``: deliveries made
+    #: there by an ad-hoc ``push-ftp --url/--to``, which settle nothing.
+    configured: bool = True
 
 
 @dataclass
@@ -293,7 +296,23 @@ def status_of(
                 totals=_destination_totals(counters, destination),
             )
         )
+    configured = configured_labels(monitor)
+    for place in base.destinations:
+        place.configured = place.destination in configured
+    shown = {d.destination for d in base.destinations}
+    for label in configured:  # configured, nothing delivered there yet
+        if label not in shown:
+            base.destinations.append(DestinationStatus(destination=label, state="unknown"))
     return base
+
+
+def configured_labels(monitor: MonitorConfig) -> list[str]:
+    """The ledger labels of the monitor's ``[[deliver]]`` destinations (no secret is
+    looked up); those that cannot be named here are left out."""
+    from exportmon.actions.deliver import destination_label
+
+    labels = [destination_label(config) for config in monitor.destinations]
+    return [_one_line(label) for label in labels if label]
 
 
 def _sign_in(monitor: MonitorConfig) -> dict[str, Any] | None:

@@ -1,4 +1,10 @@
-"""`exportmon push-ftp`: deliver files to an FTP/FTPS server (or a local folder), atomically."""
+"""`exportmon push-ftp` (alias `push`): deliver files to any destination, atomically.
+
+Destinations are URLs, as in ``[[deliver]]``: ``--to DIR`` (a local folder),
+``--url ftp://``, ``ftps://``, ``sftp://`` or ``https://``, each repeatable. Each
+is opened once for the whole batch (one login), whatever the number of files and
+exports piped in.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,13 @@ from typing import Annotated
 
 import typer
 
-from exportmon.actions.deliver import deliver_items, destinations, settle_exports
+from exportmon.actions.deliver import (
+    Batch,
+    Outcome,
+    deliver_batches,
+    settle_exports,
+    unreachable,
+)
 from exportmon.actions.tracking import Owner, export_of_download, file_record
 from exportmon.actions.unzip import record_unpacked, unpack
 from exportmon.commands.pipeio import Emitter, InputItem, output_format, read_inputs
@@ -23,13 +35,13 @@ from exportmon.commands.steps import (
     paths_argument,
     step_run,
 )
-from exportmon.config.schema import MonitorConfig, Overwrite
+from exportmon.config.schema import DestinationConfig, MonitorConfig, Overwrite
 from exportmon.deliver import OVERWRITE_POLICIES, Destination, Outgoing, delivery_order
-from exportmon.deliver.ftp import FtpDestination
-from exportmon.deliver.local import LocalDestination
-from exportmon.errors import ConfigError, ExportmonError, UsageError
+from exportmon.deliver.kinds import open_destination
+from exportmon.deliver.signals import export_name
+from exportmon.deliver.urls import parse_destination_url
+from exportmon.errors import ConfigError, DeliveryError, ExportmonError, UsageError
 from exportmon.files.names import relative_target
-from exportmon.hooks.credentials import SecretSource, resolve
 from exportmon.ledger import File
 from exportmon.log import get_logger, monitor_context
 from exportmon.units import parse_duration
@@ -42,18 +54,32 @@ Examples:
   exportmon push-ftp --url ftps://ftp.example.com:21 --dir in/exports --user u \\
       --password-env FTP_PASS export/*.csv
 
-  exportmon fetch | exportmon unzip | exportmon push-ftp          # the monitor's \\[deliver]
+  exportmon fetch | exportmon unzip | exportmon push          # the monitor's destinations
 
-  exportmon push-ftp --to /srv/integration/in --order organizations,sites x/*.csv
+  exportmon push --to /srv/in --url sftp://u@sftp.example.com/in --ssh-key ~/.ssh/id x/*.csv
 
-Each file is written as <name>.in_progress and renamed once complete (remote size
-checked), so readers never see a partial file. Prints where each file went (URLs
-without credentials). --to delivers into a local folder the same way.
+  exportmon push --url https://learn.example.edu/endpoint/person/store --user i \\
+      --password-env LEARN_PASSWORD --method POST x/people.txt
+
+Each file is written under a temporary name (<name>.in_progress) and renamed once
+complete (remote size checked), so readers never see a partial file. Prints where
+each file went (URLs without credentials). --url and --to may be given several
+times; each destination gets one login for all the files.
 """
 
 OverwriteChoice = Enum(  # type: ignore[misc]
     "OverwriteChoice", {name: name for name in OVERWRITE_POLICIES}, type=str
 )
+
+
+class MethodChoice(str, Enum):
+    POST = "POST"
+    PUT = "PUT"
+
+
+class BodyChoice(str, Enum):
+    raw = "raw"
+    multipart = "multipart"
 
 
 def register(app: typer.Typer) -> None:
@@ -70,18 +96,32 @@ class _Group:
     sources: list[Path] = field(default_factory=list)
 
 
+@dataclass
+class _Target:
+    """A destination opened for this command, and the entry it was opened from."""
+
+    config: DestinationConfig
+    destination: Destination
+    #: Why it gets no more files in this batch (a refused login, a dead server).
+    dead: ExportmonError | None = None
+
+
 def push_ftp_command(
     ctx: typer.Context,
     paths: Annotated[list[Path] | None, paths_argument("Files to deliver")] = None,
-    url: Annotated[
-        str | None,
-        typer.Option(metavar="URL", help="ftp://host[:port] or ftps://host[:port] (explicit TLS)."),
+    urls: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="ftp://, ftps:// (explicit TLS), sftp:// or https:// destination; repeatable.",
+        ),
     ] = None,
     directory: Annotated[
         str | None,
-        typer.Option("--dir", metavar="DIR", help="Folder on the server, created if missing."),
+        typer.Option("--dir", metavar="DIR", help="FTP: folder on the server, created if missing."),
     ] = None,
-    user: Annotated[str | None, typer.Option(help="FTP user name.")] = None,
+    user: Annotated[str | None, typer.Option(help="Login name (FTP, SFTP, HTTPS).")] = None,
     password_env: Annotated[
         str | None, typer.Option(metavar="VAR", help="Environment variable with the password.")
     ] = None,
@@ -89,13 +129,15 @@ def push_ftp_command(
         str | None, typer.Option(metavar="CMD", help="Command that prints the password.")
     ] = None,
     ca_file: Annotated[
-        Path | None, typer.Option(metavar="FILE", help="CA certificate(s) to verify FTPS with.")
+        Path | None,
+        typer.Option(metavar="FILE", help="CA certificate(s) to verify FTPS/HTTPS with."),
     ] = None,
     to: Annotated[
-        Path | None, typer.Option("--to", metavar="DIR", help="Deliver into this local folder.")
+        list[Path] | None,
+        typer.Option("--to", metavar="DIR", help="Deliver into this local folder; repeatable."),
     ] = None,
     overwrite: Annotated[
-        OverwriteChoice | None,  # type: ignore[valid-type]
+        OverwriteChoice | None,
         typer.Option(
             help="replace, keep (leave an existing file), or timestamp (a new time-stamped "
             "name each time). Default: the monitor's, else replace.",
@@ -110,7 +152,7 @@ def push_ftp_command(
         ),
     ] = None,
     active: Annotated[
-        bool, typer.Option("--active", help="Active FTP instead of passive.")
+        bool, typer.Option("--active", help="FTP: active instead of passive mode.")
     ] = False,
     retries: Annotated[
         int | None, typer.Option(metavar="N", help="Retries after a lost connection (default 3).")
@@ -118,24 +160,69 @@ def push_ftp_command(
     timeout: Annotated[
         str | None, typer.Option(metavar="DURATION", help="Network timeout (default 60s).")
     ] = None,
+    ssh_key: Annotated[
+        Path | None, typer.Option(metavar="FILE", help="SFTP: private key (OpenSSH or PEM).")
+    ] = None,
+    ssh_key_passphrase_env: Annotated[
+        str | None,
+        typer.Option(metavar="VAR", help="SFTP: environment variable with the key's passphrase."),
+    ] = None,
+    known_hosts: Annotated[
+        Path | None,
+        typer.Option(metavar="FILE", help="SFTP: trusted host keys (default ~/.ssh/known_hosts)."),
+    ] = None,
+    host_key: Annotated[
+        str | None, typer.Option(metavar="SHA256:...", help="SFTP: the one host key accepted.")
+    ] = None,
+    method: Annotated[
+        MethodChoice | None,
+        typer.Option(help="HTTPS: POST (default) or PUT.", show_default=False),
+    ] = None,
+    body: Annotated[
+        BodyChoice | None,
+        typer.Option(
+            help="HTTPS: the file as the body (raw, default) or a form (multipart).",
+            show_default=False,
+        ),
+    ] = None,
+    headers: Annotated[
+        list[str] | None,
+        typer.Option("--header", metavar="'NAME: VALUE'", help="HTTPS: extra header; repeatable."),
+    ] = None,
+    token_env: Annotated[
+        str | None, typer.Option(metavar="VAR", help="HTTPS: environment variable with a token.")
+    ] = None,
+    token_command: Annotated[
+        str | None, typer.Option(metavar="CMD", help="HTTPS: command that prints a bearer token.")
+    ] = None,
     null: NullOption = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Deliver files to an FTP/FTPS server or a local folder, never showing partial files.
+    """Deliver files to folders, FTP/FTPS, SFTP or HTTPS, never showing partial files.
 
-    With --url and/or --to the files go there; without, to the \\[deliver]
-    destinations of the monitor they belong to (or the one chosen with --config).
+    With --url and/or --to the files go there; without, to the destinations of the
+    monitor they belong to (or the one chosen with --config).
     Inside a monitor's state folder every delivery is recorded in its ledger; a file
-    already delivered to a destination is skipped, and an export whose files are
-    all delivered is marked delivered so its mail can be archived.
+    already delivered to a destination is skipped, and an export that reached every
+    destination of its monitor is marked delivered so its mail can be archived
+    (a delivery elsewhere is recorded, but settles nothing).
     """
     emitter = Emitter(output_format(null, as_json))
     policy = overwrite.value if overwrite is not None else None
-    flag_destinations = _flag_destinations(
-        url, directory, user, password_env, password_command, ca_file, to, policy, active,
-        retries, timeout,
-    )  # fmt: skip
     order_list = [kind.strip() for kind in order.split(",") if kind.strip()] if order else None
+    configs = flag_configs(
+        _Flags(
+            urls=list(urls or []), directory=directory, user=user, password_env=password_env,
+            password_command=password_command, ca_file=ca_file, to=list(to or []),
+            overwrite=policy, order=order_list, active=active, retries=retries,
+            timeout=timeout, ssh_key=ssh_key, ssh_key_passphrase_env=ssh_key_passphrase_env,
+            known_hosts=known_hosts, host_key=host_key,
+            method=method.value if method is not None else None,
+            body=body.value if body is not None else None, headers=list(headers or []),
+            token_env=token_env, token_command=token_command,
+        )
+    )  # fmt: skip
+    flag_targets = [_open(config, standalone=True) for config in configs]
     with step_run(ctx) as step:
         groups: dict[Path | None, _Group] = {}
         for item in read_inputs(paths, null=null):
@@ -143,49 +230,103 @@ def push_ftp_command(
                 _add(groups, step, item, sub_dirs)
             except ExportmonError as exc:
                 step.report(exc)
-        for group in groups.values():
-            monitor = group.monitor
-            with monitor_context(
-                monitor.name if monitor else "", monitor.dirs.log if monitor else None
-            ):
-                try:
-                    targets = flag_destinations or _monitor_destinations(monitor, policy)
-                except ExportmonError as exc:  # no destination, or no password for it
-                    step.report(exc)
-                    continue
-                if order_list is not None:
-                    wanted = order_list
-                elif monitor and monitor.destinations:
-                    wanted = monitor.destinations[0].order
-                else:
-                    wanted = []
-                items = delivery_order(group.items, wanted, name=lambda pair: pair[0].name)
-                for destination in targets:
-                    _deliver(step, emitter, group, destination, items, keep_order=bool(wanted))
-                if group.owner is not None:
-                    rows = {file.export_row for _, file in group.items if file and file.export_row}
-                    for export in settle_exports(group.owner.ledger, rows):
-                        log.info("export %s is delivered", export.file_name or export.key)
+        try:
+            for group in groups.values():
+                monitor = group.monitor
+                with monitor_context(
+                    monitor.name if monitor else "", monitor.dirs.log if monitor else None
+                ):
+                    _push_group(step, emitter, group, flag_targets, policy, order_list)
+        finally:
+            for target in flag_targets:
+                target.destination.close()
 
 
-def _deliver(
+def _push_group(
     step: StepRun,
     emitter: Emitter,
     group: _Group,
-    destination: Destination,
-    items: list[tuple[Outgoing, File | None]],
-    *,
-    keep_order: bool,
+    flag_targets: list[_Target],
+    policy: str | None,
+    order_list: list[str] | None,
 ) -> None:
-    """Deliver a group's files to one destination, print where each went, log the result."""
-    delivered, failures = deliver_items(
-        destination,
-        items,
-        ledger=group.owner.ledger if group.owner else None,
-        progress=step.progress,
-        keep_order=keep_order,
-    )
-    for done in delivered:
+    """Deliver one monitor folder's files to each destination, settle what is complete."""
+    if flag_targets:
+        targets = flag_targets
+    else:
+        try:
+            targets = _monitor_targets(group, policy)
+        except ExportmonError as exc:  # no destination, or no password for it
+            step.report(exc)
+            return
+    try:
+        for target in targets:
+            wanted = order_list if order_list is not None else target.config.order
+            batches = _batches(group, wanted)
+            if target.dead is not None:
+                step.report(_skipped(target, sum(len(b.items) for b in batches)))
+                continue
+            outcomes = deliver_batches(
+                target.destination,
+                batches,
+                config=target.config,
+                progress=step.progress,
+                connected=True,
+            )
+            _tell(step, emitter, group, target, outcomes)
+    finally:
+        if not flag_targets:
+            for target in targets:
+                target.destination.close()
+    if group.owner is not None:
+        rows = {file.export_row for _, file in group.items if file and file.export_row}
+        for export in settle_exports(group.owner.ledger, rows, group.monitor):
+            log.info("export %s is delivered", export.file_name or export.key)
+
+
+def _batches(group: _Group, wanted: Sequence[str]) -> list[Batch]:
+    """The group's files as one batch per export (files outside any ledger: one more),
+    each in delivery order."""
+    ledger = group.owner.ledger if group.owner else None
+    by_export: dict[int | None, list[tuple[Outgoing, File | None]]] = {}
+    for pair in group.items:
+        file = pair[1]
+        by_export.setdefault(file.export_row if file else None, []).append(pair)
+    batches = []
+    for row, items in by_export.items():
+        export = ledger.export(row) if ledger is not None and row is not None else None
+        name = None if export is not None else _folder_name(group)
+        batches.append(
+            Batch(
+                delivery_order(items, wanted, name=lambda pair: pair[0].name),
+                export=export,
+                name=name,
+                keep_order=bool(wanted),
+                ledger=ledger,
+            )
+        )
+    return batches
+
+
+def _folder_name(group: _Group) -> str:
+    """What ``{export}`` names for files outside any export: their common folder."""
+    if not group.sources:
+        return "export"
+    common = os.path.commonpath([str(source.absolute().parent) for source in group.sources])
+    return export_name(Path(common).name, "export")
+
+
+def _tell(
+    step: StepRun, emitter: Emitter, group: _Group, target: _Target, outcomes: list[Outcome]
+) -> None:
+    """Print where each file went; one error line for the destination, else one info line."""
+    destination = target.destination
+    merged = Outcome(destination)
+    for outcome in outcomes:
+        merged.delivered += outcome.delivered
+        merged.failures += outcome.failures
+        merged.skipped += outcome.skipped
+    for done in merged.delivered:
         emitter.emit(
             done.placed.location,
             source=str(done.item.source),
@@ -196,15 +337,27 @@ def _deliver(
             earlier=done.earlier,
             kept=done.placed.kept,
         )
-    for failure in failures:
-        step.report(failure)
-    if delivered and not failures:
+    error = merged.error()
+    if error is not None:
+        step.report(error)
+        if any(unreachable(failure) for failure in merged.failures):
+            target.dead = error
+        return
+    if merged.delivered:
         log.info(
             "Copied %d file(s) from '%s' to '%s'",
-            len(delivered),
+            len(merged.delivered),
             _origin(group),
             destination.display,
         )
+
+
+def _skipped(target: _Target, count: int) -> ExportmonError:
+    """The line for files not tried because the destination already failed this batch."""
+    return DeliveryError(
+        f"{count} more file(s) not delivered to {target.destination.display}: it failed "
+        "earlier in this batch"
+    )
 
 
 def _add(
@@ -225,7 +378,15 @@ def _add(
         split = sub_dirs if sub_dirs is not None else bool(monitor and monitor.sub_dirs)
         name = relative_target(item.path.name, sub_dirs=split)
     group.items.append(
-        (Outgoing.from_path(item.path, name, record.sha256 if record else None), record)
+        (
+            Outgoing.from_path(
+                item.path,
+                name,
+                record.sha256 if record else None,
+                record.export_type if record else None,
+            ),
+            record,
+        )
     )
     group.sources.append(item.path)
 
@@ -252,88 +413,180 @@ def _origin(group: _Group) -> str:
     return os.path.commonpath([str(source.absolute().parent) for source in group.sources])
 
 
-def _monitor_destinations(
-    monitor: MonitorConfig | None, overwrite: str | None
-) -> Sequence[Destination]:
+def _open(config: DestinationConfig, *, standalone: bool) -> _Target:
+    """Open ``config`` (secrets resolved, nothing connected). ``standalone``: nothing
+    will retry a failure here, so no message may promise that."""
+    try:
+        destination = open_destination(config)
+    except ImportError as exc:
+        kind = parse_destination_url(config.url).kind
+        raise UsageError(
+            f"{kind}:// destinations are not available in this install ({exc.name} is missing)",
+            hint="install exportmon with its optional dependencies",
+        ) from None
+    if standalone and hasattr(destination, "retried_later"):
+        destination.retried_later = False
+    return _Target(config, destination)
+
+
+def _monitor_targets(group: _Group, overwrite: str | None) -> list[_Target]:
+    monitor = group.monitor
     if monitor is None:
         raise UsageError(
             "no destination: give --url and/or --to",
-            hint="or deliver files of a monitor that has deliver.to or deliver.ftp_url",
+            hint="or deliver files of a monitor that has [[deliver]] destinations",
         )
     configs = monitor.destinations
     if overwrite is not None:
-        configs = [replace(config, overwrite=overwrite) for config in configs]
-    found = destinations(configs)
-    if not found:
+        configs = [replace(config, overwrite=overwrite) for config in configs]  # type: ignore[arg-type]
+    if not configs:
         raise ConfigError(
             "no destination configured",
             path=monitor.path,
             key="deliver",
-            hint="set deliver.to or deliver.ftp_url, or give --url / --to",
+            hint="add a [[deliver]] entry with a url, or give --url / --to",
         )
-    return found
+    # Files inside a monitor's folder are retried by `run`; others by nobody.
+    return [_open(config, standalone=group.owner is None) for config in configs]
 
 
-def _flag_destinations(
-    url: str | None,
-    directory: str | None,
-    user: str | None,
-    password_env: str | None,
-    password_command: str | None,
-    ca_file: Path | None,
-    to: Path | None,
-    overwrite: Overwrite | None,
-    active: bool,
-    retries: int | None,
-    timeout: str | None,
-) -> list[Destination]:
-    """The destinations given on the command line (empty: use the monitor's)."""
-    ftp_only = {
-        "--dir": directory,
-        "--user": user,
-        "--password-env": password_env,
-        "--password-command": password_command,
-        "--ca-file": ca_file,
-    }
-    if url is None:
-        stray = [flag for flag, value in ftp_only.items() if value is not None]
-        if stray:
-            raise UsageError(f"{', '.join(stray)} need --url")
-    if password_env and password_command:
-        raise UsageError("give the password one way: --password-env or --password-command")
-    if retries is not None and retries < 0:
-        raise UsageError("--retries must not be negative")
-    found: list[Destination] = []
-    policy = overwrite or "replace"
-    if to is not None:
-        found.append(LocalDestination(to, overwrite=policy))
-    if url is not None:
-        password = None
-        if password_env or password_command:
-            source = SecretSource("--password", env=password_env, command=password_command)
-            password = resolve(source)
-        elif user:
+@dataclass
+class _Flags:
+    """The destination options of the command line."""
+
+    urls: list[str]
+    to: list[Path]
+    directory: str | None = None
+    user: str | None = None
+    password_env: str | None = None
+    password_command: str | None = None
+    ca_file: Path | None = None
+    overwrite: Overwrite | None = None
+    order: list[str] | None = None
+    active: bool = False
+    retries: int | None = None
+    timeout: str | None = None
+    ssh_key: Path | None = None
+    ssh_key_passphrase_env: str | None = None
+    known_hosts: Path | None = None
+    host_key: str | None = None
+    method: str | None = None
+    body: str | None = None
+    headers: list[str] = field(default_factory=list)
+    token_env: str | None = None
+    token_command: str | None = None
+
+
+#: Which URL kinds each per-kind option applies to, and what the error calls them.
+_PER_KIND: dict[str, tuple[tuple[str, ...], str]] = {
+    "directory": (("ftp", "ftps"), "--dir"),
+    "active": (("ftp", "ftps"), "--active"),
+    "user": (("ftp", "ftps", "sftp", "https"), "--user"),
+    "password_env": (("ftp", "ftps", "sftp", "https"), "--password-env"),
+    "password_command": (("ftp", "ftps", "sftp", "https"), "--password-command"),
+    "ca_file": (("ftps", "https"), "--ca-file"),
+    "ssh_key": (("sftp",), "--ssh-key"),
+    "ssh_key_passphrase_env": (("sftp",), "--ssh-key-passphrase-env"),
+    "known_hosts": (("sftp",), "--known-hosts"),
+    "host_key": (("sftp",), "--host-key"),
+    "method": (("https",), "--method"),
+    "body": (("https",), "--body"),
+    "headers": (("https",), "--header"),
+    "token_env": (("https",), "--token-env"),
+    "token_command": (("https",), "--token-command"),
+}
+_KIND_WORDS = {
+    ("ftp", "ftps"): "an ftp:// or ftps:// --url",
+    ("ftps", "https"): "an ftps:// or https:// --url",
+    ("sftp",): "an sftp:// --url",
+    ("https",): "an https:// --url",
+}
+
+
+def flag_configs(flags: _Flags) -> list[DestinationConfig]:
+    """The destinations given on the command line as ``[[deliver]]`` entries (empty:
+    use the monitor's); :class:`UsageError` for options that do not fit the URLs."""
+    kinds = []
+    for url in flags.urls:
+        kind = parse_destination_url(url).kind
+        if kind in ("file", "http"):
             raise UsageError(
-                f"no password for FTP user {user}",
-                hint="use --password-env VAR or --password-command CMD (never on the command line)",
+                f"not an ftp:// or ftps://, sftp:// or https:// destination: {url!r}",
+                hint="give a local folder with --to; plain http:// is not offered (use https://)",
             )
-        if ca_file is not None and not ca_file.is_file():
-            raise UsageError(f"--ca-file: file not found: {ca_file}")
-        try:
-            seconds = parse_duration(timeout) if timeout is not None else 60.0
-        except ValueError as exc:
-            raise UsageError(f"--timeout: {exc}") from None
-        found.append(
-            FtpDestination(
-                url,
-                directory or ".",
-                user=user,
-                password=password,
-                ca_file=ca_file,
-                passive=not active,
-                timeout=seconds,
-                retries=3 if retries is None else retries,
-                overwrite=policy,
-            )
+        kinds.append(kind)
+    for name, (applies, flag) in _PER_KIND.items():
+        value = getattr(flags, name)
+        if value in (None, False, []):
+            continue
+        if not flags.urls:
+            raise UsageError(f"{flag} need --url")
+        if not set(applies) & set(kinds):
+            words = _KIND_WORDS.get(applies, "a remote --url")
+            raise UsageError(f"{flag} needs {words}")
+    if flags.password_env and flags.password_command:
+        raise UsageError("give the password one way: --password-env or --password-command")
+    if flags.token_env and flags.token_command:
+        raise UsageError("give the token one way: --token-env or --token-command")
+    if flags.retries is not None and flags.retries < 0:
+        raise UsageError("--retries must not be negative")
+    if flags.ca_file is not None and not flags.ca_file.is_file():
+        raise UsageError(f"--ca-file: file not found: {flags.ca_file}")
+    try:
+        seconds = parse_duration(flags.timeout) if flags.timeout is not None else 60.0
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+    headers = {}
+    for header in flags.headers:
+        name, colon, value = header.partition(":")
+        if not colon or not name.strip():
+            raise UsageError(f"--header: expected 'Name: value', got {header!r}")
+        headers[name.strip()] = value.strip()
+    policy = flags.overwrite or "replace"
+    found = [
+        DestinationConfig(url=str(folder), overwrite=policy, order=list(flags.order or []))
+        for folder in flags.to
+    ]
+    for url, kind in zip(flags.urls, kinds, strict=True):
+        parsed = parse_destination_url(url)
+        if kind in ("ftp", "ftps"):
+            if flags.directory is not None and parsed.path.strip("/"):
+                raise UsageError(f"give the FTP folder in the URL or with --dir, not both: {url!r}")
+            if flags.directory is not None:
+                url = f"{kind}://{parsed.netloc}/{flags.directory}"
+            user = flags.user or parsed.user
+            if user and not (flags.password_env or flags.password_command):
+                raise UsageError(
+                    f"no password for FTP user {user}",
+                    hint="use --password-env VAR or --password-command CMD "
+                    "(never on the command line)",
+                )
+        entry = DestinationConfig(
+            url=url,
+            user=flags.user,
+            password_env=flags.password_env,
+            password_command=flags.password_command,
+            ca_file=str(flags.ca_file) if flags.ca_file and kind in ("ftps", "https") else None,
+            passive=not flags.active,
+            timeout=seconds,
+            retries=3 if flags.retries is None else flags.retries,
+            overwrite=policy,
+            order=list(flags.order or []),
+            key="--",
         )
+        if kind == "sftp":
+            entry.ssh_key = str(flags.ssh_key.expanduser()) if flags.ssh_key else None
+            entry.ssh_key_passphrase_env = flags.ssh_key_passphrase_env
+            entry.host_key = flags.host_key
+            if flags.known_hosts is not None:
+                entry.known_hosts = str(flags.known_hosts.expanduser())
+        if kind == "https":
+            entry.token_env = flags.token_env
+            entry.token_command = flags.token_command
+            entry.headers = headers
+            if flags.method:
+                entry.method = flags.method  # type: ignore[assignment]
+            if flags.body:
+                entry.body = flags.body  # type: ignore[assignment]
+        found.append(entry)
     return found

@@ -681,12 +681,7 @@ def _check_deliver(config: MonitorConfig, fail: Fail, check: Check) -> None:
                 )
             if match.group(3) and not 0 < int(match.group(3)) <= 65535:
                 fail("deliver.ftp_url", f"not a port number: {match.group(3)}")
-            if match.group(1) == "ftp":
-                log.warning(
-                    "%s: deliver.ftp_url is ftp://, not ftps://: the FTP password and the "
-                    "files travel unencrypted",
-                    config.path,
-                )
+            # A plain ftp:// server is warned about where it is used (deliver.ftp), not here.
         with check():
             if deliver.ftp_user:
                 _require_secret(deliver, "ftp_password", "deliver.", fail)
@@ -756,8 +751,30 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Fail, che
     for name in ("temp_suffix", "temp_prefix", "trigger_name", "manifest_name"):
         value = getattr(destination, name)
         with check():
-            if "/" in value or "\\" in value or value in (".", "..") or not value.isprintable():
+            # "." is a fine prefix (a hidden file), never a whole name.
+            whole = name in ("trigger_name", "manifest_name")
+            dots = whole and value in (".", "..")
+            if "/" in value or "\\" in value or dots or not value.isprintable():
                 fail(f"{key}.{name}", "must be part of a file name (no / or control characters)")
+    from exportmon.deliver.signals import check_template
+    from exportmon.errors import UsageError
+
+    for name in ("trigger_name", "manifest_name"):
+        with check():
+            try:
+                check_template(getattr(destination, name), name)
+            except UsageError as exc:
+                fail(f"{key}.{name}", exc.message, exc.hint)
+    if url.kind in ("https", "http"):
+        for name in ("trigger", "manifest", "temp_prefix", "temp_dir"):
+            with check():
+                if getattr(destination, name):
+                    fail(
+                        f"{key}.{name}",
+                        "an HTTPS destination takes each file in one request: it has no "
+                        "temporary names, triggers or manifests",
+                        "use status_url to learn when the receiving system has processed it",
+                    )
     with check():
         if not (destination.temp_suffix or destination.temp_prefix or destination.temp_dir):
             fail(

@@ -1,18 +1,30 @@
-"""Where files are delivered: local folders (:mod:`.local`) and FTP/FTPS servers (:mod:`.ftp`).
+"""Where files are delivered: one module per kind of destination URL.
 
-Every destination writes a file as ``<name>.in_progress`` and renames it to
-``<name>`` only once it is complete (fsynced locally, its size checked remotely),
-so a consumer never sees a partial file under its final name. A destination is
-used as a context manager (an FTP destination keeps one connection for all the
-files it is given) and offers the same small interface:
+Folders (:mod:`.local`), FTP/FTPS (:mod:`.ftp`), SFTP (:mod:`.sftp`) and HTTPS
+(:mod:`.https`); :mod:`.kinds` says which module opens which URL. Every destination
+writes a file under a temporary name (``<name>.in_progress`` by default, see
+:class:`~exportmon.deliver.signals.TempNaming`) and renames it to ``<name>`` only
+once it is complete (fsynced locally, its size checked remotely), so a consumer
+never sees a partial file under its final name. A destination is used as a
+context manager (a remote one keeps one connection, one login, for all the files
+it is given) and offers the same small interface:
 
 * ``label``: its name in the ledger (``local:/abs/dir``, ``ftps://host:21/in``),
   never with credentials; ``display``: its name in log lines;
 * ``exists(target)``, ``holds(target, size, sha256)``: what is already there;
-* ``put(item, target, progress=)``: deliver one file under ``target``.
+* ``put(item, target, progress=)``: deliver one file under ``target``, through
+  its temporary name;
+* optionally ``discard(target)`` (remove a temporary file left by a failure),
+  ``describe()`` (one line for dry runs, nothing connected: ``would deliver to
+  <display> (<temporary naming>; <signals>)``, the signals worded by
+  :func:`exportmon.deliver.signals.describe`) and ``retried_later`` (set to
+  ``False`` by a standalone ``push-ftp``, which nothing retries: its messages must
+  not promise a retry).
 
-Which target a file gets follows the overwrite policy (:func:`choose_target`);
-the order files go in follows the ``order`` option (:func:`delivery_order`).
+Trigger files and manifests are written through ``put`` too (see
+:mod:`.signals`); the kind modules only write bytes and rename. Which target a
+file gets follows the overwrite policy (:func:`choose_target`); the order files go
+in follows the ``order`` option (:func:`delivery_order`).
 """
 
 from __future__ import annotations

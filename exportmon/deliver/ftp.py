@@ -1,12 +1,14 @@
 """Delivering to an FTP server, or FTPS with explicit TLS (``AUTH TLS``), through ftputil.
 
 For each file: the target folder is created one level at a time (folders that
-exist are fine), the file is uploaded as ``<name>.in_progress``, its size on the
-server is compared with the local size, and only then is it renamed to
-``<name>`` (replacing an older file of that name where the server refuses to
-rename over it). A lost connection or a failed size check is retried with
-exponential backoff, uploading the whole file again under the same temporary name
-(the ``STOR`` replaces the partial one), so nothing stale is left once it succeeds.
+exist are fine), the file is uploaded under its temporary name (``<name>.in_progress``
+by default, or as :class:`~exportmon.deliver.signals.TempNaming` says: a prefix, or
+a ``temp_dir`` on the same server), its size on the server is compared with the
+local size, and only then is it renamed to ``<name>`` (replacing an older file of
+that name where the server refuses to rename over it). A lost connection or a
+failed size check is retried with exponential backoff, uploading the whole file
+again under the same temporary name (the ``STOR`` replaces the partial one), so
+nothing stale is left once it succeeds.
 
 FTPS protects the control and the data connections (``PROT P``) and verifies the
 server certificate and host name against the system's CAs or ``ca_file``. All
@@ -35,7 +37,9 @@ with warnings.catch_warnings():
 
 from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
-from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
+from exportmon.deliver import Outgoing, Placed, check_overwrite
+from exportmon.deliver.signals import TempNaming
+from exportmon.deliver.signals import describe as describe_signals
 from exportmon.errors import (
     AuthError,
     ConnectionFailed,
@@ -54,6 +58,9 @@ if TYPE_CHECKING:
     from exportmon.deliver.urls import DestinationURL
 
 log = get_logger(__name__)
+
+#: Plain FTP servers warned about in this process: once per run, where they are used.
+_warned_plain: set[str] = set()
 
 _URL = re.compile(r"(ftps?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d+))?/?")
 
@@ -122,6 +129,8 @@ class FtpDestination:
         retries: int = 3,
         overwrite: str = "replace",
         backoff: float = 1.0,
+        temp: TempNaming | None = None,
+        config: DestinationConfig | None = None,
     ) -> None:
         self.address = FtpAddress.parse(url)
         self.directory = normalize_dir(directory)
@@ -133,6 +142,12 @@ class FtpDestination:
         self.retries = max(retries, 0)
         self.backoff = backoff
         self.overwrite = check_overwrite(overwrite)
+        self.temp = temp or TempNaming()
+        #: The ``[[deliver]]`` entry it was opened from, if any (for :meth:`describe`).
+        self.config = config
+        #: Whether something retries a failed delivery (``run`` does; a standalone
+        #: ``push-ftp`` does not): the hint of a lost connection says so only then.
+        self.retried_later = True
         #: Ledger name and log name: the server and folder, no credentials.
         self.label = f"{self.address.url}/{self.directory}"
         self.display = self.label
@@ -159,6 +174,7 @@ class FtpDestination:
 
     def _connected(self) -> Any:
         if self._host is None:
+            self._warn_plain()
             factory = ftputil.session.session_factory(
                 base_class=_session_base(self.address.tls, self._tls_context(), self.timeout),
                 port=self.address.port,
@@ -176,6 +192,23 @@ class FtpDestination:
             host.stat_cache.disable()
             self._host = host
         return self._host
+
+    def _warn_plain(self) -> None:
+        """Say once per run, when a plain ``ftp://`` server is first used, that the
+        password and the files travel unencrypted (not with ``--quiet``)."""
+        from exportmon.log import quiet
+
+        if self.address.tls or self.label in _warned_plain:
+            return
+        _warned_plain.add(self.label)
+        if quiet():
+            return
+        key = f"{self.config.key}url" if self.config is not None else "the URL"
+        log.warning(
+            "%s: %s is ftp://, not ftps://: the FTP password and the files travel unencrypted",
+            self.display,
+            key,
+        )
 
     def _tls_context(self) -> ssl.SSLContext | None:
         if not self.address.tls:
@@ -200,9 +233,10 @@ class FtpDestination:
                 raise retry.TryAgain(_describe(exc)) from None
 
         def give_up(failure: retry.TryAgain, attempts: int) -> ConnectionFailed:
+            later = "it is retried later" if self.retried_later else "try again later"
             return ConnectionFailed(
                 f"{what} at {self.display} failed after {attempts} attempts: {failure.message}",
-                hint="the server or the network is unreliable; it is retried later",
+                hint=f"the server or the network is unreliable; {later}",
             )
 
         def tell(failure: retry.TryAgain, attempts: int, delay: float) -> None:
@@ -237,12 +271,19 @@ class FtpDestination:
             if text.startswith("530"):
                 return AuthError(
                     f"{self.display}: login refused for user {self.user or 'anonymous'}: {text}",
-                    hint="check ftp_user and the FTP password",
+                    hint=self._login_hint(),
                 )
             return DeliveryError(f"{what} at {self.display} refused: {text}")
         if isinstance(exc, ftputil.error.InternalError):  # e.g. a listing it cannot parse
             return DeliveryError(f"{what} at {self.display} failed: {_describe(exc)}")
         return None
+
+    def _login_hint(self) -> str:
+        """Which settings hold the login, as the user wrote them."""
+        key = self.config.key if self.config is not None else "deliver.ftp_"
+        if key == "--":
+            return "check --user and --password-env / --password-command"
+        return f"check {key}user and the password ({key}password_env or _command)"
 
     # --- paths -------------------------------------------------------------------------
 
@@ -253,8 +294,23 @@ class FtpDestination:
             raise DeliveryError(f"refusing target {target!r}")
         return posixpath.join(self.directory, *parts) if self.directory else "/".join(parts)
 
+    def temporary_path(self, target: str) -> str:
+        """The server path ``target`` is uploaded under before its rename."""
+        temporary = self.temp.temporary(target)
+        if temporary.startswith("/"):
+            self.remote_path(target)  # refuses unsafe targets
+            return posixpath.normpath(temporary)
+        return self.remote_path(temporary)
+
     def location(self, target: str) -> str:
         return f"{self.label.rstrip('/')}/{target}"
+
+    def describe(self) -> str:
+        """What delivering here does, for dry runs (nothing is connected)."""
+        parts = [self.temp.describe()] + (describe_signals(self.config) if self.config else [])
+        if not self.address.tls:
+            parts.append("plain FTP: the password and the files travel unencrypted")
+        return f"would deliver to {self.display} ({'; '.join(parts)})"
 
     def _make_dirs(self, host: Any, folder: str) -> None:
         if not folder or folder in ("/", ".") or folder in self._made_dirs:
@@ -292,14 +348,15 @@ class FtpDestination:
     def put(
         self, item: Outgoing, target: str, *, progress: ProgressFactory | None = None
     ) -> Placed:
-        """Upload ``item`` as ``target.in_progress``, check its size, rename it to ``target``."""
+        """Upload ``item`` under its temporary name, check its size, rename it to ``target``."""
         final = self.remote_path(target)
-        temporary = final + IN_PROGRESS
+        temporary = self.temporary_path(target)
         if not item.source.is_file():
             raise DeliveryError(f"cannot deliver {item.source}: it no longer exists")
 
         def upload(host: Any) -> None:
             self._make_dirs(host, posixpath.dirname(final))
+            self._make_dirs(host, posixpath.dirname(temporary))
             advance, done = start_task(progress, f"upload {posixpath.basename(final)}", item.bytes)
 
             def sent(chunk: bytes) -> None:
@@ -333,8 +390,8 @@ class FtpDestination:
             host.rename(temporary, final)
 
     def discard(self, target: str) -> None:
-        """Remove a stale ``target.in_progress`` if one is there (best effort)."""
-        temporary = self.remote_path(target) + IN_PROGRESS
+        """Remove a stale temporary file of ``target`` if one is there (best effort)."""
+        temporary = self.temporary_path(target)
         try:
             host = self._connected()
             if host.path.isfile(temporary):
@@ -400,5 +457,7 @@ def open_destination(config: DestinationConfig, url: DestinationURL) -> FtpDesti
         passive=config.passive,
         timeout=config.timeout,
         retries=config.retries,
-        overwrite=config.overwrite,
+        overwrite="timestamp" if config.archive else config.overwrite,
+        temp=TempNaming.of(config),
+        config=config,
     )

@@ -4,6 +4,10 @@ A delivery is recorded (``started``) before the first byte moves and finished
 (``done``) or ``failed`` afterwards, so after a crash the target can be checked
 and the delivery completed or redone, never duplicated. Destinations are keyed by
 a string that names them (``local:/srv/in``, ``ftp://host/dir``).
+
+Completion signals (trigger files, manifests) are recorded as deliveries without
+a file, their ``source_path`` ``signal:<kind>`` (:data:`SIGNAL`): they are retried
+and checked like files, but not counted as delivered files or bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from exportmon.ledger.counters import raise_counter
 from exportmon.ledger.db import Database, check_state, now
 
 DELIVERY_STATES = ("started", "done", "failed")
+#: ``source_path`` prefix of a completion signal's delivery (see module docstring).
+SIGNAL = "signal:"
+_IS_FILE = "source_path NOT LIKE 'signal:%'"
 #: What a receiving system said of a delivery it processes later (``status``):
 #: ``submitted`` (acknowledged with a reference, being processed), then ``done``,
 #: ``warned`` (done, with warnings), ``failed`` (its ``status_fail`` held) or
@@ -80,11 +87,14 @@ class DestinationState:
     last_error: str | None
 
 
-def _state_and_destination(db: sqlite3.Connection, delivery_id: int) -> tuple[str, str] | None:
+def _state_and_destination(
+    db: sqlite3.Connection, delivery_id: int
+) -> tuple[str, str, bool] | None:
+    """State, destination and whether it is a file (not a signal) of a delivery."""
     found = db.execute(
-        "SELECT state, destination FROM deliveries WHERE id = ?", (delivery_id,)
+        f"SELECT state, destination, {_IS_FILE} FROM deliveries WHERE id = ?", (delivery_id,)
     ).fetchone()
-    return (found[0], found[1]) if found else None
+    return (found[0], found[1], bool(found[2])) if found else None
 
 
 class DeliveryRecords(Database):
@@ -144,7 +154,7 @@ class DeliveryRecords(Database):
                     delivery_id,
                 ),
             )
-            if before is not None and before[0] != "done":
+            if before is not None and before[0] != "done" and before[2]:
                 raise_counter(db, "destination_files", 1, destination=before[1])
                 raise_counter(db, "destination_bytes", bytes, destination=before[1])
 
@@ -304,8 +314,8 @@ class DeliveryRecords(Database):
         """Per destination, the deliveries started in ``[start, end)``."""
         return self._all(
             DestinationTotals,
-            "SELECT destination, coalesce(sum(state = 'done'), 0) AS files,"
-            " coalesce(sum(CASE WHEN state = 'done' THEN bytes END), 0) AS bytes,"
+            f"SELECT destination, coalesce(sum(state = 'done' AND {_IS_FILE}), 0) AS files,"
+            f" coalesce(sum(CASE WHEN state = 'done' AND {_IS_FILE} THEN bytes END), 0) AS bytes,"
             " coalesce(sum(state = 'failed'), 0) AS failed, max(finished_at) AS last_at"
             " FROM deliveries WHERE started_at >= ? AND started_at < ?"
             " GROUP BY destination ORDER BY destination",
@@ -317,8 +327,9 @@ class DeliveryRecords(Database):
         return self._all(
             DestinationState,
             "SELECT d.destination,"
-            " coalesce(sum(d.state = 'done'), 0) AS files_delivered,"
-            " coalesce(sum(CASE WHEN d.state = 'done' THEN d.bytes END), 0) AS bytes_delivered,"
+            f" coalesce(sum(d.state = 'done' AND d.{_IS_FILE}), 0) AS files_delivered,"
+            f" coalesce(sum(CASE WHEN d.state = 'done' AND d.{_IS_FILE} THEN d.bytes END), 0)"
+            " AS bytes_delivered,"
             " (SELECT count(*) FROM deliveries l WHERE l.destination = d.destination"
             "   AND l.state = 'failed' AND l.id = (SELECT max(m.id) FROM deliveries m"
             "   WHERE m.destination = l.destination AND m.file_id IS l.file_id"

@@ -162,6 +162,11 @@ def _body(monitor: MonitorConfig, alert: Alert) -> Body:
             )
         body.footer = [_signature()]
         return body
+    states = details.get("destination_states") or {}
+    if states:
+        body.sections.append(
+            ("Destinations", [redact(f"{where}: {state}") for where, state in states.items()])
+        )
     if data.get("since"):
         body.rows.append(("Since", _human_time(data["since"])))
     if alert.kind == "recovery":

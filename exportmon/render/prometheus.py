@@ -127,7 +127,8 @@ SERIES: tuple[Series, ...] = (
         "exportmon_destination_state",
         "gauge",
         DESTINATION,
-        "State of a destination: 0 ok, 2 error (the latest delivery of some file failed).",
+        "State of a destination: 0 ok, 2 error (the latest delivery of some file failed), "
+        "3 unknown (configured, nothing delivered there yet).",
     ),
     Series(
         "exportmon_destination_failing_files",

@@ -17,7 +17,7 @@ from exportmon.actions.report import Report
 from exportmon.actions.status import MONITOR_SCOPE, StatusReport
 from exportmon.actions.steps import shell_word
 from exportmon.render.cells import destination_cells, error_cell, export_label, file_cells
-from exportmon.render.layout import MAX_LINES, Column, lay_out
+from exportmon.render.layout import MAX_LINES, Column, Laid, lay_out
 from exportmon.units import format_duration, format_size, human_time
 
 STATE_STYLES = {"ok": "green", "warning": "yellow", "error": "bold red", "unknown": "magenta"}
@@ -125,6 +125,9 @@ def status_table(
     ]
     laid = lay_out(columns, width, wide=wide)
     lines = list(laid.lines)
+    places = destination_table(report, width, now=now, wide=wide)
+    if places is not None:
+        lines += [Text(""), *places.lines]
     summary = f"Overall: {report.state} - {report.reason}"
     overall = _paragraph(summary, width, wide)
     overall[0].stylize(
@@ -132,8 +135,37 @@ def status_table(
     )
     lines += [Text(""), *overall]
     shortened = laid.shortened or overall[-1].plain.endswith("…")
+    hidden = laid.hidden + [h for h in (places.hidden if places else []) if h not in laid.hidden]
+    shortened = shortened or bool(places and places.shortened)
     retry, cut = _retry_lines(report, width, wide)
-    return lines + retry + _notes(laid.hidden, shortened or cut, "--wide (or --json)", width)
+    return lines + retry + _notes(hidden, shortened or cut, "--wide (or --json)", width)
+
+
+def destination_table(
+    report: StatusReport, width: int, *, now: datetime, wide: bool = False
+) -> Laid | None:
+    """Each destination's state, when that tells more than the export rows: a monitor
+    delivers to several destinations, one is failing, or one is not configured (an
+    ad-hoc push); ``None`` otherwise."""
+    found = [(status.monitor, d) for status in report.monitors for d in status.destinations]
+    per_monitor = [len(status.destinations) for status in report.monitors]
+    if not found or not (
+        wide
+        or max(per_monitor) > 1
+        or any(d.state == "error" or not d.configured for _, d in found)
+    ):
+        return None
+    states = [d.state for _, d in found]
+    names = [d.destination + ("" if d.configured else " (ad hoc)") for _, d in found]
+    columns = [
+        Column("monitor", [monitor for monitor, _ in found]),
+        Column("destination", names, text=True, wrap=False, min_width=28),
+        Column("state", states, styles=[STATE_STYLES[s] for s in states]),
+        Column("files", [_count(d.files_delivered) for _, d in found], right=True, drop=2),
+        Column("last delivery", [when(d.last_success, now) for _, d in found], drop=3),
+        Column("last error", [d.last_error or "-" for _, d in found], text=True, drop=1),
+    ]
+    return lay_out(columns, width, wide=wide)
 
 
 def _retry_lines(report: StatusReport, width: int, wide: bool) -> tuple[list[Text], bool]:

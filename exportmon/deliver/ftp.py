@@ -38,17 +38,16 @@ with warnings.catch_warnings():
 from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
 from exportmon.deliver import Outgoing, Placed, check_overwrite
+from exportmon.deliver.reconnect import on_new_connections
 from exportmon.deliver.signals import TempNaming
 from exportmon.deliver.signals import describe as describe_signals
 from exportmon.errors import (
     AuthError,
-    ConnectionFailed,
     DeliveryError,
     ExportmonError,
     UsageError,
 )
 from exportmon.log import get_logger
-from exportmon.net import retry
 from exportmon.net.tls import client_context, tls_error
 from exportmon.progress import ProgressFactory, start_task
 from exportmon.signals import checkpoint
@@ -216,40 +215,11 @@ class FtpDestination:
         return client_context(self.ca_file, ca_key="ftp_ca_file")
 
     def _with_retries(self, what: str, operation: Any) -> Any:
-        """Run ``operation(host)``; reconnect and retry transient failures by the
-        shared :class:`~exportmon.net.retry.RetryPolicy` (waits end on a stop request)."""
-
-        def once() -> Any:
-            try:
-                return operation(self._connected())
-            except ExportmonError:
-                self.close()
-                raise
-            except _NETWORK_ERRORS as exc:
-                error = self._classify(exc, what)
-                self.close()
-                if error is not None:
-                    raise error from None
-                raise retry.TryAgain(_describe(exc)) from None
-
-        def give_up(failure: retry.TryAgain, attempts: int) -> ConnectionFailed:
-            later = "it is retried later" if self.retried_later else "try again later"
-            return ConnectionFailed(
-                f"{what} at {self.display} failed after {attempts} attempts: {failure.message}",
-                hint=f"the server or the network is unreliable; {later}",
-            )
-
-        def tell(failure: retry.TryAgain, attempts: int, delay: float) -> None:
-            log.warning(
-                "%s at %s failed (%s); retrying in %.0f s",
-                what,
-                self.display,
-                failure.message,
-                delay,
-            )
-
-        policy = retry.RetryPolicy(retries=self.retries, first=self.backoff)
-        return retry.call(once, policy, give_up=give_up, on_retry=tell)
+        """Run ``operation(connection)``, on a new connection after a failure that one
+        may cure (:func:`~exportmon.deliver.reconnect.on_new_connections`)."""
+        return on_new_connections(
+            self, what, operation, network_errors=_NETWORK_ERRORS, describe=_describe
+        )
 
     def _classify(self, exc: BaseException, what: str) -> ExportmonError | None:
         """A permanent error for ``exc``, or ``None`` when retrying may help."""

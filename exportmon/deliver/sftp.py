@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
+from exportmon.deliver.reconnect import on_new_connections
 from exportmon.errors import (
     AuthError,
     ConfigError,
@@ -62,7 +63,6 @@ from exportmon.errors import (
     UsageError,
 )
 from exportmon.log import get_logger
-from exportmon.net import retry
 from exportmon.progress import ProgressFactory, start_task
 from exportmon.signals import checkpoint
 
@@ -424,39 +424,15 @@ class SftpDestination:
         raise AuthError(f"{self.display}: login refused for user {self.user}: {refused}", hint=hint)
 
     def _with_retries(self, what: str, operation: Any) -> Any:
-        """Run ``operation(sftp)``; reconnect and retry what a new connection may cure
-        by the shared :class:`~exportmon.net.retry.RetryPolicy`."""
-
-        def once() -> Any:
-            try:
-                return operation(self._connected())
-            except ExportmonError:
-                self.close()
-                raise
-            except (_Transient, OSError, EOFError, load_paramiko().SSHException) as exc:
-                error = self._classify(exc, what)
-                self.close()
-                if error is not None:
-                    raise error from None
-                raise retry.TryAgain(_describe(exc)) from None
-
-        def give_up(failure: retry.TryAgain, attempts: int) -> ConnectionFailed:
-            return ConnectionFailed(
-                f"{what} at {self.display} failed after {attempts} attempts: {failure.message}",
-                hint="the server or the network is unreliable; it is retried later",
-            )
-
-        def tell(failure: retry.TryAgain, attempts: int, delay: float) -> None:
-            log.warning(
-                "%s at %s failed (%s); retrying in %.0f s",
-                what,
-                self.display,
-                failure.message,
-                delay,
-            )
-
-        policy = retry.RetryPolicy(retries=self.retries, first=self.backoff)
-        return retry.call(once, policy, give_up=give_up, on_retry=tell)
+        """Run ``operation(connection)``, on a new connection after a failure that one
+        may cure (:func:`~exportmon.deliver.reconnect.on_new_connections`)."""
+        return on_new_connections(
+            self,
+            what,
+            operation,
+            network_errors=(_Transient, OSError, EOFError, load_paramiko().SSHException),
+            describe=_describe,
+        )
 
     def _classify(self, exc: BaseException, what: str) -> ExportmonError | None:
         """A permanent error for ``exc``, or ``None`` when retrying may help.

@@ -170,6 +170,24 @@ def _path(doc: str, default: str | None = None, **more: Any) -> str | None:
     return option(default, doc=doc, path=True, **more)  # type: ignore[no-any-return]
 
 
+def _overwrite() -> Any:
+    """``overwrite``, the same in ``[deliver]`` and ``[[deliver]]``."""
+    return option(
+        "replace",
+        doc="a file of that name already there: replace it, keep it (skip), or "
+        "timestamp (keep earlier deliveries, add a time stamp to the name)",
+    )
+
+
+def _order() -> Any:
+    """``order``, the same in ``[deliver]`` and ``[[deliver]]``."""
+    return option(
+        [],
+        doc="export types delivered first, in this order; the rest follow alphabetically",
+        example=["organizations", "sites"],
+    )
+
+
 def _ca_file(what: str) -> str | None:
     return _path(
         f"PEM file of certificate authorities trusted for {what}, besides the system's",
@@ -549,16 +567,8 @@ class DeliverConfig:
     ftp_passive: bool = option(True, doc="FTP passive mode")
     ftp_timeout: float | None = _duration(60.0, "FTP timeout")
     ftp_retries: int = option(3, doc="FTP attempts after the first")
-    overwrite: Overwrite = option(
-        "replace",
-        doc="a file of that name already there: replace it, keep it (skip), or "
-        "timestamp (keep earlier deliveries, add a time stamp to the name)",
-    )
-    order: list[str] = option(
-        [],
-        doc="export types delivered first, in this order; the rest follow alphabetically",
-        example=["organizations", "sites"],
-    )
+    overwrite: Overwrite = _overwrite()
+    order: list[str] = _order()
     archive_dir: str | None = _path(
         "a folder that keeps a time-stamped copy of every delivered file",
         example="/srv/exports/archive",
@@ -695,16 +705,8 @@ class DestinationConfig:
     status_timeout: float | None = _duration(
         24 * 3600.0, "HTTPS: give up polling status_url after this long", applies_to=HTTP_KINDS
     )
-    overwrite: Overwrite = option(
-        "replace",
-        doc="a file of that name already there: replace it, keep it (skip), or "
-        "timestamp (keep earlier deliveries, add a time stamp to the name)",
-    )
-    order: list[str] = option(
-        [],
-        doc="export types delivered first, in this order; the rest follow alphabetically",
-        example=["organizations", "sites"],
-    )
+    overwrite: Overwrite = _overwrite()
+    order: list[str] = _order()
     temp_suffix: str = option(
         ".in_progress",
         doc="a file is written as <name><temp_suffix> first, then renamed",

@@ -111,6 +111,11 @@ typedef struct {
     Py_ssize_t *select, n_select, *offsets, *lengths, n_slots;
     int selecting, capturing;
     Buf record, replaced;
+    /* the fast path (fast_fields): no hook, no column work, at most four ASCII
+       specials besides \r, \n and the quote character */
+    int fast, fast_ready;
+    unsigned char fast_special[4]; /* padded with \n, which never reaches a check */
+    unsigned char fast_quote;      /* \n if the quote character is not ASCII */
     /* results */
     Buf out;
     long long records;
@@ -119,6 +124,8 @@ typedef struct {
 } Engine;
 
 static PyObject *EngineError;
+
+static void fast_update(Engine *e);
 
 /* --- UTF-8 validation (Python's strict decoder rules) ----------------------------- */
 
@@ -149,7 +156,7 @@ static int utf8_sequence(const unsigned char *p, Py_ssize_t n) {
 }
 
 /* Validates data, keeping an incomplete sequence at the end for the next block. */
-static int validate_utf8(Engine *e, const unsigned char *p, Py_ssize_t n) {
+static __attribute__((noinline)) int validate_utf8(Engine *e, const unsigned char *p, Py_ssize_t n) {
     Py_ssize_t i = 0;
     if (e->utf8_carry_len) {
         unsigned char tmp[8];
@@ -168,15 +175,37 @@ static int validate_utf8(Engine *e, const unsigned char *p, Py_ssize_t n) {
         e->utf8_carry_len = 0;
     }
     while (i < n) {
-        /* eight ASCII bytes at a time */
+        /* ASCII, sixteen (or eight) bytes at a time */
+#ifdef HAVE_SSE2
+        while (i + 32 <= n) {
+            __m128i x = _mm_or_si128(_mm_loadu_si128((const __m128i *)(p + i)),
+                                     _mm_loadu_si128((const __m128i *)(p + i + 16)));
+            if (_mm_movemask_epi8(x)) break;
+            i += 32;
+        }
+        while (i + 16 <= n) {
+            int mask = _mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(p + i)));
+            if (mask) {
+                i += __builtin_ctz((unsigned)mask);
+                break;
+            }
+            i += 16;
+        }
+#else
         while (i + 8 <= n) {
             uint64_t word;
             memcpy(&word, p + i, 8);
             if (word & 0x8080808080808080ULL) break;
             i += 8;
         }
+#endif
         while (i < n && p[i] < 0x80) i++;
         if (i >= n) break;
+        /* the common two-byte sequence (U+0080 to U+07FF) */
+        if (p[i] >= 0xC2 && p[i] < 0xE0 && i + 1 < n && (p[i + 1] & 0xC0) == 0x80) {
+            i += 2;
+            continue;
+        }
         int len = utf8_sequence(p + i, n - i);
         if (len < 0) return -1;
         if (len == 0) {
@@ -515,6 +544,7 @@ static int capture_header(Engine *e, int gil_ok) {
         if (failed) goto plan_done;
     }
     rc = 0;
+    fast_update(e);
 plan_done:
     Py_DECREF(plan);
 done:
@@ -543,6 +573,368 @@ static int end_record(Engine *e, int gil_ok) {
     e->record.len = 0;
     return end_record_output(e);
 }
+
+/* --- the fast path ------------------------------------------------------------------ */
+
+/* Whether fast_fields may read the records from here on. */
+static void fast_update(Engine *e) {
+#ifdef HAVE_SSE2
+    e->fast = e->fast_ready && e->hook == NULL && !e->capturing && !e->selecting;
+#else
+    e->fast = 0;
+#endif
+}
+
+#ifdef HAVE_SSE2
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+typedef struct {
+    __m128i comma, dquote, cr, lf, nul, quote, other[4], low, top;
+} Vectors;
+
+/* The first stop byte at or after p: ',' (or '"' in a quoted value), \r, \n, and NUL
+   where it is an error. The classes of the bytes before it are ORed into *bits as
+   write_value finds them (1: a special, 2: a special other than the quote character,
+   4: a byte of a multi-byte character). NULL if no stop comes before end. */
+static ALWAYS_INLINE const unsigned char *fast_scan(const Engine *e, const Vectors *v,
+                                                    int quoted, const unsigned char *p,
+                                                    const unsigned char *end, int *bits) {
+    const __m128i first = quoted ? v->dquote : v->comma;
+    unsigned any = 0, other = 0, high = 0;
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)p);
+        unsigned stop = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, first), _mm_cmpeq_epi8(x, v->cr)),
+                         _mm_or_si128(_mm_cmpeq_epi8(x, v->lf), _mm_cmpeq_epi8(x, v->nul))));
+        __m128i o = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(x, v->other[0]), _mm_cmpeq_epi8(x, v->other[1])),
+            _mm_or_si128(_mm_cmpeq_epi8(x, v->other[2]), _mm_cmpeq_epi8(x, v->other[3])));
+        unsigned om = (unsigned)_mm_movemask_epi8(o);
+        unsigned am = om | (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, v->quote));
+        unsigned hm = (unsigned)_mm_movemask_epi8(x);
+        if (stop) {
+            unsigned below = (stop & (0u - stop)) - 1;
+            any |= am & below;
+            other |= om & below;
+            high |= hm & below;
+            *bits |= (any != 0) | (other != 0) << 1 | (high != 0) << 2;
+            return p + __builtin_ctz(stop);
+        }
+        any |= am;
+        other |= om;
+        high |= hm;
+        p += 16;
+    }
+    int b = (any != 0) | (other != 0) << 1 | (high != 0) << 2;
+    const unsigned char f = quoted ? '"' : ',', nul = e->nul_error ? 0 : '\n';
+    for (; p < end; p++) {
+        unsigned char c = *p;
+        if (c == f || c == '\r' || c == '\n' || c == nul) {
+            *bits |= b;
+            return p;
+        }
+        b |= e->special[c];
+    }
+    return NULL;
+}
+
+/* One bit for each of the 64 bytes at w that is not plain text: ',', '"', a byte up to
+   \r (so \r, \n and NUL), the quote character, another special, and with `high` a byte
+   of a multi-byte character. A value of plain bytes only needs no look at its bytes. */
+static ALWAYS_INLINE uint64_t fast_window(const Vectors *v, const unsigned char *w, int high) {
+    uint64_t mask = 0;
+    for (int i = 0; i < 4; i++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(w + 16 * i));
+        __m128i low = high ? _mm_cmplt_epi8(x, v->top)
+                           : _mm_cmpeq_epi8(_mm_min_epu8(x, v->low), x);
+        __m128i hit = _mm_or_si128(
+            _mm_or_si128(low, _mm_or_si128(_mm_cmpeq_epi8(x, v->comma),
+                                           _mm_cmpeq_epi8(x, v->dquote))),
+            _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(x, v->quote), _mm_cmpeq_epi8(x, v->other[0])),
+                _mm_or_si128(_mm_cmpeq_epi8(x, v->other[1]),
+                             _mm_or_si128(_mm_cmpeq_epi8(x, v->other[2]),
+                                          _mm_cmpeq_epi8(x, v->other[3])))));
+        mask |= (uint64_t)(unsigned)_mm_movemask_epi8(hit) << (16 * i);
+    }
+    return mask;
+}
+
+/* The first byte at or after s that is not plain text (see fast_window), with the
+   windows *w (64 bytes, *plain their bits) moved on as needed; NULL when s reaches the
+   last 64 bytes of the block before one. */
+static ALWAYS_INLINE const unsigned char *fast_hit(const Vectors *v, const unsigned char **w,
+                                                   uint64_t *plain, const unsigned char *s,
+                                                   const unsigned char *end, int high) {
+    for (;;) {
+        if (s >= *w && s - *w < 64) {
+            uint64_t rest = *plain >> (s - *w);
+            if (rest) return s + __builtin_ctzll(rest);
+            s = *w + 64;
+        }
+        if (end - s < 64) return NULL;
+        *w = s;
+        *plain = fast_window(v, s, high);
+    }
+}
+
+/* Copies n bytes; the input has 32 bytes from c, the output room for 32 more. */
+static ALWAYS_INLINE void fast_copy(char *to, const unsigned char *c, Py_ssize_t n) {
+    if (n <= 16) {
+        _mm_storeu_si128((__m128i *)to, _mm_loadu_si128((const __m128i *)c));
+    } else if (n <= 32) {
+        _mm_storeu_si128((__m128i *)to, _mm_loadu_si128((const __m128i *)c));
+        _mm_storeu_si128((__m128i *)(to + 16), _mm_loadu_si128((const __m128i *)(c + 16)));
+    } else {
+        memcpy(to, c, (size_t)n);
+    }
+}
+
+/* Reads records from p (at the start of a value) as parse does, as long as they are
+   simple: each value unquoted, or quoted without a doubled quote or a line break
+   inside, and ended by ',' or a line ending within the block; and writes them as
+   save_value and end_record do. Returns where it stopped, in the state parse goes on
+   from; NULL on an error.
+
+   The output position and the record's counters live in local variables (writes
+   through a char pointer would make the compiler reload every field of e); they go
+   back to e (SYNC) before any call that uses them, and are read again (LOAD) after. */
+static __attribute__((noinline)) const unsigned char *fast_fields(Engine *e, const unsigned char *p,
+                                        const unsigned char *end, int gil_ok) {
+    Vectors v;
+    v.comma = _mm_set1_epi8(',');
+    v.dquote = _mm_set1_epi8('"');
+    v.cr = _mm_set1_epi8('\r');
+    v.lf = _mm_set1_epi8('\n');
+    v.nul = _mm_set1_epi8(e->nul_error ? 0 : '\n');
+    v.quote = _mm_set1_epi8((char)e->fast_quote);
+    v.low = _mm_set1_epi8('\r');
+    v.top = _mm_set1_epi8('\r' + 1);
+    for (int k = 0; k < 4; k++) v.other[k] = _mm_set1_epi8((char)e->fast_special[k]);
+    /* high bytes matter to a value with non-ASCII specials, or to a number */
+    const int high = e->n_wide_special || e->quoting == Q_NONNUMERIC;
+    const int quoting = e->quoting, strip_guard = e->strip_guard, nul_error = e->nul_error;
+    const int wide_specials = e->n_wide_special != 0;
+    const Py_ssize_t field_limit = e->field_limit;
+    const int windows = 1;
+    const char *col_sep = e->col_sep.data, *row_sep = e->row_sep.data, *quote = e->quote.data;
+    const Py_ssize_t col_len = e->col_sep.len, row_len = e->row_sep.len, quote_len = e->quote.len;
+    const char col0 = col_sep[0], quote0 = quote[0];
+    /* room for a separator, two quote characters and 32 bytes of a copy */
+    const Py_ssize_t slack = col_len + 2 * quote_len + 32 + row_len;
+    Buf *out = &e->out;
+    char *o, *lim;
+    Py_ssize_t n_written;
+    int empty_bare;
+    long long records = 0;
+#define LOAD()                                   \
+    do {                                         \
+        o = out->data + out->len;                \
+        lim = out->data + out->cap;              \
+        n_written = e->n_written;                \
+        empty_bare = e->last_empty_bare;         \
+    } while (0)
+#define SYNC()                                   \
+    do {                                         \
+        out->len = o - out->data;                \
+        e->n_written = n_written;                \
+        e->last_empty_bare = empty_bare;         \
+    } while (0)
+#define ROOM(n)                                                     \
+    do {                                                            \
+        if (lim - o < (n) + slack) {                                \
+            SYNC();                                                 \
+            if (buf_reserve(out, (n) + slack) < 0) goto failed;     \
+            LOAD();                                                 \
+        }                                                           \
+    } while (0)
+#define PUT(text, len)                                              \
+    do {                                                            \
+        if ((len) == 1) *o++ = *(text);                             \
+        else {                                                      \
+            memcpy(o, (text), (size_t)(len));                       \
+            o += (len);                                             \
+        }                                                           \
+    } while (0)
+/* a value: its bytes at c, n of them, with the classes of fast_scan; room bytes can be
+   read from c */
+#define VALUE(c, n, bits, room)                                                               \
+    do {                                                                                  \
+        const unsigned char *c_ = (c);                                                    \
+        Py_ssize_t n_ = (n);                                                              \
+        int bits_ = (bits), quoted_;                                                      \
+        if (((bits_ & 4) && wide_specials) ||                                             \
+            (strip_guard && n_ >= 2 && (c_[0] == '\t' || c_[0] == '\'') &&                \
+             (c_[1] == '=' || c_[1] == '+' || c_[1] == '-' || c_[1] == '@'))) {           \
+            SYNC();                                                                       \
+            if (save_value(e, (const char *)c_, n_, gil_ok) < 0) goto failed;             \
+            LOAD();                                                                       \
+            break;                                                                        \
+        }                                                                                 \
+        ROOM(n_);                                                                         \
+        if (n_written++) {                                                                \
+            if (col_len == 1) *o++ = col0;                                                \
+            else PUT(col_sep, col_len);                                                   \
+        }                                                                                 \
+        switch (quoting) {                                                                \
+        case Q_MINIMAL: quoted_ = bits_ & 1; break;                                       \
+        case Q_GEM: quoted_ = (bits_ & 1) || n_ == 0; break;                              \
+        case Q_ALL: quoted_ = 1; break;                                                   \
+        case Q_NONNUMERIC:                                                                \
+            if (bits_ & 1) quoted_ = 1;                                                   \
+            else if (!(bits_ & 4)) quoted_ = !is_ascii_number(c_, n_);                    \
+            else {                                                                        \
+                SYNC();                                                                   \
+                int number_ = is_number(e, c_, n_, 1, gil_ok);                            \
+                if (number_ < 0) goto failed;                                             \
+                LOAD();                                                                   \
+                quoted_ = !number_;                                                       \
+            }                                                                             \
+            break;                                                                        \
+        default:                                                                          \
+            if (bits_ & 2) {                                                              \
+                e->error = E_UNWRITABLE;                                                  \
+                goto failed;                                                              \
+            }                                                                             \
+            quoted_ = 0;                                                                  \
+        }                                                                                 \
+        empty_bare = !quoted_ && n_ == 0;                                                 \
+        if (quoted_ && (bits_ & 1)) { /* the quote character may be in it */              \
+            SYNC();                                                                       \
+            if (write_quoted(e, (const char *)c_, n_) < 0) goto failed;                   \
+            LOAD();                                                                       \
+            break;                                                                        \
+        }                                                                                 \
+        if (quoted_) {                                                                    \
+            if (quote_len == 1) *o++ = quote0;                                            \
+            else PUT(quote, quote_len);                                                   \
+        }                                                                                 \
+        if ((room) >= 32) fast_copy(o, c_, n_);                                           \
+        else memcpy(o, c_, (size_t)n_);                                                   \
+        o += n_;                                                                          \
+        if (quoted_) {                                                                    \
+            if (quote_len == 1) *o++ = quote0;                                            \
+            else PUT(quote, quote_len);                                                   \
+        }                                                                                 \
+    } while (0)
+
+    LOAD();
+    int state = e->state, line = e->line_has_chars;
+    const unsigned char *w = p + 64; /* the window of `plain`: none yet */
+    uint64_t plain = 0;
+    while (p < end) {
+        const unsigned char *value = p, *next;
+        unsigned char c = *p;
+        if (windows) {
+            /* a value of plain bytes in the windows, then its end */
+            if (c == '"') {
+                next = fast_hit(&v, &w, &plain, p + 1, end, high);
+                if (next != NULL && *next == '"' && end - next > 2 &&
+                    (next[1] == ',' || next[1] == '\n' || (next[1] == '\r' && next[2] == '\n')) &&
+                    next - p - 1 <= field_limit) {
+                    VALUE(p + 1, next - p - 1, 0, end - p - 1);
+                    next++;
+                    goto value_done;
+                }
+            } else if (c != ',' && c > '\r') {
+                next = fast_hit(&v, &w, &plain, p, end, high);
+                if (next != NULL && (*next == ',' || *next == '\n' || *next == '\r') &&
+                    next - p <= field_limit) {
+                    VALUE(p, next - p, 0, end - p);
+                    goto value_done;
+                }
+            }
+        }
+        int bits = 0;
+        if (c == '"') {
+            Buf *field = &e->field; /* empty between values */
+            value = p + 1;
+            next = fast_scan(e, &v, 1, value, end, &bits);
+            while (next != NULL && *next == '"' && end - next > 2 && next[1] == '"' &&
+                   field->len + (next - value) <= field_limit) {
+                /* a doubled quote: the value is put together in e->field */
+                if (buf_add(field, (const char *)value, next + 1 - value) < 0) goto failed;
+                bits |= e->special['"'];
+                value = next + 2;
+                next = fast_scan(e, &v, 1, value, end, &bits);
+            }
+            /* the closing quote, then ',', \n or \r\n */
+            if (next == NULL || *next != '"' || field->len + (next - value) > field_limit ||
+                end - next < 2 ||
+                !(next[1] == ',' || next[1] == '\n' ||
+                  (next[1] == '\r' && end - next > 2 && next[2] == '\n'))) {
+                /* parse reads it: a quoted value goes on */
+                field->len = 0;
+                p++;
+                state = IN_QUOTED;
+                line = 1;
+                break;
+            }
+            if (field->len) {
+                if (buf_add(field, (const char *)value, next - value) < 0) goto failed;
+                VALUE((const unsigned char *)field->data, field->len, bits, 0);
+                field->len = 0;
+            } else {
+                VALUE(value, next - value, bits, end - value);
+            }
+            next++;
+        } else if (c == ',' ||
+                   (state == START_FIELD &&
+                    (c == '\n' || (c == '\r' && end - p > 1 && p[1] == '\n')))) {
+            /* an empty value (the last of its record if a line ending follows) */
+            next = p;
+            VALUE(p, 0, 0, end - p);
+        } else if (c == '\r' || c == '\n' || (c == 0 && nul_error)) {
+            break; /* an empty line, a lone \r or NUL: parse's work */
+        } else {
+            next = fast_scan(e, &v, 0, p, end, &bits);
+            if (next == NULL || next - p > field_limit) break;
+            VALUE(p, next - p, bits, end - p);
+        }
+    value_done:
+        line = 1;
+        if (*next == ',') {
+            p = next + 1;
+            state = START_FIELD;
+            continue;
+        }
+        if (*next == '\n') {
+            p = next + 1;
+        } else if (*next == '\r' && end - next > 1 && next[1] == '\n') {
+            p = next + 2;
+        } else { /* a lone \r, or NUL: the value is saved, parse reads the rest */
+            p = next;
+            state = EAT_CRNL;
+            break;
+        }
+        /* the end of the record: end_record (no header or columns) and its output */
+        records++;
+        ROOM(0);
+        if (quoting == Q_MINIMAL && n_written == 1 && empty_bare) {
+            PUT(quote, quote_len);
+            PUT(quote, quote_len);
+        }
+        n_written = 0;
+        PUT(row_sep, row_len);
+        state = START_RECORD;
+        line = 0;
+    }
+    SYNC();
+    e->records += records;
+    e->n_fields = 0;
+    e->state = state;
+    e->line_has_chars = line;
+    return p;
+failed:
+    e->records += records;
+    return NULL;
+#undef LOAD
+#undef SYNC
+#undef ROOM
+#undef PUT
+#undef VALUE
+}
+#endif
 
 /* --- the state machine (csv.reader's, strict, excel dialect) ---------------------- */
 
@@ -587,7 +979,7 @@ static int newline_char(Engine *e, unsigned char c, int gil_ok) {
     return 0;
 }
 
-static int parse(Engine *e, const unsigned char *p, Py_ssize_t n, int gil_ok) {
+static __attribute__((noinline)) int parse(Engine *e, const unsigned char *p, Py_ssize_t n, int gil_ok) {
     const unsigned char *end = p + n;
     const unsigned char nul = e->nul_error ? 0 : '\n';  /* a 4th stop byte, or \n again */
     while (p < end) {
@@ -614,6 +1006,16 @@ static int parse(Engine *e, const unsigned char *p, Py_ssize_t n, int gil_ok) {
         switch (e->state) {
         case START_RECORD:
         case START_FIELD:
+#ifdef HAVE_SSE2
+            if (e->fast) {
+                const unsigned char *q = fast_fields(e, p, end, gil_ok);
+                if (q == NULL) return -1;
+                if (q != p) {
+                    p = q;
+                    continue;
+                }
+            }
+#endif
             if (c == '"') {
                 e->state = IN_QUOTED;
                 p++;
@@ -872,6 +1274,19 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kwargs) {
             e->special_list[e->n_special_list++] = (unsigned char)c;
         }
     }
+    int n_fast = 0;
+    memset(e->fast_special, '\n', sizeof e->fast_special);
+    for (int k = 0; k < e->n_special_list; k++) {
+        unsigned char c = e->special_list[k];
+        if (c == '\r' || c == '\n') continue;
+        if (n_fast == (int)sizeof e->fast_special) {
+            n_fast = -1;
+            break;
+        }
+        e->fast_special[n_fast++] = c;
+    }
+    e->fast_quote = e->quote_ascii ? (unsigned char)e->quote.data[0] : '\n';
+    e->fast_ready = e->n_special_list >= 0 && n_fast >= 0;
     if (e->hook || e->is_number || e->header_hook) {
         PyErr_SetString(PyExc_TypeError, "an Engine is initialised once");
         return -1;
@@ -885,6 +1300,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kwargs) {
     e->line_limit = line_limit;
     e->nul_error = nul_error;
     e->state = START_RECORD;
+    fast_update(e);
     return 0;
 }
 

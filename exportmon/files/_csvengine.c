@@ -699,8 +699,9 @@ static ALWAYS_INLINE void fast_copy(char *to, const unsigned char *c, Py_ssize_t
    The output position and the record's counters live in local variables (writes
    through a char pointer would make the compiler reload every field of e); they go
    back to e (SYNC) before any call that uses them, and are read again (LOAD) after. */
-static __attribute__((noinline)) const unsigned char *fast_fields(Engine *e, const unsigned char *p,
-                                        const unsigned char *end, int gil_ok) {
+static ALWAYS_INLINE const unsigned char *fast_body(Engine *e, const unsigned char *p,
+                                                   const unsigned char *end, int gil_ok,
+                                                   const int quoting, const int short_marks) {
     Vectors v;
     v.comma = _mm_set1_epi8(',');
     v.dquote = _mm_set1_epi8('"');
@@ -713,12 +714,14 @@ static __attribute__((noinline)) const unsigned char *fast_fields(Engine *e, con
     for (int k = 0; k < 4; k++) v.other[k] = _mm_set1_epi8((char)e->fast_special[k]);
     /* high bytes matter to a value with non-ASCII specials, or to a number */
     const int high = e->n_wide_special || e->quoting == Q_NONNUMERIC;
-    const int quoting = e->quoting, strip_guard = e->strip_guard, nul_error = e->nul_error;
+    const int strip_guard = e->strip_guard, nul_error = e->nul_error;
     const int wide_specials = e->n_wide_special != 0;
     const Py_ssize_t field_limit = e->field_limit;
     const int windows = 1;
     const char *col_sep = e->col_sep.data, *row_sep = e->row_sep.data, *quote = e->quote.data;
-    const Py_ssize_t col_len = e->col_sep.len, row_len = e->row_sep.len, quote_len = e->quote.len;
+    /* short_marks: the column separator and the quote character are one byte each */
+    const Py_ssize_t col_len = short_marks ? 1 : e->col_sep.len, row_len = e->row_sep.len,
+                     quote_len = short_marks ? 1 : e->quote.len;
     const char col0 = col_sep[0], quote0 = quote[0];
     /* room for a separator, two quote characters and 32 bytes of a copy */
     const Py_ssize_t slack = col_len + 2 * quote_len + 32 + row_len;
@@ -934,6 +937,17 @@ failed:
 #undef PUT
 #undef VALUE
 }
+
+/* fast_body made for the common dialects (the quoting rule a constant there) */
+static __attribute__((noinline)) const unsigned char *fast_fields(Engine *e, const unsigned char *p,
+                                                                  const unsigned char *end,
+                                                                  int gil_ok) {
+    if (e->col_sep.len == 1 && e->quote.len == 1) {
+        if (e->quoting == Q_MINIMAL) return fast_body(e, p, end, gil_ok, Q_MINIMAL, 1);
+        if (e->quoting == Q_GEM) return fast_body(e, p, end, gil_ok, Q_GEM, 1);
+    }
+    return fast_body(e, p, end, gil_ok, e->quoting, 0);
+}
 #endif
 
 /* --- the state machine (csv.reader's, strict, excel dialect) ---------------------- */
@@ -1134,14 +1148,29 @@ static int check_lines(Engine *e, const unsigned char *p, Py_ssize_t n) {
     return 0;
 }
 
-static PyObject *Engine_feed(Engine *e, PyObject *arg) {
+static PyObject *Engine_feed(Engine *e, PyObject *args) {
+    PyObject *arg;
     char *data;
-    Py_ssize_t n;
+    Py_ssize_t n, size = -1;
+    if (!PyArg_ParseTuple(args, "O|n:feed", &arg, &size)) return NULL;
     if (e->error) {
         PyErr_SetString(EngineError, "the engine already failed");
         return NULL;
     }
-    if (PyBytes_AsStringAndSize(arg, &data, &n) < 0) return NULL;
+    if (PyByteArray_Check(arg)) {
+        /* a buffer the caller reads into again and again: no new object per block */
+        data = PyByteArray_AsString(arg);
+        n = PyByteArray_Size(arg);
+    } else if (PyBytes_AsStringAndSize(arg, &data, &n) < 0) {
+        return NULL;
+    }
+    if (size >= 0) {
+        if (size > n) {
+            PyErr_SetString(PyExc_ValueError, "feed: size beyond the block");
+            return NULL;
+        }
+        n = size;
+    }
     Py_INCREF(arg);
     const unsigned char *p = (const unsigned char *)data;
     int gil_ok = e->hook == NULL;
@@ -1329,8 +1358,9 @@ static void Engine_dealloc(Engine *e) {
 }
 
 static PyMethodDef Engine_methods[] = {
-    {"feed", (PyCFunction)Engine_feed, METH_O,
-     "feed(block) -> bytes: the output for the records completed by this block."},
+    {"feed", (PyCFunction)Engine_feed, METH_VARARGS,
+     "feed(block[, size]) -> bytes: the output for the records completed by this block "
+     "(bytes or bytearray; its first size bytes if given)."},
     {"finish", (PyCFunction)Engine_finish, METH_NOARGS,
      "finish() -> bytes: the output of the last record; raises Error for a malformed end."},
     {"skip", (PyCFunction)Engine_skip, METH_O,

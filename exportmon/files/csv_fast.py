@@ -24,6 +24,7 @@ message with the reference reader, so both engines report a file alike.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import io
 import os
@@ -189,10 +190,9 @@ def rewrite(
 
 def _read_ahead(source: BinaryIO) -> None:
     """Tell the kernel that ``source`` is read from start to end (larger read-ahead)."""
-    try:
+    # not a file, or no such advice here: only slower
+    with contextlib.suppress(AttributeError, OSError, ValueError, io.UnsupportedOperation):
         os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        pass  # not a file, or no such advice here: only slower
 
 
 class _Writer:

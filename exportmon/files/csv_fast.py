@@ -147,7 +147,7 @@ def rewrite(
         _read_ahead(reader)
     try:
         while True:
-            if buffer is not None and head is None:
+            if readinto is not None and buffer is not None and head is None:
                 size = readinto(buffer)
                 checkpoint()
                 if not size:

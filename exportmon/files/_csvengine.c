@@ -829,21 +829,36 @@ static ALWAYS_INLINE const unsigned char *fast_body(Engine *e, const unsigned ch
         const unsigned char *value = p, *next;
         unsigned char c = *p;
         if (windows) {
-            /* a value of plain bytes in the windows, then its end */
+            /* through the windows: from one byte that is not plain text to the next */
+            const unsigned char *s = p, *q;
+            int bits = 0;
             if (c == '"') {
-                next = fast_hit(&v, &w, &plain, p + 1, end, high);
-                if (next != NULL && *next == '"' && end - next > 2 &&
-                    (next[1] == ',' || next[1] == '\n' || (next[1] == '\r' && next[2] == '\n')) &&
-                    next - p - 1 <= field_limit) {
-                    VALUE(p + 1, next - p - 1, 0, end - p - 1);
-                    next++;
+                for (s++;; s = q + 1) {
+                    q = fast_hit(&v, &w, &plain, s, end, high);
+                    if (q == NULL || *q == '"' || *q == '\r' || *q == '\n' ||
+                        (*q == 0 && nul_error))
+                        break;
+                    bits |= e->special[*q];
+                }
+                /* the closing quote, then ',', \n or \r\n (a doubled quote: below) */
+                if (q != NULL && *q == '"' && end - q > 2 &&
+                    (q[1] == ',' || q[1] == '\n' || (q[1] == '\r' && q[2] == '\n')) &&
+                    q - p - 1 <= field_limit) {
+                    VALUE(p + 1, q - p - 1, bits, end - p - 1);
+                    next = q + 1;
                     goto value_done;
                 }
             } else if (c != ',' && c > '\r') {
-                next = fast_hit(&v, &w, &plain, p, end, high);
-                if (next != NULL && (*next == ',' || *next == '\n' || *next == '\r') &&
-                    next - p <= field_limit) {
-                    VALUE(p, next - p, 0, end - p);
+                for (;; s = q + 1) {
+                    q = fast_hit(&v, &w, &plain, s, end, high);
+                    if (q == NULL || *q == ',' || *q == '\r' || *q == '\n' ||
+                        (*q == 0 && nul_error))
+                        break;
+                    bits |= e->special[*q];
+                }
+                if (q != NULL && q - p <= field_limit) {
+                    VALUE(p, q - p, bits, end - p);
+                    next = q;
                     goto value_done;
                 }
             }

@@ -391,13 +391,20 @@ static int write_value(Engine *e, const char *c, Py_ssize_t n, int gil_ok) {
 static int write_replaced(Engine *e, const char *c, Py_ssize_t n, Buf *tmp, int gil_ok) {
     if (!e->has_repl || memchr(c, '\n', (size_t)n) == NULL) return write_value(e, c, n, gil_ok);
     tmp->len = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (c[i] == '\r' && i + 1 < n && c[i + 1] == '\n') {
-            if (buf_add(tmp, e->repl_crlf.data, e->repl_crlf.len) < 0) return -1;
-            i++;
-        } else if (c[i] == '\n') {
-            if (buf_add(tmp, e->repl.data, e->repl.len) < 0) return -1;
-        } else if (buf_byte(tmp, c[i]) < 0) return -1;
+    const char *end = c + n;
+    while (c < end) {
+        /* the text up to the next \n (less a \r before it) as it is, then the replacement */
+        const char *lf = memchr(c, '\n', (size_t)(end - c));
+        if (lf == NULL) {
+            if (buf_add(tmp, c, end - c) < 0) return -1;
+            break;
+        }
+        int crlf = lf > c && lf[-1] == '\r';
+        if (buf_add(tmp, c, lf - crlf - c) < 0) return -1;
+        if (crlf ? buf_add(tmp, e->repl_crlf.data, e->repl_crlf.len) < 0
+                 : buf_add(tmp, e->repl.data, e->repl.len) < 0)
+            return -1;
+        c = lf + 1;
     }
     return write_value(e, tmp->data, tmp->len, gil_ok);
 }
@@ -715,7 +722,7 @@ static ALWAYS_INLINE const unsigned char *fast_body(Engine *e, const unsigned ch
     /* high bytes matter to a value with non-ASCII specials, or to a number */
     const int high = e->n_wide_special || e->quoting == Q_NONNUMERIC;
     const int strip_guard = e->strip_guard, nul_error = e->nul_error;
-    const int wide_specials = e->n_wide_special != 0;
+    const int wide_specials = e->n_wide_special != 0, has_repl = e->has_repl;
     const Py_ssize_t field_limit = e->field_limit;
     const int windows = 1;
     const char *col_sep = e->col_sep.data, *row_sep = e->row_sep.data, *quote = e->quote.data;
@@ -766,7 +773,7 @@ static ALWAYS_INLINE const unsigned char *fast_body(Engine *e, const unsigned ch
         const unsigned char *c_ = (c);                                                    \
         Py_ssize_t n_ = (n);                                                              \
         int bits_ = (bits), quoted_;                                                      \
-        if (((bits_ & 4) && wide_specials) ||                                             \
+        if (((bits_ & 4) && wide_specials) || ((bits_ & 8) && has_repl) ||                 \
             (strip_guard && n_ >= 2 && (c_[0] == '\t' || c_[0] == '\'') &&                \
              (c_[1] == '=' || c_[1] == '+' || c_[1] == '-' || c_[1] == '@'))) {           \
             SYNC();                                                                       \
@@ -835,10 +842,9 @@ static ALWAYS_INLINE const unsigned char *fast_body(Engine *e, const unsigned ch
             if (c == '"') {
                 for (s++;; s = q + 1) {
                     q = fast_hit(&v, &w, &plain, s, end, high);
-                    if (q == NULL || *q == '"' || *q == '\r' || *q == '\n' ||
-                        (*q == 0 && nul_error))
-                        break;
-                    bits |= e->special[*q];
+                    if (q == NULL || *q == '"' || (*q == 0 && nul_error)) break;
+                    /* \r and \n: in the value (bit 8: newline replacement may apply) */
+                    bits |= e->special[*q] | (*q == '\n') << 3;
                 }
                 /* the closing quote, then ',', \n or \r\n (a doubled quote: below) */
                 if (q != NULL && *q == '"' && end - q > 2 &&

@@ -9,6 +9,13 @@
  * the value being read. The GIL is released while a block is worked on, unless a
  * value hook is set (a Python call per value).
  *
+ * Most values take the fast path (fast_fields, SSE2): 64 bytes at a time are
+ * classified into one bit per byte that is not plain text (separators, quotes, line
+ * endings, the output's special characters), so a value's end is a count of trailing
+ * zeros and a plain value is copied without a look at its bytes; anything unusual (a
+ * value hook, column work, a value running over the block's end) goes back to the
+ * byte-at-a-time state machine below, which stays the whole definition.
+ *
  * Errors (invalid UTF-8, unterminated quote, text after a closing quote, an
  * over-long line or value) raise Error; the caller finds the line and writes the
  * message with the reference engine, so both report a file alike.
@@ -156,7 +163,7 @@ static int utf8_sequence(const unsigned char *p, Py_ssize_t n) {
 }
 
 /* Validates data, keeping an incomplete sequence at the end for the next block. */
-static __attribute__((noinline)) int validate_utf8(Engine *e, const unsigned char *p, Py_ssize_t n) {
+static int validate_utf8(Engine *e, const unsigned char *p, Py_ssize_t n) {
     Py_ssize_t i = 0;
     if (e->utf8_carry_len) {
         unsigned char tmp[8];
@@ -959,7 +966,8 @@ failed:
 #undef VALUE
 }
 
-/* fast_body made for the common dialects (the quoting rule a constant there) */
+/* fast_body made for the common dialects (the quoting rule a constant there); not
+   inlined into parse, so that each keeps its registers to itself. */
 static __attribute__((noinline)) const unsigned char *fast_fields(Engine *e, const unsigned char *p,
                                                                   const unsigned char *end,
                                                                   int gil_ok) {
@@ -1014,7 +1022,7 @@ static int newline_char(Engine *e, unsigned char c, int gil_ok) {
     return 0;
 }
 
-static __attribute__((noinline)) int parse(Engine *e, const unsigned char *p, Py_ssize_t n, int gil_ok) {
+static int parse(Engine *e, const unsigned char *p, Py_ssize_t n, int gil_ok) {
     const unsigned char *end = p + n;
     const unsigned char nul = e->nul_error ? 0 : '\n';  /* a 4th stop byte, or \n again */
     while (p < end) {

@@ -9,6 +9,13 @@
  * the value being read. The GIL is released while a block is worked on, unless a
  * value hook is set (a Python call per value).
  *
+ * Most values take the fast path (fast_fields, SSE2): 64 bytes at a time are
+ * classified into one bit per byte that is not plain text (separators, quotes, line
+ * endings, the output's special characters), so a value's end is a count of trailing
+ * zeros and a plain value is copied without a look at its bytes; anything unusual (a
+ * value hook, column work, a value running over the block's end) goes back to the
+ * byte-at-a-time state machine below, which stays the whole definition.
+ *
  * Errors (invalid UTF-8, unterminated quote, text after a closing quote, an
  * over-long line or value) raise Error; the caller finds the line and writes the
  * message with the reference engine, so both report a file alike.
@@ -111,6 +118,11 @@ typedef struct {
     Py_ssize_t *select, n_select, *offsets, *lengths, n_slots;
     int selecting, capturing;
     Buf record, replaced;
+    /* the fast path (fast_fields): no hook, no column work, at most four ASCII
+       specials besides \r, \n and the quote character */
+    int fast, fast_ready;
+    unsigned char fast_special[4]; /* padded with \n, which never reaches a check */
+    unsigned char fast_quote;      /* \n if the quote character is not ASCII */
     /* results */
     Buf out;
     long long records;
@@ -119,6 +131,8 @@ typedef struct {
 } Engine;
 
 static PyObject *EngineError;
+
+static void fast_update(Engine *e);
 
 /* --- UTF-8 validation (Python's strict decoder rules) ----------------------------- */
 
@@ -168,15 +182,37 @@ static int validate_utf8(Engine *e, const unsigned char *p, Py_ssize_t n) {
         e->utf8_carry_len = 0;
     }
     while (i < n) {
-        /* eight ASCII bytes at a time */
+        /* ASCII, sixteen (or eight) bytes at a time */
+#ifdef HAVE_SSE2
+        while (i + 32 <= n) {
+            __m128i x = _mm_or_si128(_mm_loadu_si128((const __m128i *)(p + i)),
+                                     _mm_loadu_si128((const __m128i *)(p + i + 16)));
+            if (_mm_movemask_epi8(x)) break;
+            i += 32;
+        }
+        while (i + 16 <= n) {
+            int mask = _mm_movemask_epi8(_mm_loadu_si128((const __m128i *)(p + i)));
+            if (mask) {
+                i += __builtin_ctz((unsigned)mask);
+                break;
+            }
+            i += 16;
+        }
+#else
         while (i + 8 <= n) {
             uint64_t word;
             memcpy(&word, p + i, 8);
             if (word & 0x8080808080808080ULL) break;
             i += 8;
         }
+#endif
         while (i < n && p[i] < 0x80) i++;
         if (i >= n) break;
+        /* the common two-byte sequence (U+0080 to U+07FF) */
+        if (p[i] >= 0xC2 && p[i] < 0xE0 && i + 1 < n && (p[i + 1] & 0xC0) == 0x80) {
+            i += 2;
+            continue;
+        }
         int len = utf8_sequence(p + i, n - i);
         if (len < 0) return -1;
         if (len == 0) {
@@ -362,13 +398,20 @@ static int write_value(Engine *e, const char *c, Py_ssize_t n, int gil_ok) {
 static int write_replaced(Engine *e, const char *c, Py_ssize_t n, Buf *tmp, int gil_ok) {
     if (!e->has_repl || memchr(c, '\n', (size_t)n) == NULL) return write_value(e, c, n, gil_ok);
     tmp->len = 0;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (c[i] == '\r' && i + 1 < n && c[i + 1] == '\n') {
-            if (buf_add(tmp, e->repl_crlf.data, e->repl_crlf.len) < 0) return -1;
-            i++;
-        } else if (c[i] == '\n') {
-            if (buf_add(tmp, e->repl.data, e->repl.len) < 0) return -1;
-        } else if (buf_byte(tmp, c[i]) < 0) return -1;
+    const char *end = c + n;
+    while (c < end) {
+        /* the text up to the next \n (less a \r before it) as it is, then the replacement */
+        const char *lf = memchr(c, '\n', (size_t)(end - c));
+        if (lf == NULL) {
+            if (buf_add(tmp, c, end - c) < 0) return -1;
+            break;
+        }
+        int crlf = lf > c && lf[-1] == '\r';
+        if (buf_add(tmp, c, lf - crlf - c) < 0) return -1;
+        if (crlf ? buf_add(tmp, e->repl_crlf.data, e->repl_crlf.len) < 0
+                 : buf_add(tmp, e->repl.data, e->repl.len) < 0)
+            return -1;
+        c = lf + 1;
     }
     return write_value(e, tmp->data, tmp->len, gil_ok);
 }
@@ -515,6 +558,7 @@ static int capture_header(Engine *e, int gil_ok) {
         if (failed) goto plan_done;
     }
     rc = 0;
+    fast_update(e);
 plan_done:
     Py_DECREF(plan);
 done:
@@ -543,6 +587,397 @@ static int end_record(Engine *e, int gil_ok) {
     e->record.len = 0;
     return end_record_output(e);
 }
+
+/* --- the fast path ------------------------------------------------------------------ */
+
+/* Whether fast_fields may read the records from here on. */
+static void fast_update(Engine *e) {
+#ifdef HAVE_SSE2
+    e->fast = e->fast_ready && e->hook == NULL && !e->capturing && !e->selecting;
+#else
+    e->fast = 0;
+#endif
+}
+
+#ifdef HAVE_SSE2
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+typedef struct {
+    __m128i comma, dquote, cr, lf, nul, quote, other[4], low, top;
+} Vectors;
+
+/* The first stop byte at or after p: ',' (or '"' in a quoted value), \r, \n, and NUL
+   where it is an error. The classes of the bytes before it are ORed into *bits as
+   write_value finds them (1: a special, 2: a special other than the quote character,
+   4: a byte of a multi-byte character). NULL if no stop comes before end. */
+static ALWAYS_INLINE const unsigned char *fast_scan(const Engine *e, const Vectors *v,
+                                                    int quoted, const unsigned char *p,
+                                                    const unsigned char *end, int *bits) {
+    const __m128i first = quoted ? v->dquote : v->comma;
+    unsigned any = 0, other = 0, high = 0;
+    while (end - p >= 16) {
+        __m128i x = _mm_loadu_si128((const __m128i *)p);
+        unsigned stop = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(x, first), _mm_cmpeq_epi8(x, v->cr)),
+                         _mm_or_si128(_mm_cmpeq_epi8(x, v->lf), _mm_cmpeq_epi8(x, v->nul))));
+        __m128i o = _mm_or_si128(
+            _mm_or_si128(_mm_cmpeq_epi8(x, v->other[0]), _mm_cmpeq_epi8(x, v->other[1])),
+            _mm_or_si128(_mm_cmpeq_epi8(x, v->other[2]), _mm_cmpeq_epi8(x, v->other[3])));
+        unsigned om = (unsigned)_mm_movemask_epi8(o);
+        unsigned am = om | (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(x, v->quote));
+        unsigned hm = (unsigned)_mm_movemask_epi8(x);
+        if (stop) {
+            unsigned below = (stop & (0u - stop)) - 1;
+            any |= am & below;
+            other |= om & below;
+            high |= hm & below;
+            *bits |= (any != 0) | (other != 0) << 1 | (high != 0) << 2;
+            return p + __builtin_ctz(stop);
+        }
+        any |= am;
+        other |= om;
+        high |= hm;
+        p += 16;
+    }
+    int b = (any != 0) | (other != 0) << 1 | (high != 0) << 2;
+    const unsigned char f = quoted ? '"' : ',', nul = e->nul_error ? 0 : '\n';
+    for (; p < end; p++) {
+        unsigned char c = *p;
+        if (c == f || c == '\r' || c == '\n' || c == nul) {
+            *bits |= b;
+            return p;
+        }
+        b |= e->special[c];
+    }
+    return NULL;
+}
+
+/* One bit for each of the 64 bytes at w that is not plain text: ',', '"', a byte up to
+   \r (so \r, \n and NUL), the quote character, another special, and with `high` a byte
+   of a multi-byte character. A value of plain bytes only needs no look at its bytes. */
+static ALWAYS_INLINE uint64_t fast_window(const Vectors *v, const unsigned char *w, int high) {
+    uint64_t mask = 0;
+    for (int i = 0; i < 4; i++) {
+        __m128i x = _mm_loadu_si128((const __m128i *)(w + 16 * i));
+        __m128i low = high ? _mm_cmplt_epi8(x, v->top)
+                           : _mm_cmpeq_epi8(_mm_min_epu8(x, v->low), x);
+        __m128i hit = _mm_or_si128(
+            _mm_or_si128(low, _mm_or_si128(_mm_cmpeq_epi8(x, v->comma),
+                                           _mm_cmpeq_epi8(x, v->dquote))),
+            _mm_or_si128(
+                _mm_or_si128(_mm_cmpeq_epi8(x, v->quote), _mm_cmpeq_epi8(x, v->other[0])),
+                _mm_or_si128(_mm_cmpeq_epi8(x, v->other[1]),
+                             _mm_or_si128(_mm_cmpeq_epi8(x, v->other[2]),
+                                          _mm_cmpeq_epi8(x, v->other[3])))));
+        mask |= (uint64_t)(unsigned)_mm_movemask_epi8(hit) << (16 * i);
+    }
+    return mask;
+}
+
+/* The first byte at or after s that is not plain text (see fast_window), with the
+   windows *w (64 bytes, *plain their bits) moved on as needed; NULL when s reaches the
+   last 64 bytes of the block before one. */
+static ALWAYS_INLINE const unsigned char *fast_hit(const Vectors *v, const unsigned char **w,
+                                                   uint64_t *plain, const unsigned char *s,
+                                                   const unsigned char *end, int high) {
+    for (;;) {
+        if (s >= *w && s - *w < 64) {
+            uint64_t rest = *plain >> (s - *w);
+            if (rest) return s + __builtin_ctzll(rest);
+            s = *w + 64;
+        }
+        if (end - s < 64) return NULL;
+        *w = s;
+        *plain = fast_window(v, s, high);
+    }
+}
+
+/* Copies n bytes; the input has 32 bytes from c, the output room for 32 more. */
+static ALWAYS_INLINE void fast_copy(char *to, const unsigned char *c, Py_ssize_t n) {
+    if (n <= 16) {
+        _mm_storeu_si128((__m128i *)to, _mm_loadu_si128((const __m128i *)c));
+    } else if (n <= 32) {
+        _mm_storeu_si128((__m128i *)to, _mm_loadu_si128((const __m128i *)c));
+        _mm_storeu_si128((__m128i *)(to + 16), _mm_loadu_si128((const __m128i *)(c + 16)));
+    } else {
+        memcpy(to, c, (size_t)n);
+    }
+}
+
+/* Reads records from p (at the start of a value) as parse does, as long as they are
+   simple: each value unquoted, or quoted without a doubled quote or a line break
+   inside, and ended by ',' or a line ending within the block; and writes them as
+   save_value and end_record do. Returns where it stopped, in the state parse goes on
+   from; NULL on an error.
+
+   The output position and the record's counters live in local variables (writes
+   through a char pointer would make the compiler reload every field of e); they go
+   back to e (SYNC) before any call that uses them, and are read again (LOAD) after. */
+static ALWAYS_INLINE const unsigned char *fast_body(Engine *e, const unsigned char *p,
+                                                   const unsigned char *end, int gil_ok,
+                                                   const int quoting, const int short_marks) {
+    Vectors v;
+    v.comma = _mm_set1_epi8(',');
+    v.dquote = _mm_set1_epi8('"');
+    v.cr = _mm_set1_epi8('\r');
+    v.lf = _mm_set1_epi8('\n');
+    v.nul = _mm_set1_epi8(e->nul_error ? 0 : '\n');
+    v.quote = _mm_set1_epi8((char)e->fast_quote);
+    v.low = _mm_set1_epi8('\r');
+    v.top = _mm_set1_epi8('\r' + 1);
+    for (int k = 0; k < 4; k++) v.other[k] = _mm_set1_epi8((char)e->fast_special[k]);
+    /* high bytes matter to a value with non-ASCII specials, or to a number */
+    const int high = e->n_wide_special || e->quoting == Q_NONNUMERIC;
+    const int strip_guard = e->strip_guard, nul_error = e->nul_error;
+    const int wide_specials = e->n_wide_special != 0, has_repl = e->has_repl;
+    const Py_ssize_t field_limit = e->field_limit;
+    const int windows = 1;
+    const char *col_sep = e->col_sep.data, *row_sep = e->row_sep.data, *quote = e->quote.data;
+    /* short_marks: the column separator and the quote character are one byte each */
+    const Py_ssize_t col_len = short_marks ? 1 : e->col_sep.len, row_len = e->row_sep.len,
+                     quote_len = short_marks ? 1 : e->quote.len;
+    const char col0 = col_sep[0], quote0 = quote[0];
+    /* room for a separator, two quote characters and 32 bytes of a copy */
+    const Py_ssize_t slack = col_len + 2 * quote_len + 32 + row_len;
+    Buf *out = &e->out;
+    char *o, *lim;
+    Py_ssize_t n_written;
+    int empty_bare;
+    long long records = 0;
+#define LOAD()                                   \
+    do {                                         \
+        o = out->data + out->len;                \
+        lim = out->data + out->cap;              \
+        n_written = e->n_written;                \
+        empty_bare = e->last_empty_bare;         \
+    } while (0)
+#define SYNC()                                   \
+    do {                                         \
+        out->len = o - out->data;                \
+        e->n_written = n_written;                \
+        e->last_empty_bare = empty_bare;         \
+    } while (0)
+#define ROOM(n)                                                     \
+    do {                                                            \
+        if (lim - o < (n) + slack) {                                \
+            SYNC();                                                 \
+            if (buf_reserve(out, (n) + slack) < 0) goto failed;     \
+            LOAD();                                                 \
+        }                                                           \
+    } while (0)
+#define PUT(text, len)                                              \
+    do {                                                            \
+        if ((len) == 1) *o++ = *(text);                             \
+        else {                                                      \
+            memcpy(o, (text), (size_t)(len));                       \
+            o += (len);                                             \
+        }                                                           \
+    } while (0)
+/* a value: its bytes at c, n of them, with the classes of fast_scan; room bytes can be
+   read from c */
+#define VALUE(c, n, bits, room)                                                               \
+    do {                                                                                  \
+        const unsigned char *c_ = (c);                                                    \
+        Py_ssize_t n_ = (n);                                                              \
+        int bits_ = (bits), quoted_;                                                      \
+        if (((bits_ & 4) && wide_specials) || ((bits_ & 8) && has_repl) ||                 \
+            (strip_guard && n_ >= 2 && (c_[0] == '\t' || c_[0] == '\'') &&                \
+             (c_[1] == '=' || c_[1] == '+' || c_[1] == '-' || c_[1] == '@'))) {           \
+            SYNC();                                                                       \
+            if (save_value(e, (const char *)c_, n_, gil_ok) < 0) goto failed;             \
+            LOAD();                                                                       \
+            break;                                                                        \
+        }                                                                                 \
+        ROOM(n_);                                                                         \
+        if (n_written++) {                                                                \
+            if (col_len == 1) *o++ = col0;                                                \
+            else PUT(col_sep, col_len);                                                   \
+        }                                                                                 \
+        switch (quoting) {                                                                \
+        case Q_MINIMAL: quoted_ = bits_ & 1; break;                                       \
+        case Q_GEM: quoted_ = (bits_ & 1) || n_ == 0; break;                              \
+        case Q_ALL: quoted_ = 1; break;                                                   \
+        case Q_NONNUMERIC:                                                                \
+            if (bits_ & 1) quoted_ = 1;                                                   \
+            else if (!(bits_ & 4)) quoted_ = !is_ascii_number(c_, n_);                    \
+            else {                                                                        \
+                SYNC();                                                                   \
+                int number_ = is_number(e, c_, n_, 1, gil_ok);                            \
+                if (number_ < 0) goto failed;                                             \
+                LOAD();                                                                   \
+                quoted_ = !number_;                                                       \
+            }                                                                             \
+            break;                                                                        \
+        default:                                                                          \
+            if (bits_ & 2) {                                                              \
+                e->error = E_UNWRITABLE;                                                  \
+                goto failed;                                                              \
+            }                                                                             \
+            quoted_ = 0;                                                                  \
+        }                                                                                 \
+        empty_bare = !quoted_ && n_ == 0;                                                 \
+        if (quoted_ && (bits_ & 1)) { /* the quote character may be in it */              \
+            SYNC();                                                                       \
+            if (write_quoted(e, (const char *)c_, n_) < 0) goto failed;                   \
+            LOAD();                                                                       \
+            break;                                                                        \
+        }                                                                                 \
+        if (quoted_) {                                                                    \
+            if (quote_len == 1) *o++ = quote0;                                            \
+            else PUT(quote, quote_len);                                                   \
+        }                                                                                 \
+        if ((room) >= 32) fast_copy(o, c_, n_);                                           \
+        else memcpy(o, c_, (size_t)n_);                                                   \
+        o += n_;                                                                          \
+        if (quoted_) {                                                                    \
+            if (quote_len == 1) *o++ = quote0;                                            \
+            else PUT(quote, quote_len);                                                   \
+        }                                                                                 \
+    } while (0)
+
+    LOAD();
+    int state = e->state, line = e->line_has_chars;
+    const unsigned char *w = p + 64; /* the window of `plain`: none yet */
+    uint64_t plain = 0;
+    while (p < end) {
+        const unsigned char *value = p, *next;
+        unsigned char c = *p;
+        if (windows) {
+            /* through the windows: from one byte that is not plain text to the next */
+            const unsigned char *s = p, *q;
+            int bits = 0;
+            if (c == '"') {
+                for (s++;; s = q + 1) {
+                    q = fast_hit(&v, &w, &plain, s, end, high);
+                    if (q == NULL || *q == '"' || (*q == 0 && nul_error)) break;
+                    /* \r and \n: in the value (bit 8: newline replacement may apply) */
+                    bits |= e->special[*q] | (*q == '\n') << 3;
+                }
+                /* the closing quote, then ',', \n or \r\n (a doubled quote: below) */
+                if (q != NULL && *q == '"' && end - q > 2 &&
+                    (q[1] == ',' || q[1] == '\n' || (q[1] == '\r' && q[2] == '\n')) &&
+                    q - p - 1 <= field_limit) {
+                    VALUE(p + 1, q - p - 1, bits, end - p - 1);
+                    next = q + 1;
+                    goto value_done;
+                }
+            } else if (c != ',' && c > '\r') {
+                for (;; s = q + 1) {
+                    q = fast_hit(&v, &w, &plain, s, end, high);
+                    if (q == NULL || *q == ',' || *q == '\r' || *q == '\n' ||
+                        (*q == 0 && nul_error))
+                        break;
+                    bits |= e->special[*q];
+                }
+                if (q != NULL && q - p <= field_limit) {
+                    VALUE(p, q - p, bits, end - p);
+                    next = q;
+                    goto value_done;
+                }
+            }
+        }
+        int bits = 0;
+        if (c == '"') {
+            Buf *field = &e->field; /* empty between values */
+            value = p + 1;
+            next = fast_scan(e, &v, 1, value, end, &bits);
+            while (next != NULL && *next == '"' && end - next > 2 && next[1] == '"' &&
+                   field->len + (next - value) <= field_limit) {
+                /* a doubled quote: the value is put together in e->field */
+                if (buf_add(field, (const char *)value, next + 1 - value) < 0) goto failed;
+                bits |= e->special['"'];
+                value = next + 2;
+                next = fast_scan(e, &v, 1, value, end, &bits);
+            }
+            /* the closing quote, then ',', \n or \r\n */
+            if (next == NULL || *next != '"' || field->len + (next - value) > field_limit ||
+                end - next < 2 ||
+                !(next[1] == ',' || next[1] == '\n' ||
+                  (next[1] == '\r' && end - next > 2 && next[2] == '\n'))) {
+                /* parse reads it: a quoted value goes on */
+                field->len = 0;
+                p++;
+                state = IN_QUOTED;
+                line = 1;
+                break;
+            }
+            if (field->len) {
+                if (buf_add(field, (const char *)value, next - value) < 0) goto failed;
+                VALUE((const unsigned char *)field->data, field->len, bits, 0);
+                field->len = 0;
+            } else {
+                VALUE(value, next - value, bits, end - value);
+            }
+            next++;
+        } else if (c == ',' ||
+                   (state == START_FIELD &&
+                    (c == '\n' || (c == '\r' && end - p > 1 && p[1] == '\n')))) {
+            /* an empty value (the last of its record if a line ending follows) */
+            next = p;
+            VALUE(p, 0, 0, end - p);
+        } else if (c == '\r' || c == '\n' || (c == 0 && nul_error)) {
+            break; /* an empty line, a lone \r or NUL: parse's work */
+        } else {
+            next = fast_scan(e, &v, 0, p, end, &bits);
+            if (next == NULL || next - p > field_limit) break;
+            VALUE(p, next - p, bits, end - p);
+        }
+    value_done:
+        line = 1;
+        if (*next == ',') {
+            p = next + 1;
+            state = START_FIELD;
+            continue;
+        }
+        if (*next == '\n') {
+            p = next + 1;
+        } else if (*next == '\r' && end - next > 1 && next[1] == '\n') {
+            p = next + 2;
+        } else { /* a lone \r, or NUL: the value is saved, parse reads the rest */
+            p = next;
+            state = EAT_CRNL;
+            break;
+        }
+        /* the end of the record: end_record (no header or columns) and its output */
+        records++;
+        ROOM(0);
+        if (quoting == Q_MINIMAL && n_written == 1 && empty_bare) {
+            PUT(quote, quote_len);
+            PUT(quote, quote_len);
+        }
+        n_written = 0;
+        PUT(row_sep, row_len);
+        state = START_RECORD;
+        line = 0;
+    }
+    SYNC();
+    e->records += records;
+    e->n_fields = 0;
+    e->state = state;
+    e->line_has_chars = line;
+    return p;
+failed:
+    e->records += records;
+    return NULL;
+#undef LOAD
+#undef SYNC
+#undef ROOM
+#undef PUT
+#undef VALUE
+}
+
+/* fast_body made for the common dialects (the quoting rule a constant there); not
+   inlined into parse, so that each keeps its registers to itself. */
+static __attribute__((noinline)) const unsigned char *fast_fields(Engine *e, const unsigned char *p,
+                                                                  const unsigned char *end,
+                                                                  int gil_ok) {
+    if (e->col_sep.len == 1 && e->quote.len == 1) {
+        if (e->quoting == Q_MINIMAL) return fast_body(e, p, end, gil_ok, Q_MINIMAL, 1);
+        if (e->quoting == Q_GEM) return fast_body(e, p, end, gil_ok, Q_GEM, 1);
+    }
+    return fast_body(e, p, end, gil_ok, e->quoting, 0);
+}
+#endif
 
 /* --- the state machine (csv.reader's, strict, excel dialect) ---------------------- */
 
@@ -614,6 +1049,16 @@ static int parse(Engine *e, const unsigned char *p, Py_ssize_t n, int gil_ok) {
         switch (e->state) {
         case START_RECORD:
         case START_FIELD:
+#ifdef HAVE_SSE2
+            if (e->fast) {
+                const unsigned char *q = fast_fields(e, p, end, gil_ok);
+                if (q == NULL) return -1;
+                if (q != p) {
+                    p = q;
+                    continue;
+                }
+            }
+#endif
             if (c == '"') {
                 e->state = IN_QUOTED;
                 p++;
@@ -732,14 +1177,29 @@ static int check_lines(Engine *e, const unsigned char *p, Py_ssize_t n) {
     return 0;
 }
 
-static PyObject *Engine_feed(Engine *e, PyObject *arg) {
+static PyObject *Engine_feed(Engine *e, PyObject *args) {
+    PyObject *arg;
     char *data;
-    Py_ssize_t n;
+    Py_ssize_t n, size = -1;
+    if (!PyArg_ParseTuple(args, "O|n:feed", &arg, &size)) return NULL;
     if (e->error) {
         PyErr_SetString(EngineError, "the engine already failed");
         return NULL;
     }
-    if (PyBytes_AsStringAndSize(arg, &data, &n) < 0) return NULL;
+    if (PyByteArray_Check(arg)) {
+        /* a buffer the caller reads into again and again: no new object per block */
+        data = PyByteArray_AsString(arg);
+        n = PyByteArray_Size(arg);
+    } else if (PyBytes_AsStringAndSize(arg, &data, &n) < 0) {
+        return NULL;
+    }
+    if (size >= 0) {
+        if (size > n) {
+            PyErr_SetString(PyExc_ValueError, "feed: size beyond the block");
+            return NULL;
+        }
+        n = size;
+    }
     Py_INCREF(arg);
     const unsigned char *p = (const unsigned char *)data;
     int gil_ok = e->hook == NULL;
@@ -872,6 +1332,19 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kwargs) {
             e->special_list[e->n_special_list++] = (unsigned char)c;
         }
     }
+    int n_fast = 0;
+    memset(e->fast_special, '\n', sizeof e->fast_special);
+    for (int k = 0; k < e->n_special_list; k++) {
+        unsigned char c = e->special_list[k];
+        if (c == '\r' || c == '\n') continue;
+        if (n_fast == (int)sizeof e->fast_special) {
+            n_fast = -1;
+            break;
+        }
+        e->fast_special[n_fast++] = c;
+    }
+    e->fast_quote = e->quote_ascii ? (unsigned char)e->quote.data[0] : '\n';
+    e->fast_ready = e->n_special_list >= 0 && n_fast >= 0;
     if (e->hook || e->is_number || e->header_hook) {
         PyErr_SetString(PyExc_TypeError, "an Engine is initialised once");
         return -1;
@@ -885,6 +1358,7 @@ static int Engine_init(Engine *e, PyObject *args, PyObject *kwargs) {
     e->line_limit = line_limit;
     e->nul_error = nul_error;
     e->state = START_RECORD;
+    fast_update(e);
     return 0;
 }
 
@@ -913,8 +1387,9 @@ static void Engine_dealloc(Engine *e) {
 }
 
 static PyMethodDef Engine_methods[] = {
-    {"feed", (PyCFunction)Engine_feed, METH_O,
-     "feed(block) -> bytes: the output for the records completed by this block."},
+    {"feed", (PyCFunction)Engine_feed, METH_VARARGS,
+     "feed(block[, size]) -> bytes: the output for the records completed by this block "
+     "(bytes or bytearray; its first size bytes if given)."},
     {"finish", (PyCFunction)Engine_finish, METH_NOARGS,
      "finish() -> bytes: the output of the last record; raises Error for a malformed end."},
     {"skip", (PyCFunction)Engine_skip, METH_O,

@@ -24,7 +24,9 @@ message with the reference reader, so both engines report a file alike.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
+import io
 import os
 import queue
 import sys
@@ -145,8 +147,22 @@ def rewrite(
     head: bytes | None = b"" if in_codec == "utf-8-sig" else None  # until the BOM is known
     writer = _Writer(write)
     block = _HOOK_BLOCK if hook is not None else BLOCK
+    # UTF-8 input is read into one buffer, again and again (no new object per block)
+    readinto = getattr(reader, "readinto", None) if decoder is None else None
+    buffer = bytearray(block) if readinto is not None else None
+    if decoder is None:
+        _read_ahead(reader)
     try:
         while True:
+            if readinto is not None and buffer is not None and head is None:
+                size = readinto(buffer)
+                checkpoint()
+                if not size:
+                    break
+                if advance is not None:
+                    advance(size)
+                writer.put(engine.feed(buffer, size))
+                continue
             raw = reader.read(block if decoder is None else _LINE_CHUNK)
             checkpoint()
             if advance is not None and raw:
@@ -177,6 +193,13 @@ def rewrite(
     finally:
         writer.close()
     return int(engine.records)
+
+
+def _read_ahead(source: BinaryIO) -> None:
+    """Tell the kernel that ``source`` is read from start to end (larger read-ahead)."""
+    # not a file, or no such advice here: only slower
+    with contextlib.suppress(AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
 
 
 class _Writer:

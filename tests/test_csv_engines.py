@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from gem_output import GEM_OPTIONS, REWRITTEN
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from exportmon.errors import CsvError
@@ -399,3 +399,44 @@ def test_without_the_extension_the_reference_engines_do_the_work(tmp_path):
     assert done.stdout.strip() == "python"
     assert (tmp_path / "out.csv").read_bytes() == b'a|b\n1|"x\ny"\n2|""\n'
     assert compare_engines(source.read_bytes(), Dialect(quoting="gem", col_sep="|"))[2] == "c"
+
+
+#: Values that stay on the compiled engine's SSE2 fast path (plain, quoted, doubled
+#: quotes, line breaks inside quotes, empty, formula guards) and some that leave it.
+FAST_VALUES = st.sampled_from(
+    [
+        "",
+        "plain",
+        "12345",
+        "a much longer plain value that runs past sixteen bytes",
+        '"quoted, with a comma"',
+        '"doubled "" quote"',
+        '"line\nbreak"',
+        '"crlf\r\nbreak"',
+        "'=1+2",
+        "\t@cmd",
+        "é-non-ascii",
+        "x" * 70,
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(st.lists(FAST_VALUES, min_size=1, max_size=12), min_size=1, max_size=120),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    dialect=st.builds(
+        Dialect,
+        row_sep=st.sampled_from([None, "\n", "##\n"]),
+        col_sep=st.sampled_from([",", "|", ";"]),
+        quoting=st.sampled_from(["minimal", "gem", "all"]),
+        replace_newlines=st.sampled_from([None, " "]),
+        strip_formula_guard=st.booleans(),
+    ),
+    block=st.sampled_from([64, 65, 100, 1000, 4096, 1024 * 1024]),
+)
+def test_larger_files_on_the_fast_path_give_the_same_bytes(rows, line_end, dialect, block):
+    """Files big enough for the fast path's 64-byte windows, cut into blocks whose ends
+    fall anywhere inside them."""
+    text = line_end.join(",".join(row) for row in rows) + line_end
+    compare_engines(text.encode("utf-8"), dialect, block)

@@ -33,7 +33,7 @@ from exportmon.config.schema import (
     secret_source,
     toml_name,
 )
-from exportmon.errors import ConfigError, ConfigProblems
+from exportmon.errors import ConfigError, ConfigProblems, UsageError
 from exportmon.notify import apprise as apprise_channels
 from exportmon.paths import MonitorDirs, monitors_dir, state_dir
 from exportmon.schedule import parse_schedule
@@ -72,8 +72,6 @@ GEM_OPTION_NAMES = {
 }
 
 #: ``ftp://host[:port]`` or ``ftps://...`` of the old ``deliver.ftp_url``.
-FTP_SERVER_URL = re.compile(r"(ftps?)://([^/:@\s]+|\[[0-9a-fA-F:]+\])(?::(\d+))?/?")
-
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
 
@@ -672,15 +670,18 @@ def _check_deliver(config: MonitorConfig, fail: Fail, check: Check) -> None:
     deliver = config.deliver
     if deliver.ftp_url:
         with check():
-            match = FTP_SERVER_URL.fullmatch(deliver.ftp_url)
-            if not match:
+            from exportmon.deliver.ftp import FtpAddress
+
+            try:
+                FtpAddress.parse(deliver.ftp_url)
+            except UsageError as exc:
                 fail(
                     "deliver.ftp_url",
-                    f"not an ftp:// or ftps:// server address: {deliver.ftp_url!r}",
-                    "e.g. ftps://ftp.example.com:21 (user and folder go in ftp_user and ftp_dir)",
+                    exc.message,
+                    "e.g. ftps://ftp.example.com:21 (user and folder go in ftp_user and ftp_dir)"
+                    if exc.message.startswith("not an ftp")
+                    else exc.hint,
                 )
-            if match.group(3) and not 0 < int(match.group(3)) <= 65535:
-                fail("deliver.ftp_url", f"not a port number: {match.group(3)}")
             # A plain ftp:// server is warned about where it is used (deliver.ftp), not here.
         with check():
             if deliver.ftp_user:
@@ -710,7 +711,6 @@ def _check_deliver(config: MonitorConfig, fail: Fail, check: Check) -> None:
 
 def _parse_url(url: str, key: str, fail: Fail) -> Any:
     from exportmon.deliver.urls import parse_destination_url
-    from exportmon.errors import UsageError
 
     try:
         return parse_destination_url(url)
@@ -757,7 +757,6 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Fail, che
             if "/" in value or "\\" in value or dots or not value.isprintable():
                 fail(f"{key}.{name}", "must be part of a file name (no / or control characters)")
     from exportmon.deliver.signals import check_template
-    from exportmon.errors import UsageError
 
     for name in ("trigger_name", "manifest_name"):
         with check():
@@ -832,7 +831,6 @@ def _is_set(table: Any, f: dataclasses.Field[Any]) -> bool:
 def _local_folders(config: MonitorConfig) -> list[tuple[str, str]]:
     """``(key, absolute folder)`` of every local folder files are written to."""
     from exportmon.deliver.urls import parse_destination_url
-    from exportmon.errors import UsageError
 
     if config.deliver_list is None:
         deliver = config.deliver

@@ -195,11 +195,11 @@ def rewrite(
     return int(engine.records)
 
 
-def _read_ahead(source: BinaryIO) -> None:
+def _read_ahead(source: Reader) -> None:
     """Tell the kernel that ``source`` is read from start to end (larger read-ahead)."""
     # not a file, or no such advice here: only slower
     with contextlib.suppress(AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        os.posix_fadvise(source.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)  # type: ignore[attr-defined]
 
 
 class _Writer:

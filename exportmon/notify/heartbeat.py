@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import ssl
 import threading
 import urllib.error
 import urllib.request
@@ -38,6 +37,7 @@ from exportmon.config.schema import HeartbeatConfig
 from exportmon.errors import ExportmonError
 from exportmon.hooks import credentials
 from exportmon.log import LOGGER_NAME, current_monitor, get_logger
+from exportmon.net.tls import client_context
 from exportmon.notify.apprise import register_url
 
 log = get_logger(__name__)
@@ -113,9 +113,7 @@ def send(config: HeartbeatConfig, event: Event, lines: list[str] | None = None) 
     )
     timeout = config.timeout or 10.0
     try:
-        with urllib.request.urlopen(
-            request, timeout=timeout, context=ssl.create_default_context()
-        ) as response:
+        with urllib.request.urlopen(request, timeout=timeout, context=client_context()) as response:
             response.read(1024)
     except urllib.error.HTTPError as exc:
         _warn(monitor, f"heartbeat not received: the service answered HTTP {exc.code}")

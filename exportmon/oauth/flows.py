@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 from exportmon import redact
 from exportmon.errors import ConnectionFailed, SignInError
+from exportmon.net.tls import client_context
 from exportmon.oauth.providers import Provider
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -101,7 +102,7 @@ def post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
         },
         method="POST",
     )
-    context = ssl.create_default_context()
+    context = client_context()
     host = urlsplit(url).netloc
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT, context=context) as response:

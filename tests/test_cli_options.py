@@ -147,6 +147,7 @@ def test_a_command_imports_only_its_own_module(tmp_path):
     assert others <= {
         "exportmon.commands.app",
         "exportmon.commands.registry",
+        "exportmon.commands.coercion",
         "exportmon.commands.common",
         "exportmon.commands.console",
         "exportmon.commands.pipeio",

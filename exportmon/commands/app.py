@@ -10,7 +10,6 @@ starting Python.
 from __future__ import annotations
 
 import sys
-import traceback
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -172,6 +171,8 @@ def _fail(*messages: str, code: int) -> None:
     from exportmon.commands.console import print_error
 
     if _verbosity:
+        import traceback
+
         traceback.print_exc()
     for message in messages:
         print_error(message)

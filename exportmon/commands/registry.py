@@ -24,6 +24,8 @@ import typer
 from typer import _click
 from typer.core import TyperArgument, TyperCommand, TyperGroup, TyperOption
 
+from exportmon.commands import coercion
+
 #: The parameters of the root command that every command accepts as well.
 GLOBAL_OPTIONS = ("config", "verbose", "quiet", "log_format", "strict")
 #: The widest example line that fits an 80-column terminal after the help's indent.
@@ -154,6 +156,11 @@ class PlainHelp(_MixinBase):
         for param in self.params:
             if isinstance(param, TyperOption) and (param.count or param.is_flag):
                 param.show_default = False
+
+    def get_params(self, ctx: _click.Context) -> list[_click.Parameter]:
+        params = super().get_params(ctx)
+        coercion.install(params)  # before any value is converted
+        return params
 
     def collect_usage_pieces(self, ctx: _click.Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []

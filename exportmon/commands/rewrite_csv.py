@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from exportmon.actions.rewrite_csv import rewrite_file
 from exportmon.commands.pipeio import Emitter, output_format, read_inputs
 from exportmon.commands.steps import JsonOption, NullOption, paths_argument, step_run
-from exportmon.config.schema import MonitorConfig
 from exportmon.errors import ExportmonError, UsageError
 from exportmon.files.csv_rewrite import (
     MISSING,
@@ -24,6 +23,9 @@ from exportmon.files.csv_rewrite import (
     unescape,
 )
 from exportmon.log import get_logger
+
+if TYPE_CHECKING:
+    from exportmon.config.schema import MonitorConfig
 
 log = get_logger(__name__)
 

@@ -21,6 +21,7 @@ from exportmon.commands.common import options, select_monitors
 from exportmon.commands.console import progress_wanted, task_advancer, transfer_progress
 from exportmon.errors import ConfigError, ExitCode, ExportmonError
 from exportmon.log import get_logger
+from exportmon.paths import monitors_dir
 from exportmon.progress import ProgressFactory
 from exportmon.signals import Shutdown, handle_signals
 
@@ -102,11 +103,14 @@ def monitors_for_paths(ctx: typer.Context) -> list[MonitorConfig]:
     as for every command). Without it, every configured monitor that loads; none
     at all is fine, since the steps also work on files outside any monitor.
     """
-    from exportmon.config.load import load_monitors
-
     opts = options(ctx)
     if opts.configs:
         return select_monitors(ctx)
+    directory = monitors_dir()
+    if not (directory.is_dir() and any(directory.glob("*.toml"))):
+        return []  # nothing configured: not even the config modules are needed
+    from exportmon.config.load import load_monitors
+
     try:
         monitors, errors = load_monitors(None, strict=opts.strict)
     except ConfigError:

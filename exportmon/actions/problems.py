@@ -162,9 +162,17 @@ def destination_progress(monitor: MonitorConfig, ledger: Ledger, export: Export)
 
 
 def find_problems(
-    monitor: MonitorConfig, ledger: Ledger, *, now: datetime | None = None
+    monitor: MonitorConfig,
+    ledger: Ledger,
+    *,
+    now: datetime | None = None,
+    sign_in: dict[str, Any] | None = None,
 ) -> list[Problem]:
-    """Everything wrong with ``monitor`` right now, in a stable order."""
+    """Everything wrong with ``monitor`` right now, in a stable order.
+
+    ``sign_in`` is the monitor's :func:`sign_in_state_of` when the caller has read it
+    already (``status`` shows it too); otherwise it is read here.
+    """
     moment = _now(now)
     problems: list[Problem] = []
 
@@ -245,7 +253,7 @@ def find_problems(
             )
         )
 
-    problems.extend(sign_in_problems(monitor))
+    problems.extend(sign_in_problems(monitor, sign_in or sign_in_state_of(monitor)))
 
     unsent = ledger.unsent_alerts()
     if unsent.count:
@@ -263,15 +271,21 @@ def find_problems(
     return problems
 
 
-def sign_in_problems(monitor: MonitorConfig) -> list[Problem]:
-    """A sign-in that ends soon (a warning, alerted once) or is missing (an error);
-    failed renewals are the mailbox's step failures already."""
+def sign_in_state_of(monitor: MonitorConfig) -> dict[str, Any] | None:
+    """What ``status`` shows of the monitor's OAuth2 sign-in (None: not an OAuth2
+    monitor, and then nothing is read or imported)."""
     if monitor.source.auth != "oauth2":
-        return []
+        return None
     from exportmon.oauth import sign_in_state
 
-    state = sign_in_state(monitor) or {}
-    problem = state.get("problem")
+    return sign_in_state(monitor)
+
+
+def sign_in_problems(monitor: MonitorConfig, state: dict[str, Any] | None) -> list[Problem]:
+    """A sign-in (``state``, from :func:`sign_in_state_of`) that ends soon (a warning,
+    alerted once) or is missing (an error); failed renewals are the mailbox's step
+    failures already."""
+    problem = (state or {}).get("problem")
     if not problem:
         return []
     return [
@@ -279,7 +293,7 @@ def sign_in_problems(monitor: MonitorConfig) -> list[Problem]:
             key="sign-in",
             kind="sign-in",
             scope=MONITOR_SCOPE,
-            state="warning" if state.get("signed_in") else "error",
+            state="warning" if state and state.get("signed_in") else "error",
             summary=_short(problem),
             reason=_full(problem),
             details={"monitor": monitor.name, "sign_in": state},

@@ -28,6 +28,7 @@ from exportmon.actions.problems import (
     export_scope,
     find_problems,
     sign_in_problems,
+    sign_in_state_of,
     worst,
 )
 from exportmon.actions.status_tracking import (
@@ -221,7 +222,7 @@ def status_of(
         state="unknown",
         reason="",
         checked_at=to_text(moment),
-        sign_in=_sign_in(monitor),
+        sign_in=sign_in_state_of(monitor),
     )
     if ledger is None:
         base.exports = [
@@ -235,13 +236,13 @@ def status_of(
         ]
         base.reason = "never ran (no ledger yet)"
         # A missing sign-in is worth saying before the first run.
-        base.problems = sign_in_problems(monitor)
+        base.problems = sign_in_problems(monitor, base.sign_in)
         if base.problems:
             base.state = worst([p.state for p in base.problems])
             base.reason = base.problems[0].summary
         return base
 
-    problems = find_problems(monitor, ledger, now=moment)
+    problems = find_problems(monitor, ledger, now=moment, sign_in=base.sign_in)
     figures = {row.export_id: row for row in ledger.export_figures()}
     export_ids: list[int | None] = list(monitor.ids)
     export_ids += sorted(i for i in figures if i is not None and i not in monitor.ids)
@@ -313,14 +314,6 @@ def configured_labels(monitor: MonitorConfig) -> list[str]:
 
     labels = [destination_label(config) for config in monitor.destinations]
     return [_one_line(label) for label in labels if label]
-
-
-def _sign_in(monitor: MonitorConfig) -> dict[str, Any] | None:
-    if monitor.source.auth != "oauth2":
-        return None
-    from exportmon.oauth import sign_in_state
-
-    return sign_in_state(monitor)
 
 
 def _destination_totals(counters: dict[tuple[str, str, str], int], destination: str) -> Totals:

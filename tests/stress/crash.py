@@ -95,6 +95,7 @@ import sys
 import time
 import zipfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import make_msgid
 from pathlib import Path
@@ -810,6 +811,38 @@ def _adapt(share: float, took: float, pace: float) -> float:
     return min(1.0, max(0.1, share))
 
 
+def _count(
+    figures: Figures,
+    world: Any,
+    outcome: RunOutcome,
+    say: Callable[[str], None],
+    *,
+    startup: float | None = None,
+) -> None:
+    """Count one run in ``figures``; after a kill, check the safety invariants at once.
+
+    With ``startup`` (the seconds of a run with nothing to do), a kill by timer is
+    also counted by the phase it landed in.
+    """
+    figures.runs += 1
+    if outcome.killed == "timer":
+        figures.kills_timer += 1
+        if startup is not None:
+            late = outcome.seconds >= startup
+            figures.phases[_phase(outcome.log) if late else "start-up and poll"] += 1
+    elif outcome.killed == "point":
+        figures.kills_point += 1
+        figures.points[outcome.point or "?"] += 1
+    elif outcome.code != 0:
+        figures.failed_runs += 1
+        figures.problems.append(f"run {figures.runs} failed without a kill:\n{outcome.log}")
+    figures.completed_after_crash += outcome.log.count("after an interruption")
+    if outcome.killed:
+        problems = world.check(figures, final=False)
+        if problems:
+            say(f"after kill {figures.kills}: " + "; ".join(problems))
+
+
 def crash_loop(
     world: CrashWorld,
     *,
@@ -879,23 +912,8 @@ def crash_loop(
         elif killing:
             kill_after = _kill_delay(rng, startup, work, share)
         outcome = world.run(kill_after=kill_after, kill_at=kill_at)
-        figures.runs += 1
-        if outcome.killed == "timer":
-            figures.kills_timer += 1
-            phase = "start-up and poll" if outcome.seconds < startup else _phase(outcome.log)
-            figures.phases[phase] += 1
-        elif outcome.killed == "point":
-            figures.kills_point += 1
-            figures.points[outcome.point or "?"] += 1
-        elif outcome.code != 0:
-            figures.failed_runs += 1
-            figures.problems.append(f"run {figures.runs} failed without a kill:\n{outcome.log}")
-        figures.completed_after_crash += outcome.log.count("after an interruption")
-        if outcome.killed:
-            problems = world.check(figures, final=False)
-            if problems:
-                say(f"after kill {figures.kills}: " + "; ".join(problems))
-        elif outcome.code == 0 and not world.done():
+        _count(figures, world, outcome, say, startup=startup)
+        if not outcome.killed and outcome.code == 0 and not world.done():
             # A whole run that leaves work undone will not do it next time either.
             stuck += 1
             if stuck >= 3:
@@ -1187,20 +1205,7 @@ def folder_crash_loop(
         elif killing:
             kill_after = rng.uniform(0.0, window)
         outcome = world.run(kill_after=kill_after, kill_at=kill_at)
-        figures.runs += 1
-        if outcome.killed == "timer":
-            figures.kills_timer += 1
-        elif outcome.killed == "point":
-            figures.kills_point += 1
-            figures.points[outcome.point or "?"] += 1
-        elif outcome.code != 0:
-            figures.failed_runs += 1
-            figures.problems.append(f"run {figures.runs} failed without a kill:\n{outcome.log}")
-        figures.completed_after_crash += outcome.log.count("after an interruption")
-        if outcome.killed:
-            problems = world.check(figures, final=False)
-            if problems:
-                say(f"after kill {figures.kills}: " + "; ".join(problems))
+        _count(figures, world, outcome, say)
         if figures.runs > 30 * (kills + batches):
             figures.problems.append(f"no end after {figures.runs} runs")
             break

@@ -26,8 +26,8 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
 
-from bench.harness import REPO, Row, Run, Table
-from bench.poll_cost import median_ratio, timed
+from bench.harness import REPO, Run, Table
+from bench.poll_cost import add_size_rows, median_ratio, timed
 
 sys.path.insert(0, str(REPO / "tests"))
 
@@ -123,11 +123,7 @@ def run(options: argparse.Namespace) -> list[Table]:
         [],
         ratio="cost",
     )
-    for key in results["small"]:
-        small = f"{key}, {small_n:,} mails"
-        table.rows.append(Row(small, results["small"][key]))
-        table.rows.append(Row(f"{key}, {big_n:,} mails", results["big"][key], versus=small))
-        table.rows[-1].note = f"vs {small_n:,} mails"
+    add_size_rows(table, results, small_n, big_n)
     big = f"no-new-mail poll (library), {big_n:,} mails"
     ratio = median_ratio(table, big)
     table.goal(f"{big} costs <= 1.5x the small folder (median {ratio:.2f}x)", ratio <= 1.5)

@@ -479,42 +479,14 @@ class CrashWorld:
         timeout: float = 300.0,
     ) -> RunOutcome:
         """One ``exportmon run --once`` in a child process, killed as asked."""
-        env = {**os.environ, **self.env, "COLUMNS": "200"}
-        env.pop(ENVIRONMENT, None)
-        if kill_at is not None:
-            env[ENVIRONMENT] = kill_at
-        number = len(list(self.logs.iterdir())) + 1
-        log_path = self.logs / f"run-{number:04d}.log"
-        started = time.monotonic()
-        with open(log_path, "wb") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "exportmon", "-c", str(self.config), "run", "--once"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-            )
-            killed = None
-            try:
-                child.wait(timeout=kill_after if kill_after is not None else timeout)
-            except subprocess.TimeoutExpired:
-                if kill_after is None:
-                    child.kill()
-                    child.wait()
-                    raise AssertionError(
-                        f"run did not end within {timeout} s: {log_path}"
-                    ) from None
-                child.send_signal(signal.SIGKILL)
-                child.wait()
-                killed = "timer"
-        seconds = time.monotonic() - started
-        text = log_path.read_text(errors="replace")
-        if killed is None and child.returncode == -signal.SIGKILL:
-            killed = "point"
-        if "Traceback (most recent call last)" in text:
-            raise AssertionError(f"exportmon printed a traceback:\n{text}")
-        point = kill_at.split(":")[0] if killed == "point" and kill_at else None
-        return RunOutcome(child.returncode, seconds, killed, point, text)
+        return run_once(
+            self.config,
+            self.logs,
+            self.env,
+            kill_after=kill_after,
+            kill_at=kill_at,
+            timeout=timeout,
+        )
 
     def run_logs(self) -> list[str]:
         """The stderr of every run so far, oldest first."""
@@ -811,6 +783,55 @@ def _adapt(share: float, took: float, pace: float) -> float:
     return min(1.0, max(0.1, share))
 
 
+def run_once(
+    config: Path,
+    logs: Path,
+    extra_env: dict[str, str],
+    *,
+    kill_after: float | None = None,
+    kill_at: str | None = None,
+    timeout: float = 300.0,
+) -> RunOutcome:
+    """``exportmon -c CONFIG run --once`` in a child process, its stderr kept in a new
+    numbered file in ``logs``; killed by SIGKILL after ``kill_after`` seconds, or at
+    the crash point ``kill_at`` (``name[:n]``). A traceback in its output, or a run
+    that outlasts ``timeout`` when no kill was asked for, fails the test."""
+    env = {**os.environ, **extra_env, "COLUMNS": "200"}
+    env.pop(ENVIRONMENT, None)
+    if kill_at is not None:
+        env[ENVIRONMENT] = kill_at
+    number = len(list(logs.iterdir())) + 1
+    log_path = logs / f"run-{number:04d}.log"
+    started = time.monotonic()
+    with open(log_path, "wb") as log:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "exportmon", "-c", str(config), "run", "--once"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=env,
+        )
+        killed = None
+        try:
+            child.wait(timeout=kill_after if kill_after is not None else timeout)
+        except subprocess.TimeoutExpired:
+            if kill_after is None:
+                child.kill()
+                child.wait()
+                raise AssertionError(f"run did not end within {timeout} s: {log_path}") from None
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            killed = "timer"
+    seconds = time.monotonic() - started
+    text = log_path.read_text(errors="replace")
+    if killed is None and child.returncode == -signal.SIGKILL:
+        killed = "point"
+    if "Traceback (most recent call last)" in text:
+        raise AssertionError(f"exportmon printed a traceback:\n{text}")
+    point = kill_at.split(":")[0] if killed == "point" and kill_at else None
+    return RunOutcome(child.returncode, seconds, killed, point, text)
+
+
 def _count(
     figures: Figures,
     world: Any,
@@ -1040,36 +1061,7 @@ class FolderCrashWorld:
 
     def run(self, *, kill_after: float | None = None, kill_at: str | None = None) -> RunOutcome:
         """One ``exportmon run --once``, killed as asked."""
-        env = {**os.environ, "COLUMNS": "200"}
-        env.pop(ENVIRONMENT, None)
-        if kill_at is not None:
-            env[ENVIRONMENT] = kill_at
-        log_path = self.logs / f"run-{len(list(self.logs.iterdir())) + 1:04d}.log"
-        started = time.monotonic()
-        killed = None
-        with open(log_path, "wb") as log:
-            child = subprocess.Popen(
-                [sys.executable, "-m", "exportmon", "-c", str(self.config), "run", "--once"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=env,
-            )
-            try:
-                child.wait(timeout=kill_after if kill_after is not None else 300.0)
-            except subprocess.TimeoutExpired:
-                child.send_signal(signal.SIGKILL)
-                child.wait()
-                killed = "timer" if kill_after is not None else None
-                if killed is None:
-                    raise AssertionError(f"run did not end: {log_path}") from None
-        text = log_path.read_text(errors="replace")
-        if killed is None and child.returncode == -signal.SIGKILL:
-            killed = "point"
-        if "Traceback (most recent call last)" in text:
-            raise AssertionError(f"exportmon printed a traceback:\n{text}")
-        point = kill_at.split(":")[0] if killed == "point" and kill_at else None
-        return RunOutcome(child.returncode, time.monotonic() - started, killed, point, text)
+        return run_once(self.config, self.logs, {}, kill_after=kill_after, kill_at=kill_at)
 
     def done(self) -> bool:
         ledger = self.state / "ledger.sqlite"

@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from servers import LOCALHOST
-from servers.https import start_https, stop_https
+from servers.https import QuietHandler, start_https, stop_https
 from servers.tlsca import ServerCert
 
 BASE = "/webapps/bb-data-integration-flatfile-BBLEARN/endpoint"
@@ -172,12 +172,7 @@ class BlackboardServer:
 
 
 def _handler(server: BlackboardServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: object) -> None:  # quiet
-            pass
-
+    class Handler(QuietHandler):
         def _answer(
             self,
             status: int,

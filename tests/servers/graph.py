@@ -33,12 +33,12 @@ import secrets
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from servers import LOCALHOST
-from servers.https import start_https, stop_https
+from servers.https import QuietHandler, start_https, stop_https
 from servers.oauth import OAuthServer
 from servers.tlsca import ServerCert
 
@@ -325,12 +325,7 @@ class GraphServer:
     def start(self) -> None:
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _do(self, method: str) -> None:
                 split = urlsplit(self.path)
                 query = {k: v[0] for k, v in parse_qs(split.query).items()}

@@ -10,6 +10,15 @@ from servers import LOCALHOST, ServerStartError, wait_for_port
 from servers.tlsca import ServerCert
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """A keep-alive (HTTP/1.1) handler that does not print every request to stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
 def start_https(
     handler: type[BaseHTTPRequestHandler], cert: ServerCert, what: str
 ) -> ThreadingHTTPServer:

@@ -30,12 +30,12 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from servers import LOCALHOST
-from servers.https import start_https, stop_https
+from servers.https import QuietHandler, start_https, stop_https
 from servers.tlsca import ServerCert
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -290,12 +290,7 @@ class OAuthServer:
     def start(self) -> None:
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def _form(self) -> dict[str, str]:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length).decode() if length else ""

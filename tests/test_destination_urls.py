@@ -83,3 +83,10 @@ def test_a_bad_destination_url_is_one_line_naming_the_key(
         load_monitor(_write(tmp_path, f'[[deliver]]\nurl = "{url}"\n'))
     assert "deliver[0].url" in caught.value.one_line()
     assert "secret" not in caught.value.one_line()
+
+
+def test_every_scheme_a_url_may_name_has_a_module_that_delivers_to_it() -> None:
+    from exportmon.deliver.kinds import KINDS
+    from exportmon.deliver.urls import SCHEMES
+
+    assert set(KINDS) == set(SCHEMES)

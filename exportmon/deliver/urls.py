@@ -19,9 +19,10 @@ from urllib.parse import unquote
 
 from exportmon.errors import UsageError
 
-#: The scheme of each kind of destination; a path without one is a local folder.
-SCHEMES = ("file", "ftp", "ftps", "sftp", "https", "http")
+#: Each remote kind of destination and its standard port.
 DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22, "https": 443, "http": 80}
+#: The scheme of each kind of destination; a path without one is a local folder.
+SCHEMES = ("file", *DEFAULT_PORTS)
 
 _REMOTE = re.compile(
     r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://"

@@ -7,7 +7,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import pwd
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,7 @@ from exportmon.deliver.sftp import (
     normalize_pin,
     temporary_path,
 )
+from exportmon.deliver.sftp_writes import request_header_size, write_size
 from exportmon.errors import (
     AuthError,
     ConfigError,
@@ -280,6 +283,78 @@ def test_without_posix_rename_the_old_file_is_removed_then_renamed(
         assert leftovers(sshd.home) == ["in/other.csv", "in/people.csv"]
     finally:
         sshd.remove()
+
+
+# --- the upload stream (exportmon/deliver/sftp_writes.py) ---------------------------------
+
+
+def test_requests_carry_what_the_server_allows(sshd, known_hosts, payload):
+    with destination(sshd, known_hosts) as sftp:
+        sftp.put(payload, "people.csv")
+        client = sftp._sftp
+        with client.open("in/probe", "wb") as remote:
+            # OpenSSH says 255 KiB in its limits@openssh.com answer.
+            assert write_size(client, remote.handle, client.extensions) == 261120
+    assert (sshd.home / "in" / "people.csv").read_bytes() == payload.source.read_bytes()
+
+
+def test_without_the_limits_extension_each_request_fits_one_channel_packet(
+    ssh_keys, start_server, tmp_path, payload
+):
+    sshd = start_server(SshServer(ssh_keys, denied=("limits",)))
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd.keyscan())
+    try:
+        with destination(sshd, known) as sftp:
+            sftp.put(payload, "people.csv")
+            client = sftp._sftp
+            with client.open("in/probe", "wb") as remote:
+                size = write_size(client, remote.handle, client.extensions)
+                packet = client.get_channel().out_max_packet_size
+                assert size > 30000 and size + request_header_size(remote.handle) <= packet - 64
+        assert (sshd.home / "in" / "people.csv").read_bytes() == payload.source.read_bytes()
+    finally:
+        sshd.remove()
+
+
+def test_a_full_disk_is_one_line_and_stops_the_upload_early(sshd, known_hosts, payload):
+    folder = sshd.user_folder("in")
+    user = pwd.getpwnam(USER)
+    mounted = subprocess.run(
+        [
+            "mount",
+            "-t",
+            "tmpfs",
+            "-o",
+            f"size=1m,uid={user.pw_uid},gid={user.pw_gid},mode=0755",
+            "tmpfs",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert mounted.returncode == 0, f"this test mounts a 1 MB tmpfs, as root: {mounted.stderr}"
+    try:
+        with destination(sshd, known_hosts, retries=0) as sftp:
+            started = time.monotonic()
+            with pytest.raises(DeliveryError) as caught:
+                sftp.put(payload, "people.csv")  # 3 MB
+            line = caught.value.one_line()
+            assert "\n" not in line and "a full disk or a quota is the usual cause" in line
+            assert time.monotonic() - started < 10
+            sftp.discard("people.csv")
+            assert leftovers(folder) == []
+            small = tmp_path_file(payload.source.parent / "small.csv", b"a,b\n1,2\n")
+            sftp.put(Outgoing.from_path(small, "small.csv"), "small.csv")  # room for this
+        assert (folder / "small.csv").read_bytes() == b"a,b\n1,2\n"
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def tmp_path_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
 
 
 def test_overwrite_keep_and_timestamp(sshd, known_hosts, payload):

@@ -2,8 +2,8 @@
 
 For each file: the target folder is created one level at a time, the file is
 uploaded under its temporary name (:func:`temporary_path`: ``<name>.in_progress``
-by default), its size on the server is compared with the local size, and only then
-is it renamed to ``<name>``:
+by default; :mod:`exportmon.deliver.sftp_writes` streams it), its size on the server
+is compared with the local size, and only then is it renamed to ``<name>``:
 
 * with the ``posix-rename@openssh.com`` extension (OpenSSH and most servers offer
   it), one atomic ``rename(2)`` on the server replaces an older file of that name:
@@ -54,6 +54,7 @@ from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
 from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
 from exportmon.deliver.reconnect import on_new_connections
+from exportmon.deliver.sftp_writes import write_size, write_stream
 from exportmon.errors import (
     AuthError,
     ConfigError,
@@ -77,7 +78,7 @@ EXTRA_HINT = "pip install 'exportmon[sftp]'"
 POSIX_RENAME = "posix-rename@openssh.com"
 #: How much of a file :meth:`SftpDestination.holds` has in flight while reading back.
 _READ_WINDOW = 8 * 1024 * 1024
-#: paramiko's largest SFTP read or write request.
+#: The size of each read request while reading a file back (paramiko's largest).
 _REQUEST = 32768
 #: Faster ciphers first: AES-GCM needs no separate MAC pass, which matters in Python
 #: (the rest of paramiko's list follows, for servers without it).
@@ -562,15 +563,21 @@ class SftpDestination:
             advance, done = start_task(progress, f"upload {posixpath.basename(final)}", item.bytes)
             try:
                 with open(item.source, "rb") as local, sftp.open(temporary, "wb") as remote:
-                    # Writes go out without waiting for each answer; errors surface at
-                    # the latest when the file is closed.
-                    remote.set_pipelined(True)
-                    remote.MAX_REQUEST_SIZE = _write_size(sftp, remote)
-                    while block := local.read(COPY_BUFFER):
-                        remote.write(block)
+                    request = write_size(sftp, remote.handle, sftp.extensions)
+
+                    def after_block(length: int) -> None:
                         checkpoint()
                         if advance is not None:
-                            advance(len(block))
+                            advance(length)
+
+                    write_stream(
+                        sftp.get_channel(),
+                        remote.handle,
+                        local,
+                        request=request,
+                        block=COPY_BUFFER,
+                        after_block=after_block,
+                    )
             finally:
                 done()
             size = sftp.stat(temporary).st_size
@@ -617,21 +624,6 @@ class SftpDestination:
                 "could not remove the temporary file of %s at %s: %s", target, self.display, exc
             )
             self.close()
-
-
-def _write_size(sftp: Any, remote: Any) -> int:
-    """The most data one SFTP write request can carry in a single SSH packet.
-
-    paramiko writes 32768 bytes per request by default; with the request's header
-    that is just over what one channel packet holds (the server's maximum, less the
-    64 bytes paramiko keeps free), so every write went out as a full packet and a
-    tiny one: twice the packets, twice the per-packet work in Python.
-    """
-    channel = sftp.get_channel()
-    # uint32 length, byte type, uint32 id, string handle, uint64 offset, uint32 length.
-    header = 4 + 1 + 4 + 4 + len(remote.handle) + 8 + 4
-    room = int(getattr(channel, "out_max_packet_size", _REQUEST)) - 64 - header
-    return max(1024, min(_REQUEST, room))
 
 
 def _has(sftp: Any, path: str, size: int, sha256: str | None) -> bool:

@@ -118,7 +118,8 @@ def run(options: argparse.Namespace) -> list[Table]:
         baseline="OpenSSH sftp -b" if "OpenSSH sftp -b" in tools else None,
         notes=[
             "exportmon uploads under a temporary name, checks the size and renames; "
-            "sftp writes the final name directly. Ciphers as negotiated: "
+            "sftp writes the final name directly. exportmon sends 255 KiB write "
+            "requests where the server's limits@openssh.com allows. Ciphers as negotiated: "
             "chacha20-poly1305 for OpenSSH, AES-GCM for exportmon (paramiko has no "
             "ChaCha20, and GCM needs no separate MAC pass)",
             "the first two rows include starting the client; for exportmon that is "

@@ -86,10 +86,20 @@ _exportmon() {
                 --header) COMPREPLY=(); return ;;
                 --token-env) COMPREPLY=(); return ;;
                 --token-command) COMPREPLY=(); return ;;
+                --ssh-key-passphrase-command) COMPREPLY=(); return ;;
+                --multipart-field) COMPREPLY=(); return ;;
+                --reference) COMPREPLY=(); return ;;
+                --temp-suffix) COMPREPLY=(); return ;;
+                --temp-prefix) COMPREPLY=(); return ;;
+                --temp-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --trigger) COMPREPLY=($(compgen -W "file export" -- "$cur")); return ;;
+                --trigger-name) COMPREPLY=(); return ;;
+                --manifest) COMPREPLY=($(compgen -W "json csv" -- "$cur")); return ;;
+                --manifest-name) COMPREPLY=(); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command --ssh-key-passphrase-command --multipart-field --reference --temp-suffix --temp-prefix --temp-dir --trigger --trigger-name --trigger-content --manifest --manifest-name -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         push)
             case "$prev" in
                 --url) COMPREPLY=(); return ;;
@@ -112,10 +122,20 @@ _exportmon() {
                 --header) COMPREPLY=(); return ;;
                 --token-env) COMPREPLY=(); return ;;
                 --token-command) COMPREPLY=(); return ;;
+                --ssh-key-passphrase-command) COMPREPLY=(); return ;;
+                --multipart-field) COMPREPLY=(); return ;;
+                --reference) COMPREPLY=(); return ;;
+                --temp-suffix) COMPREPLY=(); return ;;
+                --temp-prefix) COMPREPLY=(); return ;;
+                --temp-dir) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+                --trigger) COMPREPLY=($(compgen -W "file export" -- "$cur")); return ;;
+                --trigger-name) COMPREPLY=(); return ;;
+                --manifest) COMPREPLY=($(compgen -W "json csv" -- "$cur")); return ;;
+                --manifest-name) COMPREPLY=(); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command --ssh-key-passphrase-command --multipart-field --reference --temp-suffix --temp-prefix --temp-dir --trigger --trigger-name --trigger-content --manifest --manifest-name -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         run)
             case "$prev" in
                 --serve) COMPREPLY=(); return ;;

@@ -366,7 +366,19 @@ def test_push_help_and_per_kind_options(tmp_path):
     source = tmp_path / "x.csv"
     source.write_text("x")
     for args, words in [
-        (["--to", tmp_path, "--ssh-key", tmp_path / "k"], "--ssh-key need --url"),
+        (["--to", tmp_path, "--ssh-key", tmp_path / "k"], "--ssh-key needs an sftp:// --url"),
+        (["--ssh-key", tmp_path / "k"], "--ssh-key needs --url"),
+        (["--trigger", "file"], "--trigger needs --to or --url"),
+        (["--url", "https://h/in", "--manifest", "json"], "--manifest needs --to or an ftp://"),
+        (["--to", tmp_path, "--reference", "/id"], "--reference needs an https://"),
+        (["--to", tmp_path, "--temp-suffix", ""], "--temp-suffix: a file would be written"),
+        (["--to", tmp_path, "--trigger-content"], "--trigger-content: needs trigger"),
+        (["--to", tmp_path, "--trigger", "file", "--trigger-name", "a/b"], "--trigger-name: must"),
+        (
+            ["--to", tmp_path, "--trigger", "file", "--trigger-name", "{nme}"],
+            "--trigger-name: unknown placeholder {nme}",
+        ),
+        (["--url", "https://h/in", "--reference", "(x"], "--reference: "),
         (["--url", "ftp://h/in", "--ssh-key", tmp_path / "k"], "--ssh-key needs an sftp://"),
         (["--url", "ftp://h/in", "--method", "PUT"], "--method needs an https://"),
         (["--url", "ftp://h/in", "--dir", "x"], "not both"),
@@ -515,3 +527,44 @@ def test_push_to_https_with_the_https_options(tmp_path, loose_files, start_serve
     )
     assert {upload.headers["X-Integration"] for upload in server.uploads} == {"sis-1"}
     assert server.password not in result.output
+
+
+def test_push_writes_the_completion_signals_asked_for(tmp_path, loose_files, sshd):
+    inbox = sshd.user_folder("in")
+    result = run_cli(
+        "push", "--to", tmp_path / "x", "--url", sshd.url("/~/in"), "--ssh-key",
+        sshd.keys.ed25519, "--host-key", sshd.host_key_fingerprint, "--temp-prefix", ".",
+        "--temp-suffix", ".part", "--trigger", "file", "--trigger-name", "{name}.ok",
+        "--trigger-content", "--manifest", "csv", "--manifest-name", "{export}.list",
+        *loose_files,
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    export = loose_files[0].parent.name
+    for folder in (tmp_path / "x", inbox):
+        names = sorted(p.name for p in folder.iterdir())
+        assert names == sorted([*FILES, *(f"{n}.ok" for n in FILES), f"{export}.list"])
+        for name in FILES:
+            trigger = (folder / f"{name}.ok").read_text()
+            assert f"sha256={sha(folder / name)}" in trigger
+        listed = list(csv.DictReader(io.StringIO((folder / f"{export}.list").read_text())))
+        assert sorted(row["name"] for row in listed) == FILES
+        assert {row["sha256"] for row in listed} == {sha(folder / name) for name in FILES}
+
+
+def test_push_to_https_prints_the_reference_and_names_the_form_field(
+    tmp_path, loose_files, start_server, tls_ca
+):
+    from servers.blackboard import BlackboardServer
+
+    server = start_server(BlackboardServer(tls_ca.server))
+    result = run_cli(
+        "push", "--json", "--url", f"{server.endpoint}/person/store", "--user", server.user,
+        "--password-env", "P", "--ca-file", tls_ca.ca_file, "--body", "multipart",
+        "--multipart-field", "feed", "--reference", "reference code (?P<ref>[0-9a-f]{32})",
+        loose_files[0], env={"P": server.password},
+    )  # fmt: skip
+    assert result.code == 0, result.stderr
+    (line,) = [json.loads(text) for text in result.stdout.splitlines()]
+    assert line["reference"] in server.data_sets
+    (upload,) = server.uploads
+    assert b'name="feed"' in upload.body and loose_files[0].read_bytes() in upload.body

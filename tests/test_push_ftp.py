@@ -363,7 +363,7 @@ def test_push_ftp_json_password_command_and_local_to(ftp_server, gem_files, tmp_
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--dir", "in"], "--dir need --url"),
+        (["--dir", "in"], "--dir needs --url"),
         (["--url", "ftp://h", "--user", "u"], "no password for FTP user u"),
         (["--url", "http://h"], "not an ftp:// or ftps://"),
         (["--url", "ftp://h", "--password-env", "A", "--password-command", "b"], "one way"),

@@ -82,6 +82,16 @@ class BodyChoice(str, Enum):
     multipart = "multipart"
 
 
+class TriggerChoice(str, Enum):
+    file = "file"
+    export = "export"
+
+
+class ManifestChoice(str, Enum):
+    json = "json"
+    csv = "csv"
+
+
 def register(app: typer.Typer) -> None:
     app.command("push-ftp", epilog=EPILOG)(push_ftp_command)
 
@@ -195,6 +205,65 @@ def push_ftp_command(
     token_command: Annotated[
         str | None, typer.Option(metavar="CMD", help="HTTPS: command that prints a bearer token.")
     ] = None,
+    ssh_key_passphrase_command: Annotated[
+        str | None,
+        typer.Option(metavar="CMD", help="SFTP: command that prints the key's passphrase."),
+    ] = None,
+    multipart_field: Annotated[
+        str | None,
+        typer.Option(metavar="NAME", help="HTTPS: the form field of the file (default file)."),
+    ] = None,
+    reference: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATTERN",
+            help="HTTPS: the processing reference in the answer: a regular expression with "
+            "a group ref, or a JSON pointer (/id); printed with the file.",
+        ),
+    ] = None,
+    temp_suffix: Annotated[
+        str | None,
+        typer.Option(metavar="TEXT", help="Temporary name <name>TEXT (default .in_progress)."),
+    ] = None,
+    temp_prefix: Annotated[
+        str | None, typer.Option(metavar="TEXT", help="Temporary name TEXT<name>, e.g. '.'.")
+    ] = None,
+    temp_dir: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DIR", help="Write files in DIR first (same disk or server), then move them."
+        ),
+    ] = None,
+    trigger: Annotated[
+        TriggerChoice | None,
+        typer.Option(
+            help="Write a trigger file after each file, or after each export's files.",
+            show_default=False,
+        ),
+    ] = None,
+    trigger_name: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TEMPLATE", help="The trigger's name (default {name}.done; also {export})."
+        ),
+    ] = None,
+    trigger_content: Annotated[
+        bool,
+        typer.Option("--trigger-content", help="Write rows and SHA-256 into the trigger."),
+    ] = False,
+    manifest: Annotated[
+        ManifestChoice | None,
+        typer.Option(
+            help="Write a manifest of each export's files (sizes, rows, SHA-256) last.",
+            show_default=False,
+        ),
+    ] = None,
+    manifest_name: Annotated[
+        str | None,
+        typer.Option(
+            metavar="TEMPLATE", help="The manifest's name (default {export}.manifest.{format})."
+        ),
+    ] = None,
     null: NullOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -220,6 +289,13 @@ def push_ftp_command(
             method=method.value if method is not None else None,
             body=body.value if body is not None else None, headers=list(headers or []),
             token_env=token_env, token_command=token_command,
+            ssh_key_passphrase_command=ssh_key_passphrase_command,
+            multipart_field=multipart_field, reference=reference, temp_suffix=temp_suffix,
+            temp_prefix=temp_prefix, temp_dir=temp_dir,
+            trigger=trigger.value if trigger is not None else None, trigger_name=trigger_name,
+            trigger_content=trigger_content,
+            manifest=manifest.value if manifest is not None else None,
+            manifest_name=manifest_name,
         )
     )  # fmt: skip
     flag_targets = [_open(config, standalone=True) for config in configs]
@@ -327,6 +403,7 @@ def _tell(
         merged.failures += outcome.failures
         merged.skipped += outcome.skipped
     for done in merged.delivered:
+        extra = {"reference": done.placed.reference} if done.placed.reference else {}
         emitter.emit(
             done.placed.location,
             source=str(done.item.source),
@@ -336,6 +413,7 @@ def _tell(
             bytes=done.placed.bytes,
             earlier=done.earlier,
             kept=done.placed.kept,
+            **extra,
         )
     error = merged.error()
     if error is not None:
@@ -475,7 +553,36 @@ class _Flags:
     headers: list[str] = field(default_factory=list)
     token_env: str | None = None
     token_command: str | None = None
+    ssh_key_passphrase_command: str | None = None
+    multipart_field: str | None = None
+    reference: str | None = None
+    temp_suffix: str | None = None
+    temp_prefix: str | None = None
+    temp_dir: str | None = None
+    trigger: str | None = None
+    trigger_name: str | None = None
+    trigger_content: bool = False
+    manifest: str | None = None
+    manifest_name: str | None = None
 
+
+#: The ``[[deliver]]`` keys the options above set as they are, on every entry they
+#: apply to (the rest are set one by one in :func:`flag_configs`).
+_PLAIN_KEYS = (
+    "ssh_key_passphrase_command",
+    "multipart_field",
+    "reference",
+    "temp_suffix",
+    "temp_prefix",
+    "temp_dir",
+    "trigger",
+    "trigger_name",
+    "trigger_content",
+    "manifest",
+    "manifest_name",
+)
+#: Where files are written under a temporary name and signals can be placed.
+_RENAMING = ("file", "ftp", "ftps", "sftp")
 
 #: Which URL kinds each per-kind option applies to, and what the error calls them.
 _PER_KIND: dict[str, tuple[tuple[str, ...], str]] = {
@@ -494,12 +601,24 @@ _PER_KIND: dict[str, tuple[tuple[str, ...], str]] = {
     "headers": (("https",), "--header"),
     "token_env": (("https",), "--token-env"),
     "token_command": (("https",), "--token-command"),
+    "ssh_key_passphrase_command": (("sftp",), "--ssh-key-passphrase-command"),
+    "multipart_field": (("https",), "--multipart-field"),
+    "reference": (("https",), "--reference"),
+    "temp_suffix": (_RENAMING, "--temp-suffix"),
+    "temp_prefix": (_RENAMING, "--temp-prefix"),
+    "temp_dir": (_RENAMING, "--temp-dir"),
+    "trigger": (_RENAMING, "--trigger"),
+    "trigger_name": (_RENAMING, "--trigger-name"),
+    "trigger_content": (_RENAMING, "--trigger-content"),
+    "manifest": (_RENAMING, "--manifest"),
+    "manifest_name": (_RENAMING, "--manifest-name"),
 }
 _KIND_WORDS = {
     ("ftp", "ftps"): "an ftp:// or ftps:// --url",
     ("ftps", "https"): "an ftps:// or https:// --url",
     ("sftp",): "an sftp:// --url",
     ("https",): "an https:// --url",
+    _RENAMING: "--to or an ftp://, ftps:// or sftp:// --url (HTTPS has no temporary names)",
 }
 
 
@@ -515,13 +634,14 @@ def flag_configs(flags: _Flags) -> list[DestinationConfig]:
                 hint="give a local folder with --to; plain http:// is not offered (use https://)",
             )
         kinds.append(kind)
+    given = kinds + ["file"] * len(flags.to)
     for name, (applies, flag) in _PER_KIND.items():
         value = getattr(flags, name)
         if value in (None, False, []):
             continue
-        if not flags.urls:
-            raise UsageError(f"{flag} need --url")
-        if not set(applies) & set(kinds):
+        if not given:
+            raise UsageError(f"{flag} needs {'--to or ' if 'file' in applies else ''}--url")
+        if not set(applies) & set(given):
             words = _KIND_WORDS.get(applies, "a remote --url")
             raise UsageError(f"{flag} needs {words}")
     if flags.password_env and flags.password_command:
@@ -544,7 +664,9 @@ def flag_configs(flags: _Flags) -> list[DestinationConfig]:
         headers[name.strip()] = value.strip()
     policy = flags.overwrite or "replace"
     found = [
-        DestinationConfig(url=str(folder), overwrite=policy, order=list(flags.order or []))
+        DestinationConfig(
+            url=str(folder), overwrite=policy, order=list(flags.order or []), key="--"
+        )
         for folder in flags.to
     ]
     for url, kind in zip(flags.urls, kinds, strict=True):
@@ -589,4 +711,21 @@ def flag_configs(flags: _Flags) -> list[DestinationConfig]:
             if flags.body:
                 entry.body = flags.body  # type: ignore[assignment]
         found.append(entry)
+    from exportmon.config.load import check_flag_destination
+
+    for entry in found:
+        kind = parse_destination_url(entry.url).kind
+        for name in _PLAIN_KEYS:
+            value = getattr(flags, name)
+            if value not in (None, False) and kind in _PER_KIND[name][0]:
+                setattr(entry, name, value)
+        check_flag_destination(entry, _flag_name)
     return found
+
+
+def _flag_name(key: str) -> str:
+    """The option that sets ``[[deliver]]`` key ``key`` (``temp_suffix`` → ``--temp-suffix``)."""
+    for name, (_, flag) in _PER_KIND.items():
+        if name == key:
+            return flag
+    return "--" + key.replace("_", "-")

@@ -788,6 +788,20 @@ def _check_destination(destination: DestinationConfig, key: str, fail: Fail, che
     _check_https(destination, url.kind, key, fail, check)
 
 
+def check_flag_destination(
+    destination: DestinationConfig, flag: typing.Callable[[str], str]
+) -> None:
+    """The checks of a ``[[deliver]]`` entry, for one made of command-line options: the
+    first problem as a :class:`UsageError` naming the option (``flag(key)``)."""
+
+    def fail(key: str, message: str, hint: str | None = None) -> typing.NoReturn:
+        name = key.rpartition(".")[2]
+        message = message.removeprefix(f"{name}: ")
+        raise UsageError(f"{flag(name)}: {message}", hint=hint)
+
+    _check_destination(destination, "", fail, contextlib.nullcontext)
+
+
 def _check_https(
     destination: DestinationConfig, kind: str, key: str, fail: Fail, check: Check
 ) -> None:
@@ -820,12 +834,13 @@ def _check_https(
 
 
 def _is_set(table: Any, f: dataclasses.Field[Any]) -> bool:
-    """Whether field ``f`` of ``table`` differs from its default (a path default
-    compared as it is resolved)."""
+    """Whether field ``f`` of ``table`` differs from its default (paths compared as
+    they are resolved)."""
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    if f.metadata.get("path") and isinstance(default, str):
-        default = str(Path(os.path.expandvars(default)).expanduser())
-    return bool(getattr(table, f.name) != default)
+    value = getattr(table, f.name)
+    if f.metadata.get("path") and isinstance(default, str) and isinstance(value, str):
+        default, value = (str(Path(os.path.expandvars(v)).expanduser()) for v in (default, value))
+    return bool(value != default)
 
 
 def _local_folders(config: MonitorConfig) -> list[tuple[str, str]]:

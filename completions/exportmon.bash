@@ -96,10 +96,16 @@ _exportmon() {
                 --trigger-name) COMPREPLY=(); return ;;
                 --manifest) COMPREPLY=($(compgen -W "json csv" -- "$cur")); return ;;
                 --manifest-name) COMPREPLY=(); return ;;
+                --status-url) COMPREPLY=(); return ;;
+                --status-done) COMPREPLY=(); return ;;
+                --status-fail) COMPREPLY=(); return ;;
+                --status-warn) COMPREPLY=(); return ;;
+                --status-interval) COMPREPLY=(); return ;;
+                --status-timeout) COMPREPLY=(); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command --ssh-key-passphrase-command --multipart-field --reference --temp-suffix --temp-prefix --temp-dir --trigger --trigger-name --trigger-content --manifest --manifest-name -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command --ssh-key-passphrase-command --multipart-field --reference --temp-suffix --temp-prefix --temp-dir --trigger --trigger-name --trigger-content --manifest --manifest-name --status-url --status-done --status-fail --status-warn --status-interval --status-timeout -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         push)
             case "$prev" in
                 --url) COMPREPLY=(); return ;;
@@ -132,10 +138,16 @@ _exportmon() {
                 --trigger-name) COMPREPLY=(); return ;;
                 --manifest) COMPREPLY=($(compgen -W "json csv" -- "$cur")); return ;;
                 --manifest-name) COMPREPLY=(); return ;;
+                --status-url) COMPREPLY=(); return ;;
+                --status-done) COMPREPLY=(); return ;;
+                --status-fail) COMPREPLY=(); return ;;
+                --status-warn) COMPREPLY=(); return ;;
+                --status-interval) COMPREPLY=(); return ;;
+                --status-timeout) COMPREPLY=(); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command --ssh-key-passphrase-command --multipart-field --reference --temp-suffix --temp-prefix --temp-dir --trigger --trigger-name --trigger-content --manifest --manifest-name -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --url --dir --user --password-env --password-command --ca-file --to --overwrite --sub-dirs --no-sub-dirs --order --active --retries --timeout --ssh-key --ssh-key-passphrase-env --known-hosts --host-key --method --body --header --token-env --token-command --ssh-key-passphrase-command --multipart-field --reference --temp-suffix --temp-prefix --temp-dir --trigger --trigger-name --trigger-content --manifest --manifest-name --status-url --status-done --status-fail --status-warn --status-interval --status-timeout -0 --null --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur") $(compgen -f -- "$cur")) ;;
         run)
             case "$prev" in
                 --serve) COMPREPLY=(); return ;;

@@ -11,11 +11,15 @@ import hashlib
 import io
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from fetchkit import export_mail, write_config
 from gem_output import GEM_ZIP, NAMES
+from watching import wait_for
 
 from cli import run_cli
 from exportmon.actions.deliver import deliver_export
@@ -568,3 +572,92 @@ def test_push_to_https_prints_the_reference_and_names_the_form_field(
     assert line["reference"] in server.data_sets
     (upload,) = server.uploads
     assert b'name="feed"' in upload.body and loose_files[0].read_bytes() in upload.body
+
+
+# --- push --status-url: waiting for the receiving system --------------------------------
+
+
+@pytest.fixture
+def learn(start_server, tls_ca):
+    from servers.blackboard import BlackboardServer
+
+    return start_server(BlackboardServer(tls_ca.server))
+
+
+def push_tracked(learn, tls_ca, *paths, extra=(), cwd=None):
+    return run_cli(
+        "push", "--json", "--url", f"{learn.endpoint}/person/store", "--user", learn.user,
+        "--password-env", "P", "--ca-file", tls_ca.ca_file,
+        "--reference", "reference code (?P<ref>[0-9a-f]{32})",
+        "--status-url", f"{learn.endpoint}/dataSetStatus/{{reference}}",
+        "--status-done", "queuedCount == 0", "--status-fail", "errorCount > 0",
+        "--status-warn", "warningCount > 0", "--status-interval", "0.1s", *extra, *paths,
+        env={"P": learn.password},
+    )  # fmt: skip
+
+
+def test_push_with_a_status_url_prints_each_file_once_processed(learn, tls_ca, loose_files):
+    learn.queued = 3
+    result = push_tracked(learn, tls_ca, *loose_files[:2])
+    assert result.code == 0, result.stderr
+    lines = [json.loads(text) for text in result.stdout.splitlines()]
+    assert len(lines) == 2 and {line["processing"] for line in lines} == {"done"}
+    for line in lines:
+        data_set = learn.data_sets[line["reference"]]
+        assert data_set.polls >= 3  # queued 3, 2, 1, then 0
+        assert line["status"]["queuedCount"] == "0"  # as the XML answer has it
+    assert len(learn.uploads) == 2
+
+
+def test_push_reports_processing_failures_and_timeouts_in_one_line_each(learn, tls_ca, loose_files):
+    learn.errors = 2
+    failed = push_tracked(learn, tls_ca, loose_files[0])
+    assert failed.code == 1 and failed.stdout == ""
+    (line,) = [text for text in failed.stderr.splitlines() if text.startswith("ERROR")]
+    assert "processing failed (errorCount > 0)" in line and "errors 2" in line
+    learn.errors = 0
+    learn.never_complete = True
+    late = push_tracked(learn, tls_ca, loose_files[1], extra=["--status-timeout", "0.5s"])
+    assert late.code == 1 and late.stdout == ""
+    assert "still not processed after status_timeout" in late.stderr
+    assert learn.password not in failed.output + late.output
+
+
+def test_push_records_the_processing_of_files_inside_a_monitor(
+    tmp_path, gem_fixtures, learn, tls_ca
+):
+    learn.warnings = 1
+    config = monitor_config(tmp_path, gem_fixtures, [{"url": str(tmp_path / "out")}])
+    fetched = run_cli("-c", config, "fetch")
+    unzipped = run_cli("-c", config, "unzip", input=fetched.stdout)
+    paths = unzipped.stdout.split()
+    result = push_tracked(learn, tls_ca, *paths)
+    assert result.code == 0, result.stderr
+    assert {json.loads(text)["processing"] for text in result.stdout.splitlines()} == {"warned"}
+    assert result.stderr.count("processed with warnings (warningCount > 0)") == len(paths)
+    with ledger_of(tmp_path) as ledger:
+        statuses = [d.status for d in ledger.deliveries() if d.destination.startswith("https")]
+    assert statuses == ["warned"] * len(paths)
+
+
+def test_ctrl_c_stops_the_waiting_and_the_file_stays_delivered(learn, tls_ca, loose_files):
+    learn.never_complete = True
+    command = [
+        sys.executable, "-m", "exportmon", "push", "--url", f"{learn.endpoint}/person/store",
+        "--user", learn.user, "--password-env", "P", "--ca-file", str(tls_ca.ca_file),
+        "--reference", "reference code (?P<ref>[0-9a-f]{32})",
+        "--status-url", f"{learn.endpoint}/dataSetStatus/{{reference}}",
+        "--status-done", "queuedCount == 0", "--status-interval", "0.2s", str(loose_files[0]),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "P": learn.password},
+    )
+    wait_for(lambda: any(d.polls for d in learn.data_sets.values()), timeout=30)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err.decode()
+    assert out == b"" and b"Traceback" not in err
+    assert len(learn.uploads) == 1

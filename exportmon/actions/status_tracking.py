@@ -135,17 +135,53 @@ def poll_delivery(
     moment = now or datetime.now(timezone.utc)
     if not due(delivery, config, moment):
         return "submitted"
-    name = PurePosixPath(delivery.target).name
-    url = destination.status_address(delivery.reference, delivery.target)
     submitted = from_text(delivery.submitted_at or delivery.finished_at or delivery.started_at)
-    timed_out = config.status_timeout is not None and moment >= submitted + timedelta(
+    verdict = judge_status(
+        destination, config, delivery.reference, delivery.target, submitted=submitted, now=moment
+    )
+    ledger.record_status(delivery.id, verdict.status, fields=verdict.fields, error=verdict.error)
+    return verdict.status
+
+
+@dataclass
+class Verdict:
+    """What one status poll found out about one delivered file."""
+
+    #: ``submitted`` (still being processed, or no answer yet), ``done``, ``warned``,
+    #: ``failed`` or ``timeout``.
+    status: str
+    #: The answer's fields as JSON; ``None`` when no answer could be read.
+    fields: str | None
+    #: The one line of a failure or timeout (or of an answer that could not be read).
+    error: str | None = None
+
+    @property
+    def decided(self) -> bool:
+        return self.status != "submitted"
+
+
+def judge_status(
+    destination: HttpsDestination,
+    config: DestinationConfig,
+    reference: str | None,
+    target: str,
+    *,
+    submitted: datetime,
+    now: datetime,
+) -> Verdict:
+    """Ask for the status of the file sent to ``target`` (its ``reference``) once, and
+    decide from the answer and ``status_done`` / ``status_fail`` / ``status_warn``
+    (``status_timeout`` counted from ``submitted``); what it finds is logged."""
+    name = PurePosixPath(target).name
+    url = destination.status_address(reference, target)
+    timed_out = config.status_timeout is not None and now >= submitted + timedelta(
         seconds=config.status_timeout
     )
     done, fail, warn = (
         parse_condition(text) if text else None
         for text in (config.status_done, config.status_fail, config.status_warn)
     )
-    where = f"{name} at {destination.display} (reference {delivery.reference or '-'})"
+    where = f"{name} at {destination.display} (reference {reference or '-'})"
     try:
         body = destination.fetch_status(url)
         crash_point("status.polled")
@@ -163,36 +199,26 @@ def poll_delivery(
                 f"{where}: no status within status_timeout ({_span(config.status_timeout)}):"
                 f" {exc.one_line()}"
             )
-            ledger.record_status(delivery.id, "timeout", fields=None, error=gave_up)
-            return "timeout"
+            return Verdict("timeout", None, gave_up)
         log.warning("status of %s: %s; asking again later", where, exc.one_line())
-        ledger.record_status(delivery.id, "submitted", fields=None, error=exc.one_line())
-        return "submitted"
+        return Verdict("submitted", None, exc.one_line())
     recorded = json.dumps(fields, sort_keys=False)
     counts = counts_text(fields) or "no counts"
     if not finished and not timed_out:
         log.info("%s is being processed: %s", where, counts)
-        ledger.record_status(delivery.id, "submitted", fields=recorded)
-        return "submitted"
-    error: str | None
+        return Verdict("submitted", recorded)
     if failing:
         assert fail is not None
-        status, error = "failed", f"{where}: processing failed ({fail.text}): {counts}"
-    elif not finished:
-        status = "timeout"
-        error = (
-            f"{where}: still not processed after status_timeout"
-            f" ({_span(config.status_timeout)}): {counts}"
-        )
-    elif warning:
-        status, error = "warned", None
+        return Verdict("failed", recorded, f"{where}: processing failed ({fail.text}): {counts}")
+    if not finished:
+        late = f"still not processed after status_timeout ({_span(config.status_timeout)})"
+        return Verdict("timeout", recorded, f"{where}: {late}: {counts}")
+    if warning:
         assert warn is not None
         log.warning("%s processed with warnings (%s): %s", where, warn.text, counts)
-    else:
-        status, error = "done", None
-        log.info("%s processed: %s", where, counts)
-    ledger.record_status(delivery.id, status, fields=recorded, error=error)
-    return status
+        return Verdict("warned", recorded)
+    log.info("%s processed: %s", where, counts)
+    return Verdict("done", recorded)
 
 
 @dataclass
@@ -310,8 +336,10 @@ __all__ = [
     "COUNT_NAMES",
     "Condition",
     "ProcessingStatus",
+    "Verdict",
     "counts_text",
     "due",
+    "judge_status",
     "poll_delivery",
     "processing_line",
     "processing_status",

@@ -8,9 +8,11 @@ exports piped in.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +21,7 @@ import typer
 
 from exportmon.actions.deliver import (
     Batch,
+    Delivered,
     Outcome,
     deliver_batches,
     settle_exports,
@@ -44,6 +47,7 @@ from exportmon.errors import ConfigError, DeliveryError, ExportmonError, UsageEr
 from exportmon.files.names import relative_target
 from exportmon.ledger import File
 from exportmon.log import get_logger, monitor_context
+from exportmon.signals import checkpoint, stop_event
 from exportmon.units import parse_duration
 
 log = get_logger(__name__)
@@ -58,8 +62,14 @@ Examples:
 
   exportmon push --to /srv/in --url sftp://u@sftp.example.com/in --ssh-key ~/.ssh/id x/*.csv
 
-  exportmon push --url https://learn.example.edu/endpoint/person/store --user i \\
-      --password-env LEARN_PASSWORD --method POST x/people.txt
+  # Blackboard: wait until the records are processed, exit 1 on errors
+  LEARN=https://learn.example.edu/endpoint
+  exportmon push --url $LEARN/person/store --user i --password-env LEARN_PASSWORD \\
+      --reference 'code (?P<ref>[0-9a-f]{32})' \\
+      --status-url "$LEARN/dataSetStatus/{reference}" \\
+      --status-done 'queuedCount == 0' --status-fail 'errorCount > 0' x/people.txt
+
+  exportmon push --to /srv/in --trigger export --manifest json x/*.csv
 
 Each file is written under a temporary name (<name>.in_progress) and renamed once
 complete (remote size checked), so readers never see a partial file. Prints where
@@ -264,6 +274,34 @@ def push_ftp_command(
             metavar="TEMPLATE", help="The manifest's name (default {export}.manifest.{format})."
         ),
     ] = None,
+    status_url: Annotated[
+        str | None,
+        typer.Option(
+            metavar="URL",
+            help="HTTPS: wait until this URL (may hold {reference}) says each file is "
+            "processed; exit 1 if it failed.",
+        ),
+    ] = None,
+    status_done: Annotated[
+        str | None,
+        typer.Option(metavar="CONDITION", help="HTTPS: when processing is done: queuedCount == 0."),
+    ] = None,
+    status_fail: Annotated[
+        str | None,
+        typer.Option(metavar="CONDITION", help="HTTPS: when it failed, e.g. errorCount > 0."),
+    ] = None,
+    status_warn: Annotated[
+        str | None,
+        typer.Option(metavar="CONDITION", help="HTTPS: when it warned, e.g. warningCount > 0."),
+    ] = None,
+    status_interval: Annotated[
+        str | None,
+        typer.Option(metavar="DURATION", help="HTTPS: time between status polls (default 30s)."),
+    ] = None,
+    status_timeout: Annotated[
+        str | None,
+        typer.Option(metavar="DURATION", help="HTTPS: stop waiting after this (default 24h)."),
+    ] = None,
     null: NullOption = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -295,7 +333,9 @@ def push_ftp_command(
             trigger=trigger.value if trigger is not None else None, trigger_name=trigger_name,
             trigger_content=trigger_content,
             manifest=manifest.value if manifest is not None else None,
-            manifest_name=manifest_name,
+            manifest_name=manifest_name, status_url=status_url, status_done=status_done,
+            status_fail=status_fail, status_warn=status_warn, status_interval=status_interval,
+            status_timeout=status_timeout,
         )
     )  # fmt: skip
     flag_targets = [_open(config, standalone=True) for config in configs]
@@ -349,7 +389,7 @@ def _push_group(
                 progress=step.progress,
                 connected=True,
             )
-            _tell(step, emitter, group, target, outcomes)
+            _tell(step, emitter, group, target, outcomes, follow=bool(flag_targets))
     finally:
         if not flag_targets:
             for target in targets:
@@ -393,28 +433,33 @@ def _folder_name(group: _Group) -> str:
 
 
 def _tell(
-    step: StepRun, emitter: Emitter, group: _Group, target: _Target, outcomes: list[Outcome]
+    step: StepRun,
+    emitter: Emitter,
+    group: _Group,
+    target: _Target,
+    outcomes: list[Outcome],
+    *,
+    follow: bool,
 ) -> None:
-    """Print where each file went; one error line for the destination, else one info line."""
+    """Print where each file went; one error line for the destination, else one info line.
+
+    With ``follow`` (a ``--status-url`` of the command line: no ``run`` polls it), a
+    file the receiving system reports on is printed once it has processed it
+    (:func:`_follow`)."""
     destination = target.destination
     merged = Outcome(destination)
     for outcome in outcomes:
         merged.delivered += outcome.delivered
         merged.failures += outcome.failures
         merged.skipped += outcome.skipped
+    waiting = []
     for done in merged.delivered:
-        extra = {"reference": done.placed.reference} if done.placed.reference else {}
-        emitter.emit(
-            done.placed.location,
-            source=str(done.item.source),
-            name=done.item.name,
-            destination=destination.label,
-            target=done.placed.target,
-            bytes=done.placed.bytes,
-            earlier=done.earlier,
-            kept=done.placed.kept,
-            **extra,
-        )
+        if follow and done.placed.submitted and not done.earlier:
+            waiting.append(done)
+        else:
+            _emit(emitter, destination, done)
+    if waiting:
+        _follow(step, emitter, group, target, waiting)
     error = merged.error()
     if error is not None:
         step.report(error)
@@ -428,6 +473,69 @@ def _tell(
             _origin(group),
             destination.display,
         )
+
+
+def _emit(
+    emitter: Emitter, destination: Destination, done: Delivered, **processing: object
+) -> None:
+    extra = {"reference": done.placed.reference} if done.placed.reference else {}
+    emitter.emit(
+        done.placed.location,
+        source=str(done.item.source),
+        name=done.item.name,
+        destination=destination.label,
+        target=done.placed.target,
+        bytes=done.placed.bytes,
+        earlier=done.earlier,
+        kept=done.placed.kept,
+        **extra,
+        **processing,
+    )
+
+
+def _follow(
+    step: StepRun, emitter: Emitter, group: _Group, target: _Target, waiting: list[Delivered]
+) -> None:
+    """Poll the status of each file in ``waiting`` every ``status_interval`` until the
+    receiving system has decided on it or ``status_timeout`` has passed; print each file
+    processed, report each failed one, and record the outcome in the ledger of files
+    inside a monitor's folder."""
+    from exportmon.actions.status_tracking import judge_status
+    from exportmon.deliver.https import HttpsDestination
+
+    destination, config = target.destination, target.config
+    assert isinstance(destination, HttpsDestination)
+    records = {id(item): file for item, file in group.items}
+    submitted = datetime.now(timezone.utc)
+    interval = max(config.status_interval or 0.0, 0.1)
+    while waiting:
+        if stop_event().wait(interval):
+            checkpoint()  # raises: the files were taken, their processing is unknown
+        moment = datetime.now(timezone.utc)
+        for done in list(waiting):
+            verdict = judge_status(
+                destination,
+                config,
+                done.placed.reference,
+                done.placed.target,
+                submitted=submitted,
+                now=moment,
+            )
+            if not verdict.decided:
+                continue
+            waiting.remove(done)
+            file = records.get(id(done.item))
+            if group.owner is not None and file is not None:
+                delivery = group.owner.ledger.delivered(file.id, destination.label)
+                if delivery is not None:
+                    group.owner.ledger.record_status(
+                        delivery.id, verdict.status, fields=verdict.fields, error=verdict.error
+                    )
+            if verdict.status in ("failed", "timeout"):
+                step.report(DeliveryError(verdict.error or verdict.status, retryable=False))
+                continue
+            fields = json.loads(verdict.fields) if verdict.fields else {}
+            _emit(emitter, destination, done, processing=verdict.status, status=fields)
 
 
 def _skipped(target: _Target, count: int) -> ExportmonError:
@@ -564,6 +672,12 @@ class _Flags:
     trigger_content: bool = False
     manifest: str | None = None
     manifest_name: str | None = None
+    status_url: str | None = None
+    status_done: str | None = None
+    status_fail: str | None = None
+    status_warn: str | None = None
+    status_interval: str | None = None
+    status_timeout: str | None = None
 
 
 #: The ``[[deliver]]`` keys the options above set as they are, on every entry they
@@ -580,6 +694,10 @@ _PLAIN_KEYS = (
     "trigger_content",
     "manifest",
     "manifest_name",
+    "status_url",
+    "status_done",
+    "status_fail",
+    "status_warn",
 )
 #: Where files are written under a temporary name and signals can be placed.
 _RENAMING = ("file", "ftp", "ftps", "sftp")
@@ -612,6 +730,12 @@ _PER_KIND: dict[str, tuple[tuple[str, ...], str]] = {
     "trigger_content": (_RENAMING, "--trigger-content"),
     "manifest": (_RENAMING, "--manifest"),
     "manifest_name": (_RENAMING, "--manifest-name"),
+    "status_url": (("https",), "--status-url"),
+    "status_done": (("https",), "--status-done"),
+    "status_fail": (("https",), "--status-fail"),
+    "status_warn": (("https",), "--status-warn"),
+    "status_interval": (("https",), "--status-interval"),
+    "status_timeout": (("https",), "--status-timeout"),
 }
 _KIND_WORDS = {
     ("ftp", "ftps"): "an ftp:// or ftps:// --url",
@@ -652,10 +776,15 @@ def flag_configs(flags: _Flags) -> list[DestinationConfig]:
         raise UsageError("--retries must not be negative")
     if flags.ca_file is not None and not flags.ca_file.is_file():
         raise UsageError(f"--ca-file: file not found: {flags.ca_file}")
-    try:
-        seconds = parse_duration(flags.timeout) if flags.timeout is not None else 60.0
-    except ValueError as exc:
-        raise UsageError(f"--timeout: {exc}") from None
+    durations: dict[str, float] = {}
+    for name in ("timeout", "status_interval", "status_timeout"):
+        text = getattr(flags, name)
+        try:
+            if text is not None:
+                durations[name] = parse_duration(text)
+        except ValueError as exc:
+            raise UsageError(f"{_flag_name(name)}: {exc}") from None
+    seconds = durations.get("timeout", 60.0)
     headers = {}
     for header in flags.headers:
         name, colon, value = header.partition(":")
@@ -710,6 +839,9 @@ def flag_configs(flags: _Flags) -> list[DestinationConfig]:
                 entry.method = flags.method  # type: ignore[assignment]
             if flags.body:
                 entry.body = flags.body  # type: ignore[assignment]
+            for name in ("status_interval", "status_timeout"):
+                if name in durations:
+                    setattr(entry, name, durations[name])
         found.append(entry)
     from exportmon.config.load import check_flag_destination
 

@@ -29,9 +29,9 @@ from exportmon.deliver.sftp import (
     fingerprint,
     normalize_dir,
     normalize_pin,
-    temporary_path,
 )
 from exportmon.deliver.sftp_writes import request_header_size, write_size
+from exportmon.deliver.signals import TempNaming
 from exportmon.errors import (
     AuthError,
     ConfigError,
@@ -374,10 +374,10 @@ def test_overwrite_keep_and_timestamp(sshd, known_hosts, payload):
 
 
 def test_temp_prefix_and_temp_dir(sshd, known_hosts, payload):
-    with destination(sshd, known_hosts, temp_prefix=".", temp_suffix="") as sftp:
+    with destination(sshd, known_hosts, temp=TempNaming(prefix=".", suffix="")) as sftp:
         assert sftp.temporary("people.csv") == "in/.people.csv"
         sftp.put(payload, "people.csv")
-    with destination(sshd, known_hosts, temp_dir="/~/staging") as sftp:
+    with destination(sshd, known_hosts, temp=TempNaming(dir="/~/staging")) as sftp:
         assert sftp.temporary("org/people.csv") == "staging/org/people.csv.in_progress"
         sftp.put(payload, "org/people.csv")
     assert leftovers(sshd.home) == ["in/org/people.csv", "in/people.csv"]
@@ -385,11 +385,17 @@ def test_temp_prefix_and_temp_dir(sshd, known_hosts, payload):
 
 
 def test_temporary_names():
-    assert temporary_path("in/a.csv", suffix=".in_progress") == "in/a.csv.in_progress"
-    assert temporary_path("/in/a.csv", suffix="", prefix=".") == "/in/.a.csv"
-    assert temporary_path("/in/a.csv", suffix="", folder="/tmp/x") == "/tmp/x/a.csv"
+    def temporary(target, directory="/~/in", **naming):
+        sftp = SftpDestination("h", 22, directory, user="u", temp=TempNaming(**naming))
+        return sftp.temporary(target)
+
+    assert temporary("a.csv") == "in/a.csv.in_progress"
+    assert temporary("a.csv", "/in", suffix="", prefix=".") == "/in/.a.csv"
+    assert temporary("x/a.csv", "/in", suffix="", dir="/tmp/t") == "/tmp/t/x/a.csv"
+    assert temporary("a.csv", "/in", dir="part") == "/in/part/a.csv.in_progress"
+    assert temporary("a.csv", dir="/~/staging") == "staging/a.csv.in_progress"
     with pytest.raises(UsageError, match="equal to the final one"):
-        temporary_path("in/a.csv", suffix="")
+        SftpDestination("h", 22, "/in", user="u", temp=TempNaming(suffix="", dir="/in"))
     assert normalize_dir("/in/exports/") == "/in/exports"
     assert normalize_dir("/~/in") == "in" and normalize_dir("/~") == normalize_dir("") == ""
     with pytest.raises(UsageError):
@@ -585,7 +591,7 @@ def test_a_kill_between_upload_and_rename_resumes_without_uploading_again(
 def test_describe_and_pins_without_connecting():
     sftp = SftpDestination(
         "sftp.example.com", 2222, "/in", user="exports", password="x",
-        host_key="SHA256:" + "A" * 43 + "=", temp_dir="staging",
+        host_key="SHA256:" + "A" * 43 + "=", temp=TempNaming(dir="staging"),
     )  # fmt: skip
     assert sftp.describe() == (
         "deliver to sftp://sftp.example.com:2222/in as exports with a password, "

@@ -1,9 +1,10 @@
 """Delivering to an SFTP server over SSH, through paramiko (the ``sftp`` extra).
 
 For each file: the target folder is created one level at a time, the file is
-uploaded under its temporary name (:func:`temporary_path`: ``<name>.in_progress``
-by default; :mod:`exportmon.deliver.sftp_writes` streams it), its size on the server
-is compared with the local size, and only then is it renamed to ``<name>``:
+uploaded under its temporary name (:class:`~exportmon.deliver.signals.TempNaming`:
+``<name>.in_progress`` by default; :mod:`exportmon.deliver.sftp_writes` streams it),
+its size on the server is compared with the local size, and only then is it renamed
+to ``<name>``:
 
 * with the ``posix-rename@openssh.com`` extension (OpenSSH and most servers offer
   it), one atomic ``rename(2)`` on the server replaces an older file of that name:
@@ -52,9 +53,10 @@ from typing import TYPE_CHECKING, Any
 
 from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
-from exportmon.deliver import IN_PROGRESS, Outgoing, Placed, check_overwrite
+from exportmon.deliver import Outgoing, Placed, check_overwrite
 from exportmon.deliver.reconnect import on_new_connections
 from exportmon.deliver.sftp_writes import write_size, write_stream
+from exportmon.deliver.signals import TempNaming
 from exportmon.errors import (
     AuthError,
     ConfigError,
@@ -141,38 +143,6 @@ def normalize_dir(path: str) -> str:
     return joined if relative else "/" + joined
 
 
-def temp_folder(text: str, directory: str) -> str:
-    """``temp_dir`` as a server path: an absolute one as written (``/~/x`` below the
-    login folder, see :func:`normalize_dir`), else relative to the destination's
-    ``directory``."""
-    if text.startswith("/"):
-        return normalize_dir(text) or "."
-    parts = [part for part in text.replace("\\", "/").split("/") if part not in ("", ".")]
-    if ".." in parts or not parts:
-        raise UsageError(f"temp_dir must name a folder without '..': {text!r}")
-    return posixpath.join(directory, *parts) if directory else "/".join(parts)
-
-
-def temporary_path(final: str, *, suffix: str, prefix: str = "", folder: str | None = None) -> str:
-    """The server path ``final`` is written under before it is renamed to ``final``:
-    ``<prefix><name><suffix>`` beside it, or in ``folder`` (``temp_dir``) when given.
-
-    ``folder`` is absolute or relative to the folder of ``final``'s destination and
-    must be on the same server (a rename cannot cross file systems there either).
-    Refuses a temporary name equal to ``final`` (no prefix, suffix or folder).
-    """
-    name = prefix + posixpath.basename(final) + suffix
-    base = (
-        posixpath.join(folder, name) if folder else posixpath.join(posixpath.dirname(final), name)
-    )
-    if posixpath.normpath(base) == posixpath.normpath(final):
-        raise UsageError(
-            "temp_suffix, temp_prefix and temp_dir leave the temporary name equal to the final one",
-            hint='keep temp_suffix = ".in_progress" or set temp_prefix or temp_dir',
-        )
-    return base
-
-
 class _Transient(Exception):
     """A failure worth retrying at once on a new connection."""
 
@@ -195,9 +165,7 @@ class SftpDestination:
         timeout: float | None = 60.0,
         retries: int = 3,
         overwrite: str = "replace",
-        temp_suffix: str = IN_PROGRESS,
-        temp_prefix: str = "",
-        temp_dir: str | None = None,
+        temp: TempNaming | None = None,
         backoff: float = 1.0,
     ) -> None:
         self.host = host
@@ -213,11 +181,10 @@ class SftpDestination:
         self.retries = max(retries, 0)
         self.backoff = backoff
         self.overwrite = check_overwrite(overwrite)
-        self.temp_suffix = temp_suffix
-        self.temp_prefix = temp_prefix
-        #: The server folder of temporary files, if not beside the final ones.
-        self.temp_dir = temp_folder(temp_dir, self.directory) if temp_dir else None
-        temporary_path("x", suffix=temp_suffix, prefix=temp_prefix, folder=self.temp_dir)
+        #: Where a file is written before its rename (``temp_dir`` on this server:
+        #: absolute, ``/~/...`` below the login folder, or relative to ``directory``).
+        self.temp = temp or TempNaming()
+        self.temporary("x")  # refuses a naming that leaves the final name
         netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         where = self.directory if self.directory.startswith("/") else "/~/" + self.directory
         #: Ledger name and log name: server and folder, no user, no credentials.
@@ -474,13 +441,18 @@ class SftpDestination:
     def temporary(self, target: str) -> str:
         """The server path ``target`` is uploaded under before its rename."""
         final = self.remote_path(target)
-        folder = None
-        if self.temp_dir is not None:
-            sub = posixpath.dirname(target.strip("/"))
-            folder = posixpath.join(self.temp_dir, sub) if sub else self.temp_dir
-        return temporary_path(
-            final, suffix=self.temp_suffix, prefix=self.temp_prefix, folder=folder
-        )
+        temporary = self.temp.temporary(target)
+        if temporary.startswith("/"):
+            temporary = normalize_dir(posixpath.normpath(temporary))
+        else:
+            temporary = self.remote_path(temporary)
+        if posixpath.normpath(temporary) == posixpath.normpath(final):
+            raise UsageError(
+                "temp_suffix, temp_prefix and temp_dir leave the temporary name equal to the "
+                "final one",
+                hint='keep temp_suffix = ".in_progress" or set temp_prefix or temp_dir',
+            )
+        return temporary
 
     def location(self, target: str) -> str:
         return f"{self.label.rstrip('/')}/{target}"
@@ -765,7 +737,5 @@ def open_destination(config: DestinationConfig, url: DestinationURL) -> SftpDest
         timeout=config.timeout,
         retries=config.retries,
         overwrite=config.overwrite,
-        temp_suffix=config.temp_suffix,
-        temp_prefix=config.temp_prefix,
-        temp_dir=config.temp_dir,
+        temp=TempNaming.of(config),
     )

@@ -178,6 +178,16 @@ def test_order_delivers_the_listed_types_first_then_alphabetically(setup):
         "5-1-organizations.csv",
         "a/5-1-y.csv",
     ]
+    # A folder source's [[types]] know the type when the name does not tell it.
+    typed = [
+        Outgoing(Path("a"), "users.txt", 1, type="person"),
+        Outgoing(Path("b"), "courses.txt", 1, type="course"),
+        Outgoing(Path("c"), "5-1-organizations.csv", 1),
+    ]
+    ordered = delivery_order(
+        typed, ["course", "person"], name=lambda o: o.name, type=lambda o: o.type
+    )
+    assert [o.name for o in ordered] == ["courses.txt", "users.txt", "5-1-organizations.csv"]
 
 
 def test_archive_dir_keeps_a_time_stamped_copy_of_every_file(setup):

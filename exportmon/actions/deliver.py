@@ -461,7 +461,9 @@ def deliver_export(
         if known is not None:
             errors.append(known)
             continue
-        items = delivery_order(outgoing, config.order, name=lambda pair: pair[0].name)
+        items = delivery_order(
+            outgoing, config.order, name=lambda pair: pair[0].name, type=lambda pair: pair[0].type
+        )
         batch = Batch(items, export=export, keep_order=bool(config.order))
         outcome = deliver_batches(
             destination, [batch], config=config, ledger=ledger, progress=progress

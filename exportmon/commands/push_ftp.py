@@ -414,7 +414,9 @@ def _batches(group: _Group, wanted: Sequence[str]) -> list[Batch]:
         name = None if export is not None else _folder_name(group)
         batches.append(
             Batch(
-                delivery_order(items, wanted, name=lambda pair: pair[0].name),
+                delivery_order(
+                    items, wanted, name=lambda pair: pair[0].name, type=lambda pair: pair[0].type
+                ),
                 export=export,
                 name=name,
                 keep_order=bool(wanted),

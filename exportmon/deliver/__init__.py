@@ -139,15 +139,22 @@ def choose_target(
 
 
 def delivery_order(
-    items: Iterable[T], order: Sequence[str], name: Callable[[T], str] = str
+    items: Iterable[T],
+    order: Sequence[str],
+    name: Callable[[T], str] = str,
+    type: Callable[[T], str | None] | None = None,
 ) -> list[T]:
     """``items`` with the export types listed in ``order`` first, in that order, then
-    the rest alphabetically by name (``organizations`` before ``sites``)."""
+    the rest alphabetically by name (``organizations`` before ``sites``).
+
+    An item's type is ``type(item)`` where that knows it (:attr:`Outgoing.type`: a
+    folder source's ``[[types]]``), else the one in its name."""
     rank = {kind: position for position, kind in enumerate(order)}
 
     def key(item: T) -> tuple[int, str]:
         text = name(item)
-        return rank.get(export_type(text) or "", len(rank)), text
+        kind = (type(item) if type is not None else None) or export_type(text)
+        return rank.get(kind or "", len(rank)), text
 
     return sorted(items, key=key)
 

@@ -165,6 +165,32 @@ def test_plain_known_hosts_entries_are_accepted_too(sshd, tmp_path, payload):
         assert not sftp.exists("people.csv")
 
 
+def test_known_hosts_is_read_as_ssh_reads_it(sshd, tmp_path, payload):
+    """Wildcards, negations and a @cert-authority line (for which paramiko's own
+    reader refuses the whole file) are fine."""
+    kind, key = Path(f"{sshd.host_key}.pub").read_text().split()[:2]
+    ca_kind, ca_key = Path(f"{sshd.keys.untrusted}.pub").read_text().split()[:2]
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        f"@cert-authority *.example.com {ca_kind} {ca_key}\n"
+        f"[127.0.0.?]:{sshd.port},!bad.example.com {kind} {key}\n"
+    )
+    with destination(sshd, path) as sftp:
+        sftp.put(payload, "people.csv")
+    assert (sshd.home / "in" / "people.csv").read_bytes() == payload.source.read_bytes()
+
+
+def test_a_revoked_host_key_is_refused(sshd, known_hosts, tmp_path):
+    kind, key = Path(f"{sshd.host_key}.pub").read_text().split()[:2]
+    path = tmp_path / "known_hosts"
+    path.write_text(known_hosts.read_text() + f"@revoked * {kind} {key}\n")
+    with pytest.raises(ConnectionFailed) as caught, destination(sshd, path) as sftp:
+        sftp.exists("x")
+    line = caught.value.one_line()
+    assert "is marked @revoked" in line and sshd.host_key_fingerprint in line
+    assert logins(sshd) == 0
+
+
 def test_an_unknown_host_key_is_refused_with_its_fingerprint_and_how_to_trust_it(sshd, tmp_path):
     empty = tmp_path / "known_hosts"
     empty.write_text("")

@@ -32,10 +32,11 @@ name:
   log in with whatever key its account happens to hold. (The SSH transport is driven
   directly, not through paramiko's ``SSHClient``, so its ``allow_agent`` and
   ``look_for_keys`` never come into play, nor does ``~/.ssh/config``.)
-* the server's host key must be in ``known_hosts`` (OpenSSH format; hashed entries
-  and ``[host]:port`` names work) or equal the pinned ``host_key = "SHA256:..."``
-  (the fingerprint ``ssh-keygen -l`` prints). An unknown or changed key is refused,
-  never added: the message shows the key's fingerprint and how to trust it.
+* the server's host key must be in ``known_hosts``, read as ssh reads it
+  (:mod:`exportmon.deliver.known_hosts`: hashed names, ``[host]:port``, wildcards,
+  ``@revoked``), or equal the pinned ``host_key = "SHA256:..."`` (the fingerprint
+  ``ssh-keygen -l`` prints). An unknown, changed or revoked key is refused, never
+  added: the message shows the key's fingerprint and how to trust it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from exportmon.atomic import COPY_BUFFER
 from exportmon.crashpoints import crash_point
-from exportmon.deliver import Outgoing, Placed, check_overwrite
+from exportmon.deliver import Outgoing, Placed, check_overwrite, known_hosts
 from exportmon.deliver.reconnect import on_new_connections
 from exportmon.deliver.sftp_writes import write_size, write_stream
 from exportmon.deliver.signals import TempNaming
@@ -107,8 +108,7 @@ def load_paramiko() -> Any:
 
 def fingerprint(key: Any) -> str:
     """``SHA256:<base64>`` of a public key, as ``ssh-keygen -l`` prints it."""
-    digest = hashlib.sha256(key.asbytes()).digest()
-    return "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
+    return known_hosts.fingerprint(key.asbytes())
 
 
 def normalize_pin(pin: str) -> str:
@@ -245,7 +245,7 @@ class SftpDestination:
                 retryable=False,
             )
         pkey = self._load_key(paramiko) if self.key_file else None
-        known = self._known_keys(paramiko)
+        known = self._known_keys()
         sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
         transport = paramiko.Transport(sock)
         self._transport = transport
@@ -256,10 +256,10 @@ class SftpDestination:
         options.ciphers = [c for c in _FAST_CIPHERS if c in offered] + [
             c for c in offered if c not in _FAST_CIPHERS
         ]
-        if known:
+        if known.valid:
             # Ask for a key type known_hosts has (as OpenSSH does), so a server with
             # several host keys is not refused for showing another one.
-            wanted = [a for kind in known for a in _KEY_ALGORITHMS.get(kind, (kind,))]
+            wanted = [a for kind in known.valid for a in _KEY_ALGORITHMS.get(kind, (kind,))]
             types = [a for a in options.key_types if a in wanted]
             if types:
                 options.key_types = types
@@ -307,23 +307,22 @@ class SftpDestination:
                 f"cannot read ssh_key {self.key_file}: {exc.strerror or exc}"
             ) from None
 
-    def _known_keys(self, paramiko: Any) -> dict[str, Any]:
+    def _known_keys(self) -> known_hosts.KnownKeys:
         """The keys known_hosts lists for this server (nothing with a pinned key)."""
         if self.host_key or self.known_hosts is None or not self.known_hosts.is_file():
-            return {}
-        keys = paramiko.HostKeys()
+            return known_hosts.KnownKeys()
         try:
-            keys.load(str(self.known_hosts))
-        except (OSError, UnicodeDecodeError, paramiko.SSHException, ValueError) as exc:
+            return known_hosts.lookup(self.known_hosts, self.host, self.port)
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
             raise ConfigError(
-                f"cannot read known_hosts {self.known_hosts}: {exc}",
-                hint="it must be an OpenSSH known_hosts file",
+                f"cannot read known_hosts {self.known_hosts}: {reason}",
+                hint="it must be an OpenSSH known_hosts file, readable by this user",
             ) from None
-        return dict(keys.lookup(self._known_name()) or {})
 
     def _known_name(self) -> str:
         """The server's name in known_hosts: ``host``, or ``[host]:port`` off port 22."""
-        return self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+        return known_hosts.host_name(self.host, self.port)
 
     def _trust_hint(self, seen: str) -> str:
         port = "" if self.port == 22 else f"-p {self.port} "
@@ -333,7 +332,7 @@ class SftpDestination:
             f'ssh-keyscan {port}{self.host} >> {target}, or set host_key = "{seen}"'
         )
 
-    def _verify_host_key(self, key: Any, known: dict[str, Any]) -> None:
+    def _verify_host_key(self, key: Any, known: known_hosts.KnownKeys) -> None:
         seen = fingerprint(key)
         shown = f"{key.get_name()} {seen}"
         if self.host_key is not None:
@@ -345,8 +344,18 @@ class SftpDestination:
                     retryable=False,
                 )
             return
-        expected = known.get(key.get_name())
-        if expected is None:
+        blob = key.asbytes()
+        if known.is_revoked(blob):
+            raise ConnectionFailed(
+                f"{self.display}: the host key {shown} is marked @revoked in "
+                f"{self.known_hosts}; refused",
+                hint="ask the server's administrator for its new key",
+                retryable=False,
+            )
+        if known.accepts(blob):
+            return
+        expected = known.valid.get(key.get_name())
+        if not expected:
             where = self.known_hosts or "known_hosts"
             missing = "" if self.known_hosts and self.known_hosts.is_file() else " (no such file)"
             raise ConnectionFailed(
@@ -354,15 +363,14 @@ class SftpDestination:
                 hint=self._trust_hint(seen),
                 retryable=False,
             )
-        if expected.asbytes() != key.asbytes():
-            raise ConnectionFailed(
-                f"{self.display}: the host key has changed to {shown} (known_hosts has "
-                f"{fingerprint(expected)}); refused, it may be an impostor",
-                hint=f"if it was changed on purpose, remove the old line "
-                f"(ssh-keygen -R '{self._known_name()}' -f {self.known_hosts}) and "
-                + self._trust_hint(seen).replace("check it with", "check the new key with"),
-                retryable=False,
-            )
+        raise ConnectionFailed(
+            f"{self.display}: the host key has changed to {shown} (known_hosts has "
+            f"{known_hosts.fingerprint(expected[0])}); refused, it may be an impostor",
+            hint=f"if it was changed on purpose, remove the old line "
+            f"(ssh-keygen -R '{self._known_name()}' -f {self.known_hosts}) and "
+            + self._trust_hint(seen).replace("check it with", "check the new key with"),
+            retryable=False,
+        )
 
     def _authenticate(self, paramiko: Any, transport: Any, pkey: Any) -> None:
         refused = ""

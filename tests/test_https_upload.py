@@ -744,6 +744,35 @@ def test_the_watcher_polls_on_schedule_until_delivered(blackboard, tls_ca, tmp_p
     assert "processed: completed 3 / errors 0 / queued 0" in output
 
 
+def test_the_watcher_polls_the_status_on_its_own_interval_not_the_mail_polls(
+    blackboard, tls_ca, tmp_path
+) -> None:
+    blackboard.queued = 2
+    config = _cli_monitor(tmp_path, blackboard, tls_ca, status_interval="1s")
+    text = config.read_text().replace("ids = [5]", 'ids = [5]\npoll_interval = "1h"')
+    config.write_text(text)
+    started = time.monotonic()
+    watcher = Watcher(config, env={"LEARN_PASSWORD": blackboard.password})
+    try:
+        ledger_path = load_monitor(config).dirs.ledger
+
+        def delivered() -> bool:
+            try:
+                with sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True) as db:
+                    states = [row[0] for row in db.execute("SELECT state FROM exports")]
+            except sqlite3.Error:
+                return False
+            return states == ["delivered", "delivered"]
+
+        wait_for(delivered, timeout=60)
+    finally:
+        code, output = watcher.stop()
+    assert code == 0, output
+    # Two polls per file, a second apart, not an hour.
+    assert time.monotonic() - started < 30
+    assert blackboard.requests["status"] == 4
+
+
 def test_a_stop_request_ends_a_waiting_status_poll_at_once(blackboard, tls_ca, tmp_path) -> None:
     import threading
 

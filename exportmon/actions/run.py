@@ -43,6 +43,7 @@ from exportmon.actions.fetch import (
 from exportmon.actions.monitor_run import monitor_run
 from exportmon.actions.plan import resume_plan
 from exportmon.actions.prune import prune
+from exportmon.actions.status_tracking import next_poll
 from exportmon.actions.steps import (
     as_exportmon_error,
     attempt,
@@ -69,6 +70,8 @@ WAIT_SLICE = 5.0
 #: Back-off after a failed connection: first wait, and the longest wait.
 #: How long the watcher waits before reconnecting, growing from 1 s to 5 minutes.
 RECONNECT = RetryPolicy(first=1.0, cap=300.0)
+#: The least a watcher waits between cycles for a status poll (status_interval = 0).
+MIN_POLL_WAIT = 1.0
 
 #: The steps an export goes through, by the state each one starts from.
 STEPS: tuple[tuple[str, str, Callable[..., Export]], ...] = (
@@ -459,6 +462,10 @@ def _watch_loop(
             deadline = time.monotonic() + interval
             if idle_limit:
                 deadline = min(deadline, last_seen + idle_limit)
+            poll_due = next_poll(monitor, ledger)
+            if poll_due is not None:
+                # A receiving system's status is asked for on its own schedule.
+                deadline = min(deadline, time.monotonic() + max(poll_due, MIN_POLL_WAIT))
             try:
                 while not shutdown.requested:
                     remaining = deadline - time.monotonic()

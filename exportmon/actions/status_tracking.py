@@ -122,6 +122,31 @@ def due(delivery: Delivery, config: DestinationConfig, now: datetime) -> bool:
     return now >= from_text(last) + timedelta(seconds=config.status_interval or 0.0)
 
 
+def next_poll(monitor: MonitorConfig, ledger: Ledger, now: datetime | None = None) -> float | None:
+    """Seconds until a submitted delivery of ``monitor`` is due for its next poll (0:
+    one is due now), or ``None`` when none is waiting: what a watcher waits at most
+    before its next cycle, so polls keep to ``status_interval`` whatever
+    ``poll_interval`` is. The shortest ``status_interval`` of the monitor's tracked
+    destinations is used (waking early for another costs a look at the ledger)."""
+    intervals = [
+        config.status_interval or 0.0 for config in monitor.destinations if tracked(config)
+    ]
+    if not intervals:
+        return None
+    waiting = ledger.processing_deliveries(status="submitted", latest=True)
+    if not waiting:
+        return None
+    moment = now or datetime.now(timezone.utc)
+    step = timedelta(seconds=min(intervals))
+    soonest = min(
+        from_text(last) + step
+        if (last := d.polled_at or d.submitted_at or d.finished_at)
+        else moment
+        for d in waiting
+    )
+    return max(0.0, (soonest - moment).total_seconds())
+
+
 def poll_delivery(
     ledger: Ledger,
     destination: HttpsDestination,
@@ -340,6 +365,7 @@ __all__ = [
     "counts_text",
     "due",
     "judge_status",
+    "next_poll",
     "poll_delivery",
     "processing_line",
     "processing_status",

@@ -407,7 +407,12 @@ def config_problem(error: ConfigError) -> Problem:
         state="error",
         summary=f"config does not load: {_short(message)}",
         reason=f"config does not load: {_full(message)}",
-        details={"config": path, "error": _full(message)},
+        details={
+            "config": path,
+            "error": _full(message),
+            # One per problem of a file with several (ConfigProblems), else the one.
+            "errors": [" ".join(redact(line).split()) for line in error.lines()],
+        },
     )
 
 

@@ -152,6 +152,8 @@ class MonitorStatus:
     retry: str | None = None
     #: Set when the monitor's config does not load (``state`` is then ``error``).
     config_error: str | None = None
+    #: Each of the config file's problems, one line each.
+    config_errors: list[str] = field(default_factory=list)
     #: ``auth = "oauth2"`` monitors: who signed in with which flow, when the sign-in
     #: was last renewed (``renewed_at``) and when it ends, if the provider said.
     sign_in: dict[str, Any] | None = None
@@ -353,6 +355,7 @@ def broken_config_status(error: ConfigError, *, now: datetime | None = None) -> 
         checked_at=to_text(_now(now)),
         problems=[problem],
         config_error=problem.details["error"],
+        config_errors=list(problem.details["errors"]),
     )
 
 

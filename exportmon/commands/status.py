@@ -89,7 +89,8 @@ def status_command(
     report = load_status(opts.configs or None, strict=opts.strict, now=now)
     for status in report.monitors:
         if status.config_error is not None:
-            log.error("%s", status.config_error)
+            for line in status.config_errors or [status.config_error]:
+                log.error("%s", line)
             opts.config_failed = True
     if nagios:
         line, code = nagios_line(report)

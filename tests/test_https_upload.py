@@ -572,6 +572,24 @@ def test_a_500_from_the_status_url_is_asked_again_later(tracked, caplog):
     assert tracked.server.requests["store"] == 4
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"[" * 30000 + b"]" * 30000,  # deeper than the JSON parser can follow
+        b'{"queuedCount": ' + b"9" * 5000 + b"}",  # an integer too long to convert
+        b"<dataSetStatus><queuedCount>0</queuedCount>",  # cut short
+        b"\x00\xff" * 100,
+    ],
+)
+def test_a_hostile_status_answer_is_asked_again_later(tracked, caplog, answer):
+    tracked.server.queued = 1
+    tracked.server.odd_status = [answer] * 4  # the first poll of each file
+    export = tracked.deliver()
+    assert export.state == "unpacked" and export.error is None
+    assert caplog.text.count("asking again later") == 4
+    assert tracked.deliver().state == "delivered"
+
+
 def test_a_status_that_never_completes_times_out(tracked):
     tracked.server.never_complete = True
     export = tracked.deliver()

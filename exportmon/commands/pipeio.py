@@ -16,6 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import IO, Any
 
+from exportmon import json_answers
 from exportmon.errors import UsageError
 
 
@@ -66,8 +67,8 @@ def read_inputs(
             continue
         if line.lstrip().startswith("{"):
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
+                record = json_answers.loads(line)
+            except ValueError:
                 raise UsageError(f"stdin line {number} is not valid JSON") from None
             path = record.get("path") if isinstance(record, dict) else None
             if not isinstance(path, str):

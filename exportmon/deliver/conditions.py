@@ -35,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from exportmon import json_answers
 from exportmon.errors import ExportmonError
 
 #: The largest status answer read, in bytes.
@@ -285,7 +286,7 @@ def parse_answer(body: bytes) -> Answer:
     text = body.lstrip(b"\xef\xbb\xbf").strip()
     if text.startswith((b"{", b"[")):
         try:
-            return Answer(data=json.loads(text))
+            return Answer(data=json_answers.loads(text))
         except ValueError as exc:
             raise AnswerError(f"the status answer is not valid JSON: {exc}") from None
     if text.startswith(b"<"):

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import mimetypes
 import re
 import secrets as random_tokens
@@ -65,6 +64,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote, urljoin, urlsplit
 
+from exportmon import json_answers
 from exportmon.deliver import Outgoing, Placed, check_overwrite
 from exportmon.errors import ConfigError, DeliveryError, ExportmonError, LinkRefused
 from exportmon.files.names import export_type
@@ -481,7 +481,7 @@ def extract_reference(pattern: str, body: bytes) -> str | None:
     or by the group ``ref`` of a regular expression; None when it is not there."""
     if pattern.startswith("/"):
         try:
-            value: Any = json.loads(body)
+            value: Any = json_answers.loads(body)
         except ValueError:
             return None
         for token in pattern[1:].split("/"):

@@ -27,6 +27,7 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from exportmon import json_answers
 from exportmon.errors import ArchiveError, AuthError, ConnectionFailed, TLSError
 from exportmon.log import get_logger
 from exportmon.mail.source import (
@@ -166,7 +167,7 @@ class GraphSource(MailSource):
     def _json(self, method: str, target: str, **kwargs: Any) -> tuple[int, dict[str, Any]]:
         status, payload = self._request(method, target, **kwargs)
         try:
-            answer = json.loads(payload or b"{}")
+            answer = json_answers.loads(payload or b"{}")
         except ValueError:
             answer = {}
         return status, answer if isinstance(answer, dict) else {}
@@ -325,7 +326,7 @@ def _retry_after(header: str | None, attempt: int) -> float:
 
 def _graph_error(payload: bytes) -> str:
     try:
-        error = json.loads(payload).get("error", {})
+        error = json_answers.loads(payload).get("error", {})
         return f"{error.get('code', '')}: {error.get('message', '')}".strip(": ")
     except (ValueError, AttributeError):
         return "no reason given"

@@ -47,7 +47,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import ipaddress
-import json
 import os
 import socket
 import ssl
@@ -61,7 +60,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urljoin, urlsplit
 
-from exportmon import __version__
+from exportmon import __version__, json_answers
 from exportmon.errors import ConnectionFailed, ExportmonError, LinkRefused
 from exportmon.net import retry
 from exportmon.net.tls import client_context, tls_error
@@ -507,7 +506,7 @@ class Response:
         if len(data) > limit:
             raise ExportmonError(f"the JSON answer from {display_url(self.url)} is too large")
         try:
-            return json.loads(data)
+            return json_answers.loads(data)
         except ValueError:
             raise ExportmonError(f"the answer from {display_url(self.url)} is not JSON") from None
 

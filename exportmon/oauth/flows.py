@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import secrets
 import ssl
 import threading
@@ -30,7 +29,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
-from exportmon import redact
+from exportmon import json_answers, redact
 from exportmon.errors import ConnectionFailed, SignInError
 from exportmon.net.tls import client_context
 from exportmon.oauth.providers import Provider
@@ -121,7 +120,7 @@ def post_form(url: str, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
     except (OSError, TimeoutError) as exc:
         raise ConnectionFailed(f"cannot reach the token endpoint {host}: {exc}") from None
     try:
-        answer = json.loads(raw or b"{}")
+        answer = json_answers.loads(raw or b"{}")
     except ValueError:
         answer = None
     if not isinstance(answer, dict):

@@ -30,7 +30,7 @@ from exportmon.deliver.sftp import (
     normalize_dir,
     normalize_pin,
 )
-from exportmon.deliver.sftp_writes import request_header_size, write_size
+from exportmon.deliver.sftp_writes import MAX_HEADER, write_size
 from exportmon.deliver.signals import TempNaming
 from exportmon.errors import (
     AuthError,
@@ -318,9 +318,8 @@ def test_requests_carry_what_the_server_allows(sshd, known_hosts, payload):
     with destination(sshd, known_hosts) as sftp:
         sftp.put(payload, "people.csv")
         client = sftp._sftp
-        with client.open("in/probe", "wb") as remote:
-            # OpenSSH says 255 KiB in its limits@openssh.com answer.
-            assert write_size(client, remote.handle, client.extensions) == 261120
+        # OpenSSH says 255 KiB in its limits@openssh.com answer, asked once.
+        assert sftp._request_size == write_size(client, client.extensions) == 261120
     assert (sshd.home / "in" / "people.csv").read_bytes() == payload.source.read_bytes()
 
 
@@ -333,11 +332,9 @@ def test_without_the_limits_extension_each_request_fits_one_channel_packet(
     try:
         with destination(sshd, known) as sftp:
             sftp.put(payload, "people.csv")
-            client = sftp._sftp
-            with client.open("in/probe", "wb") as remote:
-                size = write_size(client, remote.handle, client.extensions)
-                packet = client.get_channel().out_max_packet_size
-                assert size > 30000 and size + request_header_size(remote.handle) <= packet - 64
+            packet = sftp._sftp.get_channel().out_max_packet_size
+            assert sftp._request_size > 30000
+            assert sftp._request_size + MAX_HEADER <= packet - 64
         assert (sshd.home / "in" / "people.csv").read_bytes() == payload.source.read_bytes()
     finally:
         sshd.remove()

@@ -193,6 +193,8 @@ class SftpDestination:
         self._transport: Any = None
         self._sftp: Any = None
         self._posix_rename = True
+        #: The data of one WRITE request on this connection (:func:`write_size`).
+        self._request_size = 32768
         self._made_dirs: set[str] = set()
         #: A login or host key refusal: the rest of the batch fails with it at once
         #: instead of knocking again (``with destination:`` starts a new batch).
@@ -273,6 +275,7 @@ class SftpDestination:
         sftp = _client_class(paramiko)(channel)
         self._sftp = sftp
         self._posix_rename = POSIX_RENAME in sftp.extensions
+        self._request_size = write_size(sftp, sftp.extensions)
 
     def _load_key(self, paramiko: Any) -> Any:
         assert self.key_file is not None
@@ -543,8 +546,6 @@ class SftpDestination:
             advance, done = start_task(progress, f"upload {posixpath.basename(final)}", item.bytes)
             try:
                 with open(item.source, "rb") as local, sftp.open(temporary, "wb") as remote:
-                    request = write_size(sftp, remote.handle, sftp.extensions)
-
                     def after_block(length: int) -> None:
                         checkpoint()
                         if advance is not None:
@@ -554,7 +555,7 @@ class SftpDestination:
                         sftp.get_channel(),
                         remote.handle,
                         local,
-                        request=request,
+                        request=self._request_size,
                         block=COPY_BUFFER,
                         after_block=after_block,
                     )

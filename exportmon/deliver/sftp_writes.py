@@ -45,30 +45,33 @@ FIRST_ID = 0x80000000
 _READ = 65536
 
 
-def request_header_size(handle: bytes) -> int:
-    """Bytes of a WRITE request before its data: length, type, id, handle, offset, length."""
-    return 4 + 1 + 4 + 4 + len(handle) + 8 + 4
+#: The longest handle a server may give (draft-ietf-secsh-filexfer-02: 256 bytes).
+MAX_HANDLE = 256
+#: The most a WRITE request holds besides its data: length, type, id, handle,
+#: offset, data length.
+MAX_HEADER = 4 + 1 + 4 + 4 + MAX_HANDLE + 8 + 4
 
 
-def write_size(sftp: Any, handle: bytes, extensions: frozenset[str]) -> int:
-    """The data one WRITE request carries to this server.
+def write_size(sftp: Any, extensions: frozenset[str]) -> int:
+    """The data one WRITE request carries to this server (asked once per connection).
 
     With ``limits@openssh.com`` the server's own maximum (capped at :data:`MAX_WRITE`);
-    without it, what fits in one SSH channel packet (about 32 KiB: the size every
-    server must accept), so no request is sent as a full packet and a tiny one.
+    where the server names no maximum (0, or no such extension), what fits in one SSH
+    channel packet (about 32 KiB: the size every server must accept, and what
+    OpenSSH's own client then sends), so no request goes out as a full packet and a
+    tiny one.
     """
-    header = request_header_size(handle)
     if LIMITS in extensions:
         limits = _limits(sftp)
         if limits is not None:
             max_packet, _read, max_write = limits
-            room = (max_packet - header) if max_packet else MAX_WRITE
-            size = min(max_write or MAX_WRITE, room, MAX_WRITE)
-            if size >= 1024:
+            room = (max_packet - MAX_HEADER) if max_packet else MAX_WRITE
+            size = min(max_write, room, MAX_WRITE)
+            if max_write and size >= 1024:
                 return size
     channel = sftp.get_channel()
     # paramiko keeps 64 bytes of each channel packet free for the message around it.
-    room = int(getattr(channel, "out_max_packet_size", 32768)) - 64 - header
+    room = int(getattr(channel, "out_max_packet_size", 32768)) - 64 - MAX_HEADER
     return max(1024, min(32768, room))
 
 

@@ -735,6 +735,18 @@ def test_a_run_killed_while_polling_resumes_polling_and_never_uploads_again(
         assert {e.state for e in ledger.exports()} == {"delivered"}
 
 
+def _both_delivered(config: Path) -> bool:
+    """Whether both exports of the monitor are delivered, read beside the watcher
+    (read-only: the watcher creates the ledger)."""
+    ledger_path = load_monitor(config).dirs.ledger
+    try:
+        with sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True) as db:
+            states = [row[0] for row in db.execute("SELECT state FROM exports")]
+    except sqlite3.Error:
+        return False
+    return states == ["delivered", "delivered"]
+
+
 def test_the_watcher_polls_on_schedule_until_delivered(blackboard, tls_ca, tmp_path) -> None:
     blackboard.queued = 3
     config = _cli_monitor(tmp_path, blackboard, tls_ca)
@@ -742,18 +754,7 @@ def test_the_watcher_polls_on_schedule_until_delivered(blackboard, tls_ca, tmp_p
     config.write_text(text)
     watcher = Watcher(config, env={"LEARN_PASSWORD": blackboard.password})
     try:
-        ledger_path = load_monitor(config).dirs.ledger
-
-        def delivered() -> bool:
-            # Read-only, beside the watcher (which creates the ledger).
-            try:
-                with sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True) as db:
-                    states = [row[0] for row in db.execute("SELECT state FROM exports")]
-            except sqlite3.Error:
-                return False
-            return states == ["delivered", "delivered"]
-
-        wait_for(delivered, timeout=60)
+        wait_for(lambda: _both_delivered(config), timeout=60)
     finally:
         code, output = watcher.stop()
     assert code == 0, output
@@ -772,17 +773,7 @@ def test_the_watcher_polls_the_status_on_its_own_interval_not_the_mail_polls(
     started = time.monotonic()
     watcher = Watcher(config, env={"LEARN_PASSWORD": blackboard.password})
     try:
-        ledger_path = load_monitor(config).dirs.ledger
-
-        def delivered() -> bool:
-            try:
-                with sqlite3.connect(f"file:{ledger_path}?mode=ro", uri=True) as db:
-                    states = [row[0] for row in db.execute("SELECT state FROM exports")]
-            except sqlite3.Error:
-                return False
-            return states == ["delivered", "delivered"]
-
-        wait_for(delivered, timeout=60)
+        wait_for(lambda: _both_delivered(config), timeout=60)
     finally:
         code, output = watcher.stop()
     assert code == 0, output

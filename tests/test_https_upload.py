@@ -747,17 +747,27 @@ def _both_delivered(config: Path) -> bool:
     return states == ["delivered", "delivered"]
 
 
-def test_the_watcher_polls_on_schedule_until_delivered(blackboard, tls_ca, tmp_path) -> None:
-    blackboard.queued = 3
-    config = _cli_monitor(tmp_path, blackboard, tls_ca)
-    text = config.read_text().replace("ids = [5]", 'ids = [5]\npoll_interval = "1s"')
+def _watch_until_delivered(
+    blackboard: BlackboardServer, tls_ca, tmp_path: Path, poll_interval: str, **entry
+) -> tuple[str, float]:
+    """Run the watcher on a monitor with ``poll_interval`` until both exports are
+    delivered; return its output and how long that took."""
+    config = _cli_monitor(tmp_path, blackboard, tls_ca, **entry)
+    text = config.read_text().replace("ids = [5]", f'ids = [5]\npoll_interval = "{poll_interval}"')
     config.write_text(text)
+    started = time.monotonic()
     watcher = Watcher(config, env={"LEARN_PASSWORD": blackboard.password})
     try:
         wait_for(lambda: _both_delivered(config), timeout=60)
     finally:
         code, output = watcher.stop()
     assert code == 0, output
+    return output, time.monotonic() - started
+
+
+def test_the_watcher_polls_on_schedule_until_delivered(blackboard, tls_ca, tmp_path) -> None:
+    blackboard.queued = 3
+    output, _ = _watch_until_delivered(blackboard, tls_ca, tmp_path, "1s")
     assert blackboard.requests["store"] == 2
     assert blackboard.requests["status"] == 6
     assert "processed: completed 3 / errors 0 / queued 0" in output
@@ -767,18 +777,9 @@ def test_the_watcher_polls_the_status_on_its_own_interval_not_the_mail_polls(
     blackboard, tls_ca, tmp_path
 ) -> None:
     blackboard.queued = 2
-    config = _cli_monitor(tmp_path, blackboard, tls_ca, status_interval="1s")
-    text = config.read_text().replace("ids = [5]", 'ids = [5]\npoll_interval = "1h"')
-    config.write_text(text)
-    started = time.monotonic()
-    watcher = Watcher(config, env={"LEARN_PASSWORD": blackboard.password})
-    try:
-        wait_for(lambda: _both_delivered(config), timeout=60)
-    finally:
-        code, output = watcher.stop()
-    assert code == 0, output
+    _, took = _watch_until_delivered(blackboard, tls_ca, tmp_path, "1h", status_interval="1s")
     # Two polls per file, a second apart, not an hour.
-    assert time.monotonic() - started < 30
+    assert took < 30
     assert blackboard.requests["status"] == 4
 
 

@@ -31,6 +31,7 @@ import sys
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from bench.csv_rewrite import generate
 from bench.harness import PYTHON, REPO, Row, Table, Tool, compare, require, work_dir
@@ -108,8 +109,8 @@ def make_exports(folder: Path, total: int, count: int) -> list[ExportFile]:
 
 
 def write_monitor(
-    folder: Path, user: MailUser, ca_file: str, ftp: dict, state: Path
-) -> tuple[Path, dict]:
+    folder: Path, user: MailUser, ca_file: str, ftp: dict[str, Any], state: Path
+) -> tuple[Path, dict[str, Any]]:
     data = config_data(
         state,
         imap_table(user),

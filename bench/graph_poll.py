@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from exportmon.config.load import load_monitor
 from exportmon.ledger import Ledger
 from exportmon.mail.graph import GraphSource
+from exportmon.mail.source import MailSource
 from servers.graph import GraphServer
 from servers.oauth import OAuthServer
 from servers.tlsca import LocalCA
@@ -97,20 +98,19 @@ def run(options: argparse.Namespace) -> list[Table]:
                 assert len(source.poll(ledger)) == count
                 first = time.perf_counter() - started
 
-                def poll(source=source, ledger=ledger) -> None:
+                def poll(source: MailSource = source, ledger: Ledger = ledger) -> None:
                     assert source.poll(ledger) == []
 
-                def poll_one_new(source=source, ledger=ledger) -> None:
+                def poll_one_new(source: MailSource = source, ledger: Ledger = ledger) -> None:
                     assert len(source.poll(ledger)) == 1
+
+                def add_one(user: str = user) -> None:
+                    graph.add_message(user, ordinary_mail(0))
 
                 results[label] = {
                     "first poll (reads all)": [Run(first, 0, 0.0)],
                     "no-new-mail poll (library)": timed(poll, polls),
-                    "poll with one new mail": timed(
-                        poll_one_new,
-                        polls,
-                        lambda user=user: graph.add_message(user, ordinary_mail(0)),
-                    ),
+                    "poll with one new mail": timed(poll_one_new, polls, add_one),
                 }
     finally:
         graph.stop()

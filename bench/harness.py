@@ -51,7 +51,7 @@ class Run:
 class Tool:
     """A command to measure; ``stdout`` is a file its output goes to."""
 
-    command: Sequence[str]
+    command: Sequence[str | os.PathLike[str]]
     stdout: Path | None = None
     env: Mapping[str, str] | None = None
 

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from bench.csv_rewrite import generate
 from bench.end_to_end import DIALECT, FTP_PASSWORD_ENV
@@ -71,7 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 class Bench:
     """The servers, the monitor and the mails of one latency benchmark."""
 
-    def __init__(self, scratch: Path, user: MailUser, web: dict, ftp: dict, ftp_home: Path):
+    def __init__(
+        self,
+        scratch: Path,
+        user: MailUser,
+        web: dict[str, Any],
+        ftp: dict[str, Any],
+        ftp_home: Path,
+    ) -> None:
         self.scratch = scratch
         self.user = user
         self.web = web
@@ -117,7 +125,7 @@ def wait_until(condition: Callable[[], bool], started: float) -> float:
     return time.perf_counter() - started
 
 
-def reap(process: subprocess.Popen) -> Run:
+def reap(process: subprocess.Popen[bytes]) -> Run:
     """Wait for ``process`` and return its peak RSS and CPU time (wall time 0)."""
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)

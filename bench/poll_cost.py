@@ -21,6 +21,7 @@ The ratio of each big-mailbox row is taken against the same row for the small on
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -110,7 +111,9 @@ def measure(user: MailUser, config_path: Path, options: argparse.Namespace) -> d
                 poll_one_new, options.polls, lambda: user.append(old_mail(1))
             ),
         }
-    command = [PYTHON, "-m", "exportmon", "-q", "-c", config_path, "fetch"]
+    command: list[str | os.PathLike[str]] = [
+        PYTHON, "-m", "exportmon", "-q", "-c", config_path, "fetch"
+    ]  # fmt: skip
     cli = Tool(command, env={"PYTHONPATH": str(REPO)})
     figures["exportmon fetch (process)"] = compare(
         {"cli": cli}, max(3, options.polls // 4), progress=False

@@ -22,11 +22,13 @@ _exportmon() {
                 --password-env) COMPREPLY=(); return ;;
                 --to) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --ftp) COMPREPLY=(); return ;;
+                --url) COMPREPLY=(); return ;;
+                --ssh-key) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --name) COMPREPLY=(); return ;;
                 --config|-c) COMPREPLY=($(compgen -f -- "$cur")); return ;;
                 --log-format) COMPREPLY=($(compgen -W "text json" -- "$cur")); return ;;
             esac
-            COMPREPLY=($(compgen -W " --password --password-command --password-env --to --ftp --name --force --list --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
+            COMPREPLY=($(compgen -W " --password --password-command --password-env --to --ftp --url --ssh-key --name --force --list --json --config -c --verbose -v --quiet -q --log-format --strict" -- "$cur")) ;;
         fetch)
             case "$prev" in
                 --eml) COMPREPLY=($(compgen -f -- "$cur")); return ;;

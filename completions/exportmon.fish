@@ -26,6 +26,8 @@ complete -c exportmon -n '__fish_seen_subcommand_from generate' -l password-comm
 complete -c exportmon -n '__fish_seen_subcommand_from generate' -l password-env -r -d 'Store the name of a variable holding the password'
 complete -c exportmon -n '__fish_seen_subcommand_from generate' -l to -r -F -d 'Local folder to deliver files to'
 complete -c exportmon -n '__fish_seen_subcommand_from generate' -l ftp -r -d 'Deliver to ftp:// or ftps:// too'
+complete -c exportmon -n '__fish_seen_subcommand_from generate' -l url -r -d 'Deliver to this ftp://, ftps://, sftp:// or https:// destination too'
+complete -c exportmon -n '__fish_seen_subcommand_from generate' -l ssh-key -r -F -d 'The SSH key of the sftp:// --url'
 complete -c exportmon -n '__fish_seen_subcommand_from generate' -l name -r -d 'Monitor name (default'
 complete -c exportmon -n '__fish_seen_subcommand_from generate' -l force -d 'Replace an existing config'
 complete -c exportmon -n '__fish_seen_subcommand_from generate' -l list -d 'List the configured monitors instead'

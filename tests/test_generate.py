@@ -125,10 +125,65 @@ def test_ftp_url_is_taken_apart_and_its_password_never_written(exportmon_home):
     assert (ftp.user, ftp.password, ftp.password_env) == ("bob", None, "EXPORTMON_FTP_PASSWORD")
 
 
+def test_url_destinations_of_every_kind_with_no_password_written(exportmon_home):
+    result = run_cli(
+        "generate", "784", "x@acme.example", "--password-env", "P",
+        "--url", "sftp://bob:s3cret@sftp.acme.example:2222/in",
+        "--url", "https://learn.acme.example/endpoint/person/store",
+        "--url", "https://carol:t0ken@api.acme.example/upload",
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    path = exportmon_home / "monitors" / "784.toml"
+    text = path.read_text()
+    for secret in ("s3cret", "t0ken"):
+        assert secret not in text and secret not in result.output
+    assert result.stderr.count("was not written") == 2
+    config = load_monitor(path)
+    sftp, learn, api = config.destinations[1:]
+    assert (sftp.url, sftp.user, sftp.password_env) == (
+        "sftp://sftp.acme.example:2222/in",
+        "bob",
+        "EXPORTMON_SFTP_PASSWORD",
+    )
+    assert (learn.url, learn.user, learn.password_env) == (
+        "https://learn.acme.example/endpoint/person/store",
+        None,
+        None,
+    )
+    assert (api.user, api.password_env) == ("carol", "EXPORTMON_HTTPS_PASSWORD")
+
+
+def test_an_sftp_url_with_a_key(exportmon_home, tmp_path):
+    key = tmp_path / "id_ed25519"
+    result = run_cli(
+        "generate", "785", "x@acme.example", "--password-env", "P",
+        "--url", "sftp://bob@sftp.acme.example/in", "--ssh-key", key,
+    )  # fmt: skip
+    assert result.code == 0, result.output
+    sftp = load_monitor(exportmon_home / "monitors" / "785.toml").destinations[1]
+    assert (sftp.user, sftp.ssh_key, sftp.password_env) == ("bob", str(key), None)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--url", "sftp://sftp.acme.example/in"], "no user to log in as"),
+        (["--url", "http://h/in"], "--url takes a server address"),
+        (["--url", "/srv/in"], "--url takes a server address"),
+        (["--ssh-key", "k"], "--ssh-key needs an sftp:// --url"),
+        (["--url", "sftp://u@h/a/../b"], "must not contain '..'"),
+    ],
+)
+def test_a_bad_url_writes_nothing(exportmon_home, args, message):
+    result = run_cli("generate", "5", "a@example.org", "--password-env", "P", *args)
+    assert result.code == 2 and message in result.stderr, result.output
+    assert not (exportmon_home / "monitors" / "5.toml").exists()
+
+
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("sftp://host/in", "--ftp takes an ftp:// or ftps:// server address"),
+        ("sftp://host/in", "--ftp takes a server address (ftp://, ftps://)"),
         ("ftp://host:99999/in", "not a port number"),
         ("ftp://host/a/../b", "must not contain '..'"),
     ],

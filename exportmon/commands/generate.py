@@ -11,9 +11,10 @@ import typer
 from exportmon.commands.common import options
 from exportmon.commands.console import print_error, print_json, print_note, print_table
 from exportmon.config.generate import (
-    FTP_PASSWORD_ENV,
+    PASSWORD_ENVS,
     NewMonitor,
     signs_in_with_oauth,
+    split_destination_url,
     split_ftp_url,
     write,
 )
@@ -35,6 +36,9 @@ Examples:
   exportmon generate 777 exports@gmail.com --password-command "pass show mail/exports"
 
   exportmon generate 777 exports@example.com --password-env IMAP_PASSWORD --to /srv/in
+
+  exportmon generate 777 exports@example.com - \\
+      --url sftp://exports@sftp.example.com/in --ssh-key ~/.ssh/exportmon_ed25519
 
   exportmon generate --list --json
 """
@@ -86,6 +90,19 @@ def generate_command(
             help="Deliver to ftp:// or ftps:// too.",
         ),
     ] = None,
+    urls: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="Deliver to this ftp://, ftps://, sftp:// or https:// destination too; "
+            "repeatable.",
+        ),
+    ] = None,
+    ssh_key: Annotated[
+        str | None,
+        typer.Option("--ssh-key", metavar="FILE", help="The SSH key of the sftp:// --url."),
+    ] = None,
     name: Annotated[
         str | None, typer.Option("--name", help="Monitor name (default: the export id).")
     ] = None,
@@ -126,9 +143,17 @@ def generate_command(
         secret = _read_password_from_stdin()
     elif secret is not None:
         register_secret(secret)
-    ftp_target = split_ftp_url(ftp) if ftp is not None else None
-    if ftp_target is not None and ftp_target.dropped_password is not None:
-        register_secret(ftp_target.dropped_password)
+    targets = [split_ftp_url(ftp)] if ftp is not None else []
+    targets += [split_destination_url(url) for url in urls or []]
+    for target in targets:
+        if target.dropped_password is not None:
+            register_secret(target.dropped_password)
+        if target.kind == "sftp" and not target.user:
+            raise UsageError(
+                f"--url {target.url}: no user to log in as", hint="write sftp://USER@host/..."
+            )
+    if ssh_key is not None and not any(target.kind == "sftp" for target in targets):
+        raise UsageError("--ssh-key needs an sftp:// --url")
     given_password = secret is not None or password_command is not None or password_env is not None
     if not given_password and not provider.oauth:
         raise UsageError(
@@ -151,18 +176,22 @@ def generate_command(
         name=name,
         to=to,
         ftp_url=ftp,
+        urls=tuple(urls or ()),
+        ssh_key=ssh_key,
     )
     # write() loads the text back before writing: a config that does not load is
     # never left behind.
     path = write(new, force=force)
     typer.echo(str(path))
-    if ftp_target is not None and ftp_target.dropped_password is not None:
-        log.warning(
-            "the password in --ftp was not written to %s: its [[deliver]] entry has "
-            "password_env = %s (export it, or use password_command)",
-            path,
-            FTP_PASSWORD_ENV,
-        )
+    for target in targets:
+        if target.dropped_password is not None:
+            log.warning(
+                "the password in %s was not written to %s: its [[deliver]] entry has "
+                "password_env = %s (export it, or use password_command)",
+                "--ftp" if ftp is not None and target is targets[0] else target.url,
+                path,
+                PASSWORD_ENVS[target.kind],
+            )
     if options(ctx).quiet:
         return
     print_note(

@@ -43,6 +43,14 @@ else:  # pragma: no cover
 WIDTH = 80
 #: The variable the generated FTP entry reads its password from.
 FTP_PASSWORD_ENV = "EXPORTMON_FTP_PASSWORD"
+#: The variable a generated ``[[deliver]]`` entry of each remote kind reads its
+#: password from (a password in a URL is never written).
+PASSWORD_ENVS = {
+    "ftp": FTP_PASSWORD_ENV,
+    "ftps": FTP_PASSWORD_ENV,
+    "sftp": "EXPORTMON_SFTP_PASSWORD",
+    "https": "EXPORTMON_HTTPS_PASSWORD",
+}
 
 __all__ = ["NewMonitor", "config_path", "render", "toml_string", "write"]
 
@@ -60,6 +68,10 @@ class NewMonitor:
     name: str | None = None
     to: str | None = None
     ftp_url: str | None = None
+    #: More destinations (``--url``): ftp://, ftps://, sftp:// or https://.
+    urls: tuple[str, ...] = ()
+    #: The SSH key of the sftp:// ones.
+    ssh_key: str | None = None
 
     @property
     def monitor_name(self) -> str:
@@ -71,36 +83,48 @@ class NewMonitor:
 
 
 @dataclass(frozen=True)
-class FtpTarget:
-    """An ``--ftp`` URL taken apart: the URL without its user and password, the user,
-    and whether a password was in it (it is never written)."""
+class UrlTarget:
+    """A destination URL taken apart: the URL without its user and password, its
+    kind, the user, and the password that was in it (it is never written)."""
 
     url: str
+    kind: str
     user: str | None
     dropped_password: str | None
 
 
-def split_ftp_url(text: str) -> FtpTarget:
-    """``ftps://bob:pw@host:2121/in`` as ``ftps://host:2121/in``, user ``bob``, and the
-    dropped password. :class:`UsageError` for anything but an FTP server address."""
+def split_destination_url(
+    text: str, *, option: str = "--url", kinds: tuple[str, ...] = tuple(PASSWORD_ENVS)
+) -> UrlTarget:
+    """``sftp://bob:pw@host:2222/in`` as ``sftp://host:2222/in``, kind ``sftp``, user
+    ``bob`` and the dropped password. :class:`UsageError` for anything but a server
+    address of one of ``kinds``."""
     parts = urlsplit(text.strip())
     scheme = parts.scheme.lower()
-    if scheme not in ("ftp", "ftps") or not parts.hostname:
+    if scheme not in kinds or not parts.hostname:
+        schemes = ", ".join(f"{kind}://" for kind in kinds)
         raise UsageError(
-            f"--ftp takes an ftp:// or ftps:// server address, got {text!r}",
-            hint="e.g. --ftp ftps://user@ftp.example.com:21/in/exports (--to for a folder)",
+            f"{option} takes a server address ({schemes}), got {text!r}",
+            hint="e.g. sftp://user@sftp.example.com/in/exports (--to for a folder)",
         )
     try:
         port = parts.port
     except ValueError:
-        raise UsageError(f"--ftp: not a port number in {text!r}") from None
+        raise UsageError(f"{option}: not a port number in {text!r}") from None
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     netloc = f"{host}:{port}" if port else host
-    return FtpTarget(
-        url=f"{scheme}://{netloc}{parts.path}",
+    query = f"?{parts.query}" if parts.query else ""
+    return UrlTarget(
+        url=f"{scheme}://{netloc}{parts.path}{query}",
+        kind=scheme,
         user=unquote(parts.username) if parts.username else None,
         dropped_password=unquote(parts.password) if parts.password is not None else None,
     )
+
+
+def split_ftp_url(text: str) -> UrlTarget:
+    """An ``--ftp`` URL taken apart (:func:`split_destination_url`, FTP kinds only)."""
+    return split_destination_url(text, option="--ftp", kinds=("ftp", "ftps"))
 
 
 def config_path(new: NewMonitor, directory: Path | None = None) -> Path:
@@ -153,13 +177,21 @@ def source_values(new: NewMonitor, provider: Provider) -> dict[str, Any]:
 
 
 def destination_values(new: NewMonitor) -> list[dict[str, Any]]:
-    """The ``[[deliver]]`` entries ``generate`` writes: the folder, then the FTP server."""
+    """The ``[[deliver]]`` entries ``generate`` writes: the folder, then the FTP server
+    of ``--ftp``, then each ``--url``. A user in a URL is written as ``user``, a
+    password never: the entry reads it from :data:`PASSWORD_ENVS` (an SFTP server
+    with ``ssh_key`` logs in with the key instead)."""
     entries: list[dict[str, Any]] = [{"url": new.to or str(delivery_folder(new.monitor_name))}]
-    if new.ftp_url:
-        target = split_ftp_url(new.ftp_url)
+    targets = [split_ftp_url(new.ftp_url)] if new.ftp_url else []
+    targets += [split_destination_url(url) for url in new.urls]
+    for target in targets:
         entry: dict[str, Any] = {"url": target.url}
         if target.user:
-            entry.update(user=target.user, password_env=FTP_PASSWORD_ENV)
+            entry["user"] = target.user
+        if target.kind == "sftp" and new.ssh_key:
+            entry["ssh_key"] = new.ssh_key
+        elif target.user or target.dropped_password is not None:
+            entry["password_env"] = PASSWORD_ENVS[target.kind]
         entries.append(entry)
     return entries
 

@@ -546,6 +546,7 @@ class SftpDestination:
             advance, done = start_task(progress, f"upload {posixpath.basename(final)}", item.bytes)
             try:
                 with open(item.source, "rb") as local, sftp.open(temporary, "wb") as remote:
+
                     def after_block(length: int) -> None:
                         checkpoint()
                         if advance is not None:

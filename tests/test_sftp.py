@@ -282,6 +282,32 @@ def test_the_file_is_never_seen_partial_under_its_final_name(sshd, known_hosts, 
     assert leftovers(sshd.home) == ["in/people.csv"]
 
 
+def test_a_link_planted_at_the_temporary_or_final_name_is_never_written_through(
+    sshd, known_hosts, payload
+):
+    folder = sshd.user_folder("in")
+    user = pwd.getpwnam(USER)
+    target = sshd.home / "theirs.csv"
+    target.write_bytes(payload.source.read_bytes())  # same size and bytes as the upload
+    os.chown(target, user.pw_uid, user.pw_gid)
+    os.symlink(target, folder / f"people.csv{IN_PROGRESS}")
+    os.symlink(target, folder / "people.csv")
+    with destination(sshd, known_hosts) as sftp:
+        # A link is not a delivered file, whatever it points to.
+        assert not sftp.holds("people.csv", payload.bytes, payload.sha256)
+        sftp.put(dataclasses.replace(payload, source=_other_bytes(payload)), "people.csv")
+    assert target.read_bytes() == payload.source.read_bytes()  # untouched
+    final = folder / "people.csv"
+    assert not final.is_symlink() and final.read_bytes() != target.read_bytes()
+    assert leftovers(sshd.home) == ["in/people.csv", "theirs.csv"]
+
+
+def _other_bytes(payload: Outgoing) -> Path:
+    other = payload.source.with_name("other.csv")
+    other.write_bytes(os.urandom(payload.bytes))
+    return other
+
+
 def test_an_existing_file_is_replaced_with_posix_rename(sshd, known_hosts, payload):
     sshd.user_folder("in")
     old = sshd.home / "in" / "people.csv"

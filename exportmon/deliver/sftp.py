@@ -15,9 +15,12 @@ to ``<name>``:
   name for a moment (never a partial one); a crash right there leaves the complete
   new file under its temporary name, and the next run finishes the rename.
 
-A lost connection or a failed size check is retried with the project's back-off
-(:mod:`exportmon.net.retry`), uploading the whole file again under the same
-temporary name (opened with truncation), so nothing stale is left once it succeeds.
+The temporary file is always created anew and exclusively (``O_EXCL`` on the
+server): whatever was under its name before (an earlier attempt's partial file, or
+a link someone planted there) is removed first, so an upload never writes through a
+link. A lost connection or a failed size check is retried with the project's
+back-off (:mod:`exportmon.net.retry`), uploading the whole file again under the same
+temporary name.
 A refusal by the server (login, host key, permission denied, disk full) is reported
 at once in one line. All files of one ``with destination:`` share one SSH
 connection and one SFTP session.
@@ -544,8 +547,11 @@ class SftpDestination:
             self._make_dirs(sftp, posixpath.dirname(final))
             self._make_dirs(sftp, posixpath.dirname(temporary))
             advance, done = start_task(progress, f"upload {posixpath.basename(final)}", item.bytes)
+            _clear_temporary(sftp, temporary)
             try:
-                with open(item.source, "rb") as local, sftp.open(temporary, "wb") as remote:
+                # Created exclusively (O_EXCL on the server): never written through a
+                # link or into a file someone else made under the temporary name.
+                with open(item.source, "rb") as local, sftp.open(temporary, "wbx") as remote:
 
                     def after_block(length: int) -> None:
                         checkpoint()
@@ -598,9 +604,7 @@ class SftpDestination:
         """Remove a partial temporary file of ``target`` if one is there (best effort)."""
         try:
             temporary = self.temporary(target)
-            sftp = self._connected()
-            if _is_file(sftp, temporary):
-                sftp.remove(temporary)
+            _clear_temporary(self._connected(), temporary)
         except Exception as exc:  # cleanup only: the failure was already reported
             log.debug(
                 "could not remove the temporary file of %s at %s: %s", target, self.display, exc
@@ -608,10 +612,28 @@ class SftpDestination:
             self.close()
 
 
-def _has(sftp: Any, path: str, size: int, sha256: str | None) -> bool:
-    """Whether ``path`` is a file of ``size`` bytes with that SHA-256 (read back)."""
+def _clear_temporary(sftp: Any, path: str) -> None:
+    """Remove what is under the temporary name ``path`` (a partial upload of an earlier
+    attempt, or a link planted there: removing a link leaves its target alone), so the
+    upload can create it anew."""
     try:
-        attributes = sftp.stat(path)
+        mode = sftp.lstat(path).st_mode or 0
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise DeliveryError(
+            f"{path} is a folder: the temporary name of a file cannot be used",
+            hint="remove the folder, or set temp_suffix / temp_prefix",
+            retryable=False,
+        )
+    sftp.remove(path)
+
+
+def _has(sftp: Any, path: str, size: int, sha256: str | None) -> bool:
+    """Whether ``path`` is a file of ``size`` bytes with that SHA-256 (read back); a
+    link is not (whatever it points to, it was not put there by this upload)."""
+    try:
+        attributes = sftp.lstat(path)
     except FileNotFoundError:
         return False
     if not stat.S_ISREG(attributes.st_mode or 0) or attributes.st_size != size:

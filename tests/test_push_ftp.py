@@ -232,6 +232,20 @@ def test_overwrite_policies_on_the_server(server, tmp_path):
     assert (server.home / "in/exports/5-1-sites.csv").read_text() == "new"
 
 
+def test_a_link_planted_at_the_temporary_name_is_not_written_through(server, tmp_path):
+    source = tmp_path / "5-1-sites.csv"
+    source.write_text("new")
+    folder = server.home / "in" / "exports"
+    folder.mkdir(parents=True)
+    theirs = server.home / "theirs.csv"
+    theirs.write_text("theirs")
+    (folder / f"5-1-sites.csv{IN_PROGRESS}").symlink_to(theirs)
+    deliver_items(destination(server), [(Outgoing.from_path(source, "5-1-sites.csv"), None)])
+    assert theirs.read_text() == "theirs"
+    assert (folder / "5-1-sites.csv").read_text() == "new"
+    assert sorted(p.name for p in folder.iterdir()) == ["5-1-sites.csv"]
+
+
 def test_an_untrusted_certificate_is_refused_before_login(tmp_path, tls_ca, start_server):
     wrong = start_server(FtpServer(tmp_path / "home", cert=tls_ca.wrong_ca))
     target = FtpDestination(

@@ -18,6 +18,7 @@ connection for commands and one reused child connection for the transfers.
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import hashlib
 import posixpath
@@ -334,6 +335,7 @@ class FtpDestination:
                 if advance is not None:
                     advance(len(chunk))
 
+            _remove_quietly(host, temporary)
             try:
                 host.upload(str(item.source), temporary, callback=sent)
             finally:
@@ -369,6 +371,16 @@ class FtpDestination:
         except Exception as exc:  # cleanup only: the failure was already reported
             log.debug("could not remove %s at %s: %s", temporary, self.display, exc)
             self.close()
+
+
+def _remove_quietly(host: Any, path: str) -> None:
+    """Remove what is under the temporary name ``path`` before uploading to it: an
+    earlier attempt's partial file, or a link planted there, which ``STOR`` would
+    write through (``DELE`` removes the link and leaves its target alone). FTP has no
+    exclusive create, so this narrows the window rather than closing it; nothing
+    there (550) is the usual answer."""
+    with contextlib.suppress(ftputil.error.PermanentError):
+        host.remove(path)
 
 
 def _session_base(tls: bool, context: ssl.SSLContext | None, timeout: float | None) -> type:

@@ -5,6 +5,7 @@ connections, certificate checks, permissions, and the standalone `exportmon push
 from __future__ import annotations
 
 import ftplib
+import hashlib
 import json
 import os
 import ssl
@@ -240,10 +241,17 @@ def test_a_link_planted_at_the_temporary_name_is_not_written_through(server, tmp
     theirs = server.home / "theirs.csv"
     theirs.write_text("theirs")
     (folder / f"5-1-sites.csv{IN_PROGRESS}").symlink_to(theirs)
+    copy = server.home / "copy.csv"
+    copy.write_text("new")
+    (folder / "other.csv").symlink_to(copy)
+    with destination(server) as ftp:
+        # A link at the final name is no delivered file, even to the same bytes.
+        digest = hashlib.sha256(b"new").hexdigest()
+        assert not ftp.holds("other.csv", 3, digest)
     deliver_items(destination(server), [(Outgoing.from_path(source, "5-1-sites.csv"), None)])
     assert theirs.read_text() == "theirs"
     assert (folder / "5-1-sites.csv").read_text() == "new"
-    assert sorted(p.name for p in folder.iterdir()) == ["5-1-sites.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == ["5-1-sites.csv", "other.csv"]
 
 
 def test_an_untrusted_certificate_is_refused_before_login(tmp_path, tls_ca, start_server):

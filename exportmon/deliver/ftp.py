@@ -304,6 +304,9 @@ class FtpDestination:
         path = self.remote_path(target)
 
         def check(host: Any) -> bool:
+            # A link is not a delivered file, whatever it points to.
+            if host.path.islink(path):
+                return False
             if not (host.path.isfile(path) and host.path.getsize(path) == size):
                 return False
             if sha256 is None:

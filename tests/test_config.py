@@ -260,7 +260,8 @@ def test_three_mistakes_are_all_named_by_the_cli_with_exit_2(tmp_path):
     path = write(tmp_path, text)
     result = run_cli("-c", path, "status")
     assert result.code == 2
-    assert f"{path}: 3 problems: " in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("ERROR ")]
+    assert len(errors) == 3 and all(line.startswith(f"ERROR {path}: ") for line in errors)
     for expected in (
         "ids[0]: export ids are positive numbers",
         "zip.max_entries: must be at least 1",

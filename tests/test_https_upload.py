@@ -777,10 +777,12 @@ def test_the_watcher_polls_the_status_on_its_own_interval_not_the_mail_polls(
     blackboard, tls_ca, tmp_path
 ) -> None:
     blackboard.queued = 2
-    _, took = _watch_until_delivered(blackboard, tls_ca, tmp_path, "1h", status_interval="1s")
+    output, took = _watch_until_delivered(blackboard, tls_ca, tmp_path, "1h", status_interval="1s")
     # Two polls per file, a second apart, not an hour.
     assert took < 30
     assert blackboard.requests["status"] == 4
+    # Each cycle that polls says what the answer was, not that the export "resumes".
+    assert "is being processed: " in output and "resuming export" not in output
 
 
 def test_a_stop_request_ends_a_waiting_status_poll_at_once(blackboard, tls_ca, tmp_path) -> None:

@@ -22,6 +22,7 @@ thread per monitor and reloads the configs on SIGHUP.
 from __future__ import annotations
 
 import contextvars
+import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -207,8 +208,17 @@ def run_cycle(
             retry_changed_config(monitor, ledger)
         for export in ledger.due_exports(include_failed=options.retry_failed):
             if export.state in ("downloaded", "unpacked") and not stopping():
-                log.info(
-                    "resuming export %s (%s) from %s",
+                # An export waiting for a receiving system's verdict comes back every
+                # status poll; its polls say what happens (INFO per answer).
+                waiting = bool(
+                    ledger.processing_deliveries(
+                        export_row=export.id, status="submitted", latest=True
+                    )
+                )
+                log.log(
+                    logging.DEBUG if waiting else logging.INFO,
+                    "%s export %s (%s) from %s",
+                    "polling the receiving system for" if waiting else "resuming",
                     export.export_id,
                     export.file_name or export.key,
                     export.state,

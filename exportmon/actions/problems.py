@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from exportmon.actions.steps import retry_command
 from exportmon.config.schema import ExportExpectation, MonitorConfig
@@ -111,6 +111,17 @@ def _full(text: str | None) -> str:
     return _short(text, DETAIL_LIMIT)
 
 
+class _Words(TypedDict):
+    summary: str
+    reason: str
+
+
+def _worded(lead: str, detail: str | None) -> _Words:
+    """A problem's ``summary`` and ``reason``, both ``lead: detail``: the detail
+    shortened for the one, whole (up to :data:`DETAIL_LIMIT`) for the other."""
+    return _Words(summary=f"{lead}: {_short(detail)}", reason=f"{lead}: {_full(detail)}")
+
+
 def _label(export_id: int | None) -> str:
     return f"export {export_id}" if export_id is not None else "an export"
 
@@ -184,8 +195,7 @@ def find_problems(
                 kind="failure",
                 scope=export_scope(export.export_id),
                 state="error",
-                summary=f"{_label(export.export_id)} failed at {step}: {_short(export.error)}",
-                reason=f"{_label(export.export_id)} failed at {step}: {_full(export.error)}",
+                **_worded(f"{_label(export.export_id)} failed at {step}", export.error),
                 export_id=export.export_id,
                 details=_export_details(monitor, export, ledger),
             )
@@ -198,8 +208,7 @@ def find_problems(
                 kind="failure",
                 scope=MONITOR_SCOPE,
                 state="error",
-                summary=f"a mail could not be processed: {_short(mail.note or 'unreadable')}",
-                reason=f"a mail could not be processed: {_full(mail.note or 'unreadable')}",
+                **_worded("a mail could not be processed", mail.note or "unreadable"),
                 details={
                     "monitor": monitor.name,
                     "mail_subject": _short(mail.subject),
@@ -218,8 +227,7 @@ def find_problems(
                 kind="failure",
                 scope=MONITOR_SCOPE,
                 state="error",
-                summary=f"{failure.step} failed: {_short(failure.error)}",
-                reason=f"{failure.step} failed: {_full(failure.error)}",
+                **_worded(f"{failure.step} failed", failure.error),
                 details={
                     "monitor": monitor.name,
                     "error": _full(failure.error),
@@ -263,8 +271,7 @@ def find_problems(
                 kind="unsent",
                 scope=MONITOR_SCOPE,
                 state="warning",
-                summary=f"{unsent.count} alert(s) could not be sent: {_short(unsent.error)}",
-                reason=f"{unsent.count} alert(s) could not be sent: {_full(unsent.error)}",
+                **_worded(f"{unsent.count} alert(s) could not be sent", unsent.error),
                 alert=False,
             )
         )
@@ -405,8 +412,7 @@ def config_problem(error: ConfigError) -> Problem:
         kind="config",
         scope=MONITOR_SCOPE,
         state="error",
-        summary=f"config does not load: {_short(message)}",
-        reason=f"config does not load: {_full(message)}",
+        **_worded("config does not load", message),
         details={
             "config": path,
             "error": _full(message),

@@ -141,3 +141,20 @@ def test_request_ids_stay_out_of_paramikos_range():
     )
     upload(channel, b"q" * 3500)
     assert seen == [FIRST_ID, FIRST_ID + 1, FIRST_ID + 2, FIRST_ID + 3]
+
+
+def test_an_answer_announced_too_large_is_refused_not_buffered():
+    huge = struct.pack(">I", 2**31) + b"\x65"
+
+    channel = ScriptedChannel(lambda request_id, offset, part: huge)
+    with pytest.raises(OSError, match="announced an answer of 2147483648 bytes"):
+        upload(channel, b"z" * 10)
+
+
+def test_the_servers_words_are_made_printable():
+    channel = ScriptedChannel(
+        lambda request_id, offset, part: status(request_id, 4, "disk\x1b[31m full\nreally")
+    )
+    with pytest.raises(OSError) as caught:
+        upload(channel, b"z" * 10)
+    assert "\x1b" not in str(caught.value) and "\n" not in str(caught.value)

@@ -28,7 +28,9 @@ import struct
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
-#: SSH_FXP_WRITE, SSH_FXP_STATUS and SSH_FXP_EXTENDED(_REPLY) (draft-ietf-secsh-filexfer-02).
+from exportmon.log import printable
+
+#: SSH_FXP_WRITE and SSH_FXP_STATUS, and the status codes (draft-ietf-secsh-filexfer-02).
 _WRITE, _STATUS = 6, 101
 _OK, _EOF, _NO_SUCH_FILE, _PERMISSION_DENIED, _FAILURE = 0, 1, 2, 3, 4
 #: The extension that tells the largest requests the server takes (OpenSSH 8.6 and later).
@@ -43,8 +45,9 @@ IN_FLIGHT = 8 * 1024 * 1024
 FIRST_ID = 0x80000000
 #: How much of the channel is read at once when answers are due.
 _READ = 65536
-
-
+#: The longest answer taken: a STATUS is a few dozen bytes, and a server announcing
+#: more must not make the client buffer it.
+MAX_ANSWER = 64 * 1024
 #: The longest handle a server may give (draft-ietf-secsh-filexfer-02: 256 bytes).
 MAX_HANDLE = 256
 #: The most a WRITE request holds besides its data: length, type, id, handle,
@@ -173,6 +176,8 @@ class _Answers:
         buffer, at = self._buffer, 0
         while len(buffer) - at >= 4:
             (length,) = struct.unpack_from(">I", buffer, at)
+            if length > MAX_ANSWER:
+                raise OSError(f"the server announced an answer of {length} bytes to a write")
             if len(buffer) - at - 4 < length:
                 break
             body = bytes(buffer[at + 4 : at + 4 + length])
@@ -198,7 +203,7 @@ def _status_text(rest: bytes) -> str:
     if len(rest) < 4:
         return ""
     (length,) = struct.unpack_from(">I", rest)
-    return rest[4 : 4 + length].decode("utf-8", "replace")
+    return printable(rest[4 : 4 + min(length, 200)].decode("utf-8", "replace"))
 
 
 def _refusal(code: int, text: str) -> OSError:

@@ -40,7 +40,7 @@ from typing import Any
 
 from exportmon.config.schema import DestinationConfig, MonitorConfig
 from exportmon.crashpoints import crash_point
-from exportmon.deliver.conditions import AnswerError, Condition, parse_answer, parse_condition
+from exportmon.deliver.conditions import Condition, parse_answer, parse_condition
 from exportmon.deliver.https import HttpsDestination
 from exportmon.deliver.kinds import kind_of, open_destination
 from exportmon.errors import DeliveryError, ExportmonError
@@ -218,7 +218,7 @@ def judge_status(
         finished = done is None or done.holds(answer)
         failing = fail is not None and fail.holds(answer)
         warning = warn is not None and warn.holds(answer)
-    except (AnswerError, DeliveryError) as exc:
+    except ExportmonError as exc:  # no answer, or none to read (AnswerError): ask again
         if timed_out:
             gave_up = (
                 f"{where}: no status within status_timeout ({_span(config.status_timeout)}):"

@@ -5,6 +5,7 @@ file POSTed exactly once."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -481,6 +482,24 @@ def test_status_is_polled_run_after_run_until_done_and_nothing_is_sent_twice(tra
     kinds = sorted(d.type for d in tracked.server.data_sets.values())
     assert kinds == sorted(NAMES)
     assert "processed: completed 2" in caplog.text
+
+
+def test_the_next_poll_is_due_by_each_destinations_own_interval(tracked):
+    from exportmon.actions.status_tracking import next_poll
+
+    tracked.server.queued = 5
+    tracked.deliver(status_interval=3600.0)  # submitted and polled once: still queued
+    monitor = tracked.monitor(status_interval=3600.0)
+    assert 3590 < (next_poll(monitor, tracked.ledger) or 0) <= 3600
+    # Another tracked destination with a short interval and nothing submitted does
+    # not make the watcher wake every second for this one.
+    other = dataclasses.replace(
+        monitor.deliver_list[0], url=f"{tracked.server.endpoint}/other/store", status_interval=1.0
+    )
+    both = dataclasses.replace(monitor, deliver_list=[*monitor.deliver_list, other])
+    assert 3590 < (next_poll(both, tracked.ledger) or 0) <= 3600
+    # Nothing waits for a destination no longer configured.
+    assert next_poll(dataclasses.replace(monitor, deliver_list=[other]), tracked.ledger) is None
 
 
 def test_a_failed_upload_retried_clears_the_error_while_the_status_is_awaited(tracked):

@@ -41,8 +41,9 @@ from typing import Any
 from exportmon.config.schema import DestinationConfig, MonitorConfig
 from exportmon.crashpoints import crash_point
 from exportmon.deliver.conditions import Condition, parse_answer, parse_condition
-from exportmon.deliver.https import HttpsDestination
+from exportmon.deliver.https import HttpsDestination, label_of
 from exportmon.deliver.kinds import kind_of, open_destination
+from exportmon.deliver.urls import parse_destination_url
 from exportmon.errors import DeliveryError, ExportmonError
 from exportmon.ledger import Delivery, Export, Ledger, from_text
 from exportmon.log import get_logger, printable
@@ -126,24 +127,26 @@ def next_poll(monitor: MonitorConfig, ledger: Ledger, now: datetime | None = Non
     """Seconds until a submitted delivery of ``monitor`` is due for its next poll (0:
     one is due now), or ``None`` when none is waiting: what a watcher waits at most
     before its next cycle, so polls keep to ``status_interval`` whatever
-    ``poll_interval`` is. The shortest ``status_interval`` of the monitor's tracked
-    destinations is used (waking early for another costs a look at the ledger)."""
-    intervals = [
-        config.status_interval or 0.0 for config in monitor.destinations if tracked(config)
-    ]
+    ``poll_interval`` is."""
+    intervals = {
+        label_of(parse_destination_url(config.url)): config.status_interval or 0.0
+        for config in monitor.destinations
+        if tracked(config)
+    }
     if not intervals:
         return None
     waiting = ledger.processing_deliveries(status="submitted", latest=True)
-    if not waiting:
-        return None
     moment = now or datetime.now(timezone.utc)
-    step = timedelta(seconds=min(intervals))
-    soonest = min(
-        from_text(last) + step
-        if (last := d.polled_at or d.submitted_at or d.finished_at)
-        else moment
-        for d in waiting
-    )
+    soonest: datetime | None = None
+    for delivery in waiting:
+        interval = intervals.get(delivery.destination)
+        if interval is None:
+            continue  # a destination no longer configured: nothing polls it
+        last = delivery.polled_at or delivery.submitted_at or delivery.finished_at
+        due_at = from_text(last) + timedelta(seconds=interval) if last else moment
+        soonest = due_at if soonest is None else min(soonest, due_at)
+    if soonest is None:
+        return None
     return max(0.0, (soonest - moment).total_seconds())
 
 

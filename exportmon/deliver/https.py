@@ -93,6 +93,12 @@ MAX_REDIRECTS = 5
 BLOCK = 256 * 1024
 
 
+def label_of(url: DestinationURL) -> str:
+    """The ledger name of the HTTPS destination at ``url``: the URL as written, without
+    credentials (``{type}`` and ``{name}`` left in), known without opening it."""
+    return f"{url.kind}://{url.netloc}{url.path or '/'}{url.query}"
+
+
 def idempotency_key(label: str, target: str, delivery_id: int, sha256: str | None) -> str:
     """The ``Idempotency-Key`` of one delivery: the same for every attempt of that
     delivery record (so a resend after a crash repeats it), different for any other
@@ -196,7 +202,7 @@ class HttpsDestination:
         token: str | None = None,
     ) -> None:
         self.config = config
-        self.template = f"{url.kind}://{url.netloc}{url.path or '/'}{url.query}"
+        self.template = label_of(url)
         self.label = self.template
         self.display = display_url(self.template)
         self.overwrite = check_overwrite(config.overwrite)

@@ -117,10 +117,15 @@ def track_export(
 
 def due(delivery: Delivery, config: DestinationConfig, now: datetime) -> bool:
     """Whether ``status_interval`` has passed since the upload or the last poll."""
+    at = _due_at(delivery, config.status_interval or 0.0)
+    return at is None or now >= at
+
+
+def _due_at(delivery: Delivery, interval: float) -> datetime | None:
+    """When ``delivery`` is next polled: ``interval`` after the upload or the last poll
+    (``None``: neither is recorded, so at once)."""
     last = delivery.polled_at or delivery.submitted_at or delivery.finished_at
-    if last is None:
-        return True
-    return now >= from_text(last) + timedelta(seconds=config.status_interval or 0.0)
+    return from_text(last) + timedelta(seconds=interval) if last else None
 
 
 def next_poll(monitor: MonitorConfig, ledger: Ledger, now: datetime | None = None) -> float | None:
@@ -142,8 +147,7 @@ def next_poll(monitor: MonitorConfig, ledger: Ledger, now: datetime | None = Non
         interval = intervals.get(delivery.destination)
         if interval is None:
             continue  # a destination no longer configured: nothing polls it
-        last = delivery.polled_at or delivery.submitted_at or delivery.finished_at
-        due_at = from_text(last) + timedelta(seconds=interval) if last else moment
+        due_at = _due_at(delivery, interval) or moment
         soonest = due_at if soonest is None else min(soonest, due_at)
     if soonest is None:
         return None

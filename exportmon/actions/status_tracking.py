@@ -171,7 +171,7 @@ def poll_delivery(
     verdict = judge_status(
         destination, config, delivery.reference, delivery.target, submitted=submitted, now=moment
     )
-    ledger.record_status(delivery.id, verdict.status, fields=verdict.fields, error=verdict.error)
+    record_verdict(ledger, delivery.id, verdict)
     return verdict.status
 
 
@@ -182,14 +182,20 @@ class Verdict:
     #: ``submitted`` (still being processed, or no answer yet), ``done``, ``warned``,
     #: ``failed`` or ``timeout``.
     status: str
-    #: The answer's fields as JSON; ``None`` when no answer could be read.
-    fields: str | None
+    #: The answer's fields; ``None`` when no answer could be read.
+    fields: dict[str, Any] | None
     #: The one line of a failure or timeout (or of an answer that could not be read).
     error: str | None = None
 
     @property
     def decided(self) -> bool:
         return self.status != "submitted"
+
+
+def record_verdict(ledger: Ledger, delivery_id: int, verdict: Verdict) -> None:
+    """Record what a poll found for a submitted delivery (its fields as JSON)."""
+    fields = json.dumps(verdict.fields, sort_keys=False) if verdict.fields is not None else None
+    ledger.record_status(delivery_id, verdict.status, fields=fields, error=verdict.error)
 
 
 def judge_status(
@@ -234,23 +240,22 @@ def judge_status(
             return Verdict("timeout", None, gave_up)
         log.warning("status of %s: %s; asking again later", where, exc.one_line())
         return Verdict("submitted", None, exc.one_line())
-    recorded = json.dumps(fields, sort_keys=False)
     counts = counts_text(fields) or "no counts"
     if not finished and not timed_out:
         log.info("%s is being processed: %s", where, counts)
-        return Verdict("submitted", recorded)
+        return Verdict("submitted", fields)
     if failing:
         assert fail is not None
-        return Verdict("failed", recorded, f"{where}: processing failed ({fail.text}): {counts}")
+        return Verdict("failed", fields, f"{where}: processing failed ({fail.text}): {counts}")
     if not finished:
         late = f"still not processed after status_timeout ({_span(config.status_timeout)})"
-        return Verdict("timeout", recorded, f"{where}: {late}: {counts}")
+        return Verdict("timeout", fields, f"{where}: {late}: {counts}")
     if warning:
         assert warn is not None
         log.warning("%s processed with warnings (%s): %s", where, warn.text, counts)
-        return Verdict("warned", recorded)
+        return Verdict("warned", fields)
     log.info("%s processed: %s", where, counts)
-    return Verdict("done", recorded)
+    return Verdict("done", fields)
 
 
 @dataclass
@@ -376,6 +381,7 @@ __all__ = [
     "poll_delivery",
     "processing_line",
     "processing_status",
+    "record_verdict",
     "track_export",
     "tracked",
     "waiting_summary",

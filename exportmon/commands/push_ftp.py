@@ -8,7 +8,6 @@ exports piped in.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -502,7 +501,7 @@ def _follow(
     receiving system has decided on it or ``status_timeout`` has passed; print each file
     processed, report each failed one, and record the outcome in the ledger of files
     inside a monitor's folder."""
-    from exportmon.actions.status_tracking import judge_status
+    from exportmon.actions.status_tracking import judge_status, record_verdict
     from exportmon.deliver.https import HttpsDestination
 
     destination, config = target.destination, target.config
@@ -530,14 +529,13 @@ def _follow(
             if group.owner is not None and file is not None:
                 delivery = group.owner.ledger.delivered(file.id, destination.label)
                 if delivery is not None:
-                    group.owner.ledger.record_status(
-                        delivery.id, verdict.status, fields=verdict.fields, error=verdict.error
-                    )
+                    record_verdict(group.owner.ledger, delivery.id, verdict)
             if verdict.status in ("failed", "timeout"):
                 step.report(DeliveryError(verdict.error or verdict.status, retryable=False))
                 continue
-            fields = json.loads(verdict.fields) if verdict.fields else {}
-            _emit(emitter, destination, done, processing=verdict.status, status=fields)
+            _emit(
+                emitter, destination, done, processing=verdict.status, status=verdict.fields or {}
+            )
 
 
 def _skipped(target: _Target, count: int) -> ExportmonError:

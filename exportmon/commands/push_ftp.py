@@ -857,7 +857,5 @@ def flag_configs(flags: _Flags) -> list[DestinationConfig]:
 
 def _flag_name(key: str) -> str:
     """The option that sets ``[[deliver]]`` key ``key`` (``temp_suffix`` → ``--temp-suffix``)."""
-    for name, (_, flag) in _PER_KIND.items():
-        if name == key:
-            return flag
-    return "--" + key.replace("_", "-")
+    known = _PER_KIND.get(key)
+    return known[1] if known else "--" + key.replace("_", "-")

@@ -8,7 +8,7 @@ import pytest
 
 from exportmon.config.load import load_monitor
 from exportmon.deliver.kinds import open_destination
-from exportmon.deliver.urls import parse_destination_url
+from exportmon.deliver.urls import parse_destination_url, split_userinfo
 from exportmon.errors import ConfigError, UsageError
 
 
@@ -90,3 +90,18 @@ def test_every_scheme_a_url_may_name_has_a_module_that_delivers_to_it() -> None:
     from exportmon.deliver.urls import SCHEMES
 
     assert set(KINDS) == set(SCHEMES)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sftp://bob:s%40cret@h:2222/in", ("sftp://h:2222/in", "bob", "s@cret")),
+        ("https://carol@api.example/up?x=1", ("https://api.example/up?x=1", "carol", None)),
+        ("ftp://:pw@h/in", ("ftp://h/in", None, "pw")),
+        ("sftp://h/in", ("sftp://h/in", None, None)),
+        ("/srv/in", ("/srv/in", None, None)),
+        ("sftp://bob:pw@", ("sftp://", "bob", "pw")),  # taken apart even when unusable
+    ],
+)
+def test_split_userinfo(url, expected):
+    assert split_userinfo(url) == expected

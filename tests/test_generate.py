@@ -172,11 +172,13 @@ def test_an_sftp_url_with_a_key(exportmon_home, tmp_path):
         (["--url", "/srv/in"], "--url takes a server address"),
         (["--ssh-key", "k"], "--ssh-key needs an sftp:// --url"),
         (["--url", "sftp://u@h/a/../b"], "must not contain '..'"),
+        (["--url", "sftp://bob:s3cret@"], "not a sftp:// address"),
     ],
 )
 def test_a_bad_url_writes_nothing(exportmon_home, args, message):
     result = run_cli("generate", "5", "a@example.org", "--password-env", "P", *args)
     assert result.code == 2 and message in result.stderr, result.output
+    assert "s3cret" not in result.output  # even a URL refused never shows its password
     assert not (exportmon_home / "monitors" / "5.toml").exists()
 
 

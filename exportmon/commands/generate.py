@@ -146,8 +146,6 @@ def generate_command(
     targets = [split_ftp_url(ftp)] if ftp is not None else []
     targets += [split_destination_url(url) for url in urls or []]
     for target in targets:
-        if target.dropped_password is not None:
-            register_secret(target.dropped_password)
         if target.kind == "sftp" and not target.user:
             raise UsageError(
                 f"--url {target.url}: no user to log in as", hint="write sftp://USER@host/..."

@@ -15,7 +15,6 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import platformdirs
 
@@ -31,8 +30,10 @@ from exportmon.config.reference import (
     toml_value,
 )
 from exportmon.config.schema import SourceConfig, toml_name
+from exportmon.deliver.urls import parse_destination_url, split_userinfo
 from exportmon.errors import ConfigError, UsageError
 from exportmon.paths import APP_NAME, HOME_ENV, monitors_dir
+from exportmon.redact import register as register_secret
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -97,29 +98,23 @@ def split_destination_url(
     text: str, *, option: str = "--url", kinds: tuple[str, ...] = tuple(PASSWORD_ENVS)
 ) -> UrlTarget:
     """``sftp://bob:pw@host:2222/in`` as ``sftp://host:2222/in``, kind ``sftp``, user
-    ``bob`` and the dropped password. :class:`UsageError` for anything but a server
-    address of one of ``kinds``."""
-    parts = urlsplit(text.strip())
-    scheme = parts.scheme.lower()
-    if scheme not in kinds or not parts.hostname:
+    ``bob`` and the dropped password (registered for redaction at once, so no message
+    shows it). :class:`UsageError` for anything but a server address of one of
+    ``kinds``, as :func:`~exportmon.deliver.urls.parse_destination_url` reads it."""
+    bare, user, password = split_userinfo(text)
+    if password is not None:
+        register_secret(password)
+    try:
+        kind = parse_destination_url(bare).kind
+    except UsageError as exc:
+        raise UsageError(f"{option}: {exc.message}", hint=exc.hint) from None
+    if kind not in kinds:
         schemes = ", ".join(f"{kind}://" for kind in kinds)
         raise UsageError(
-            f"{option} takes a server address ({schemes}), got {text!r}",
+            f"{option} takes a server address ({schemes}), got {bare!r}",
             hint="e.g. sftp://user@sftp.example.com/in/exports (--to for a folder)",
         )
-    try:
-        port = parts.port
-    except ValueError:
-        raise UsageError(f"{option}: not a port number in {text!r}") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    netloc = f"{host}:{port}" if port else host
-    query = f"?{parts.query}" if parts.query else ""
-    return UrlTarget(
-        url=f"{scheme}://{netloc}{parts.path}{query}",
-        kind=scheme,
-        user=unquote(parts.username) if parts.username else None,
-        dropped_password=unquote(parts.password) if parts.password is not None else None,
-    )
+    return UrlTarget(url=bare, kind=kind, user=user, dropped_password=password)
 
 
 def split_ftp_url(text: str) -> UrlTarget:

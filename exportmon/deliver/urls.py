@@ -35,6 +35,10 @@ _REMOTE = re.compile(
 )
 
 
+#: The ``user[:password]@`` of a URL, whatever follows it.
+_USERINFO = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^@/?#]*)@")
+
+
 @dataclass(frozen=True)
 class DestinationURL:
     """A parsed destination URL; ``kind`` is ``file`` for a local folder."""
@@ -110,3 +114,16 @@ def parse_destination_url(url: str) -> DestinationURL:
         user=user,
         query=rest,
     )
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """``url`` without its ``user[:password]@``, with the user and the password (both
+    unquoted, ``None`` where absent): what a destination URL may keep, and what must
+    go elsewhere. A URL without them comes back as it is."""
+    text = url.strip()
+    match = _USERINFO.match(text)
+    if match is None:
+        return text, None, None
+    user, colon, password = match.group("userinfo").partition(":")
+    bare = match.group("head") + text[match.end() :]
+    return bare, unquote(user) or None, unquote(password) if colon else None
